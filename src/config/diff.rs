@@ -1,0 +1,1 @@
+//! What changed between two configs (SIGHUP reload), as pure code.

@@ -1,0 +1,270 @@
+//! The typed configuration: what `pybal.conf` means once parsed and validated.
+//!
+//! `ini` reads the file (with line numbers), `pyliteral` parses the Python
+//! literal values PyBal used to `eval()`, `validate` turns both into the types
+//! below and collects every problem as a [`ConfigError`] naming file, line,
+//! section and key. `diff` compares two configs for SIGHUP reloads.
+
+pub mod diff;
+pub mod ini;
+pub mod pyliteral;
+pub mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Default path of the main configuration file.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/rsbal/rsbal.conf";
+
+/// A whole, valid configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The file it was read from.
+    pub path: PathBuf,
+    pub global: GlobalConfig,
+    /// Services by section name.
+    pub services: BTreeMap<String, ServiceConfig>,
+}
+
+/// The `[global]` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GlobalConfig {
+    pub bgp: bool,
+    pub bgp_local_asn: Option<u32>,
+    pub bgp_peer_addresses: Vec<IpAddr>,
+    /// AS path to announce; defaults to `[bgp_local_asn]`.
+    pub bgp_as_path: Vec<u32>,
+    pub bgp_med: u32,
+    pub bgp_nexthop_ipv4: Option<Ipv4Addr>,
+    pub bgp_nexthop_ipv6: Option<Ipv6Addr>,
+    pub bgp_local_ips: Vec<IpAddr>,
+    pub bgp_local_port: u16,
+    pub instrumentation: bool,
+    pub instrumentation_port: u16,
+    pub instrumentation_ips: Vec<IpAddr>,
+    /// Path of the `ipvsadm` binary (default `/sbin/ipvsadm`).
+    pub ipvsadm: PathBuf,
+}
+
+impl Default for GlobalConfig {
+    fn default() -> Self {
+        GlobalConfig {
+            bgp: false,
+            bgp_local_asn: None,
+            bgp_peer_addresses: Vec::new(),
+            bgp_as_path: Vec::new(),
+            bgp_med: 0,
+            bgp_nexthop_ipv4: None,
+            bgp_nexthop_ipv6: None,
+            bgp_local_ips: Vec::new(),
+            bgp_local_port: 179,
+            instrumentation: false,
+            instrumentation_port: 9090,
+            instrumentation_ips: vec![
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(Ipv6Addr::LOCALHOST),
+            ],
+            ipvsadm: PathBuf::from("/sbin/ipvsadm"),
+        }
+    }
+}
+
+/// Transport protocol of a virtual service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+}
+
+impl Protocol {
+    /// `tcp` / `udp`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// IPVS schedulers rsbal accepts (PyBal's plus newer kernel ones).
+pub const SCHEDULERS: &[&str] = &[
+    "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "mh", "fo", "ovf", "twos",
+];
+
+/// Where a service's server list comes from (`config = …`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SourceUrl {
+    /// `file:///path`
+    File(PathBuf),
+    /// `http://…` or `https://…`, kept whole.
+    Http(String),
+    /// `etcd://host[:port]/key`
+    Etcd { host: String, port: u16, key: String },
+}
+
+impl SourceUrl {
+    /// True when the list is in the JSON format (name ends in `.json`).
+    pub fn is_json(&self) -> bool {
+        match self {
+            SourceUrl::File(p) => p.to_string_lossy().ends_with(".json"),
+            SourceUrl::Http(u) => u.split(['?', '#']).next().unwrap_or("").ends_with(".json"),
+            SourceUrl::Etcd { .. } => false,
+        }
+    }
+}
+
+impl fmt::Display for SourceUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SourceUrl::File(p) => write!(f, "file://{}", p.display()),
+            SourceUrl::Http(u) => f.write_str(u),
+            SourceUrl::Etcd { host, port, key } => write!(f, "etcd://{host}:{port}{key}"),
+        }
+    }
+}
+
+/// One LVS service section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServiceConfig {
+    /// Section name.
+    pub name: String,
+    pub protocol: Protocol,
+    pub ip: IpAddr,
+    pub port: u16,
+    /// One of [`SCHEDULERS`].
+    pub scheduler: String,
+    pub source: SourceUrl,
+    /// One-packet scheduling (UDP only).
+    pub ops: bool,
+    pub depool_threshold: f64,
+    /// Monitors in the order the `monitors` list names them.
+    pub monitors: Vec<MonitorConfig>,
+    /// Announce this IP over BGP when BGP is on globally.
+    pub bgp: bool,
+    pub bgp_med: Option<u32>,
+}
+
+/// A monitor with its options, defaults filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MonitorConfig {
+    IdleConnection(IdleConnectionOptions),
+    ProxyFetch(ProxyFetchOptions),
+}
+
+impl MonitorConfig {
+    /// The monitor's name as PyBal spells it (`IdleConnection`, `ProxyFetch`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            MonitorConfig::IdleConnection(_) => "IdleConnection",
+            MonitorConfig::ProxyFetch(_) => "ProxyFetch",
+        }
+    }
+}
+
+/// `idleconnection.*` options.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdleConnectionOptions {
+    /// `max-delay` [300 s]: cap of the reconnect backoff.
+    pub max_delay: Duration,
+    /// `timeout-clean-reconnect` [3 s].
+    pub timeout_clean_reconnect: Duration,
+    /// `keepalive` [yes].
+    pub keepalive: bool,
+    /// `keepalive-idle` [10 s].
+    pub keepalive_idle: Duration,
+    /// `keepalive-interval` [30 s].
+    pub keepalive_interval: Duration,
+    /// `keepalive-retries` [3].
+    pub keepalive_retries: u32,
+}
+
+impl Default for IdleConnectionOptions {
+    fn default() -> Self {
+        IdleConnectionOptions {
+            max_delay: Duration::from_secs(300),
+            timeout_clean_reconnect: Duration::from_secs(3),
+            keepalive: true,
+            keepalive_idle: Duration::from_secs(10),
+            keepalive_interval: Duration::from_secs(30),
+            keepalive_retries: 3,
+        }
+    }
+}
+
+/// `proxyfetch.*` options.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxyFetchOptions {
+    /// `interval` [10 s].
+    pub interval: Duration,
+    /// `timeout` [5 s], for the whole request.
+    pub timeout: Duration,
+    /// `url`: one or more `http://` / `https://` URLs (at least one).
+    pub urls: Vec<String>,
+    /// `check_all` [no]: fetch every URL instead of one at random.
+    pub check_all: bool,
+    /// `max_failures` [0]: with `check_all`, failures tolerated.
+    pub max_failures: u32,
+    /// `http_status` [200]: the status that means up.
+    pub http_status: u16,
+}
+
+/// A problem found in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    pub section: Option<String>,
+    pub key: Option<String>,
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    /// `file:line: [section] key: reason`
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        f.write_str(":")?;
+        if let Some(section) = &self.section {
+            write!(f, " [{section}]")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, " {key}:")?;
+        }
+        write!(f, " {}", self.reason)
+    }
+}
+
+/// Outcome of loading a config: the config, plus warnings that do not stop it
+/// (unknown keys, a service with no monitors).
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub config: Config,
+    pub warnings: Vec<ConfigError>,
+}
+
+/// Reads and validates the main config file. On any error returns every
+/// error found (not only the first).
+pub fn load(path: &Path) -> Result<Loaded, Vec<ConfigError>> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        vec![ConfigError {
+            file: path.to_path_buf(),
+            line: None,
+            section: None,
+            key: None,
+            reason: format!("cannot read file: {e}"),
+        }]
+    })?;
+    validate::from_str(path, &text)
+}

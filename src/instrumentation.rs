@@ -1,0 +1,1 @@
+//! Instrumentation HTTP server.

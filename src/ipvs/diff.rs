@@ -1,0 +1,1 @@
+//! Smallest command list that turns one IPVS table into another (pure).

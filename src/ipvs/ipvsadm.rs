@@ -1,0 +1,1 @@
+//! `ipvsadm -R` syntax for commands and parsing of `ipvsadm -Sn` output (pure).

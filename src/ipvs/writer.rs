@@ -1,0 +1,1 @@
+//! The IpvsWriter thread.

@@ -1,0 +1,1 @@
+//! Monitors (to be written)
