@@ -1,1 +1,129 @@
-//! cli (to be written)
+//! Command-line parsing (SPEC 1). Small enough that a parser crate would add
+//! more than it saves.
+
+use crate::config::DEFAULT_CONFIG_PATH;
+use std::path::PathBuf;
+
+/// What the command line asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// Run the daemon.
+    Run(RunOptions),
+    /// `--check`: validate the config and server lists, report, exit 0/1.
+    Check {
+        config: PathBuf,
+    },
+    Version,
+    Help,
+}
+
+/// Options of a daemon run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunOptions {
+    pub config: PathBuf,
+    /// `-n`: never change IPVS; log what would be run.
+    pub dry_run: bool,
+    /// `-d`: foreground, debug logging, log every IPVS command.
+    pub debug: bool,
+}
+
+pub const USAGE: &str = "\
+Usage: rsbal [-c FILE] [-n] [-d]
+       rsbal --check [-c FILE]
+       rsbal --version | --help
+
+  -c, --config FILE  main config file (default /etc/rsbal/rsbal.conf;
+                     a pybal.conf works unchanged)
+  -n, --dryrun       never change IPVS state; log every command instead
+  -d, --debug        log at debug level to stdout, log every IPVS command
+      --check        validate the config and every local server list, exit 0/1
+      --version      print the version
+  -h, --help         print this help
+
+Signals: SIGTERM/SIGINT stop (IPVS state is left in place), SIGHUP reloads.";
+
+/// Parses the arguments after the program name.
+pub fn parse<I, S>(args: I) -> Result<Command, String>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    let mut config = PathBuf::from(DEFAULT_CONFIG_PATH);
+    let mut dry_run = false;
+    let mut debug = false;
+    let mut check = false;
+    let mut args = args.into_iter().map(Into::into);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "-c" | "--config" => match args.next() {
+                Some(path) => config = PathBuf::from(path),
+                None => return Err(format!("{arg} needs a file name")),
+            },
+            "-n" | "--dryrun" | "--dry-run" => dry_run = true,
+            "-d" | "--debug" => debug = true,
+            "--check" => check = true,
+            "--version" | "-V" => return Ok(Command::Version),
+            "--help" | "-h" => return Ok(Command::Help),
+            other => {
+                if let Some(path) = other.strip_prefix("--config=") {
+                    config = PathBuf::from(path);
+                } else {
+                    return Err(format!("unknown argument {other:?}"));
+                }
+            }
+        }
+    }
+    if check {
+        Ok(Command::Check { config })
+    } else {
+        Ok(Command::Run(RunOptions {
+            config,
+            dry_run,
+            debug,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let cmd = parse(Vec::<String>::new()).unwrap();
+        assert_eq!(
+            cmd,
+            Command::Run(RunOptions {
+                config: PathBuf::from(DEFAULT_CONFIG_PATH),
+                dry_run: false,
+                debug: false
+            })
+        );
+    }
+
+    #[test]
+    fn flags() {
+        let cmd = parse(["-c", "/tmp/p.conf", "-n", "-d"]).unwrap();
+        assert_eq!(
+            cmd,
+            Command::Run(RunOptions {
+                config: PathBuf::from("/tmp/p.conf"),
+                dry_run: true,
+                debug: true
+            })
+        );
+        assert_eq!(
+            parse(["--check", "--config=/x"]).unwrap(),
+            Command::Check {
+                config: PathBuf::from("/x")
+            }
+        );
+        assert_eq!(parse(["--version"]).unwrap(), Command::Version);
+    }
+
+    #[test]
+    fn errors() {
+        assert!(parse(["-c"]).unwrap_err().contains("needs a file"));
+        assert!(parse(["--bogus"]).unwrap_err().contains("--bogus"));
+    }
+}

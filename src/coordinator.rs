@@ -21,9 +21,20 @@ pub struct ServerUpdate {
 /// A change of the IPVS pool of this service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PoolOp {
-    Add { host: String, ip: IpAddr, weight: u32 },
-    Edit { host: String, ip: IpAddr, weight: u32 },
-    Remove { host: String, ip: IpAddr },
+    Add {
+        host: String,
+        ip: IpAddr,
+        weight: u32,
+    },
+    Edit {
+        host: String,
+        ip: IpAddr,
+        weight: u32,
+    },
+    Remove {
+        host: String,
+        ip: IpAddr,
+    },
 }
 
 /// A log line the caller should write, in the service's log context.
@@ -71,4 +82,57 @@ pub struct ServerState {
     pub pooled: bool,
     /// Per monitor, in configuration order.
     pub monitors: Vec<MonitorState>,
+}
+pub struct Coordinator;
+impl Coordinator {
+    pub fn new(service: &str, depool_threshold: f64, monitor_count: usize) -> Self {
+        let _ = (service, depool_threshold, monitor_count);
+        todo!()
+    }
+    pub fn apply_server_list(&mut self, list: Vec<ServerUpdate>) -> Outcome {
+        let _ = list;
+        todo!()
+    }
+    pub fn monitor_result(
+        &mut self,
+        host: &str,
+        monitor: usize,
+        up: bool,
+        reason: &str,
+    ) -> Outcome {
+        let _ = (host, monitor, up, reason);
+        todo!()
+    }
+    pub fn set_depool_threshold(&mut self, threshold: f64) -> Outcome {
+        let _ = threshold;
+        todo!()
+    }
+    pub fn reset_monitors(&mut self, monitor_count: usize) {
+        let _ = monitor_count;
+        todo!()
+    }
+    pub fn servers(&self) -> impl Iterator<Item = &ServerState> {
+        Vec::<&ServerState>::new().into_iter()
+    }
+    pub fn server(&self, host: &str) -> Option<&ServerState> {
+        let _ = host;
+        todo!()
+    }
+    pub fn can_depool(&self) -> bool {
+        todo!()
+    }
+    pub fn pooled_down(&self) -> Vec<String> {
+        todo!()
+    }
+    pub fn depool_threshold(&self) -> f64 {
+        todo!()
+    }
+    pub fn pooled(&self) -> Vec<(IpAddr, u32)> {
+        todo!()
+    }
+}
+impl ServerState {
+    pub fn text_status(&self) -> String {
+        todo!()
+    }
 }

@@ -1,1 +1,342 @@
-//! service (to be written)
+//! The service thread: one per LVS service, the thin shell around its
+//! Coordinator.
+//!
+//! It owns the service's Coordinator, its monitor handles and its server-list
+//! source. It waits on three channels at once: control (reload, stop), server
+//! lists from the source thread, and monitor reports. Every decision comes
+//! from the Coordinator; this thread carries it out: writes the log lines,
+//! starts and stops monitors, sends the service's complete desired IPVS state
+//! to the IpvsWriter, and publishes a snapshot for the instrumentation server.
+
+use crate::config::ServiceConfig;
+use crate::coordinator::{Coordinator, Outcome};
+use crate::ipvs::writer::WriterRequest;
+use crate::ipvs::{ServiceKey, ServiceTable, VirtualService};
+use crate::monitor::{self, MonitorHandle, MonitorReport, MonitorTarget};
+use crate::snapshot::{ServiceSnapshot, SnapshotStore};
+use crate::source::{self, ServerList, SourceHandle};
+use crossbeam_channel::{select, Receiver, Sender};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::thread;
+
+/// A message from the daemon to a service thread.
+#[derive(Debug)]
+pub enum ServiceControl {
+    /// Reload changed this service's section.
+    Reconfigure(Box<ServiceConfig>),
+    /// Stop; `remove_from_ipvs` when the service was removed from the config
+    /// (at shutdown IPVS is left as it is so traffic keeps flowing).
+    Stop { remove_from_ipvs: bool },
+}
+
+/// The daemon's end of a service thread.
+pub struct ServiceHandle {
+    pub name: String,
+    control: Sender<ServiceControl>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl ServiceHandle {
+    pub fn reconfigure(&self, config: ServiceConfig) {
+        let _ = self
+            .control
+            .send(ServiceControl::Reconfigure(Box::new(config)));
+    }
+
+    /// Stops the thread and waits for it (it only drops handles and sends
+    /// one message, so this is quick).
+    pub fn stop(mut self, remove_from_ipvs: bool) {
+        let _ = self.control.send(ServiceControl::Stop { remove_from_ipvs });
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// Starts the thread of service `config`.
+pub fn spawn(
+    config: ServiceConfig,
+    writer: Sender<WriterRequest>,
+    store: Arc<SnapshotStore>,
+) -> std::io::Result<ServiceHandle> {
+    let name = config.name.clone();
+    let (control_tx, control_rx) = crossbeam_channel::unbounded();
+    let (report_tx, report_rx) = crossbeam_channel::unbounded();
+    let (list_tx, list_rx) = crossbeam_channel::unbounded();
+    let source = source::spawn(&config.name, &config.source, config.ip, list_tx)?;
+    let runner = ServiceRunner {
+        coordinator: Coordinator::new(&config.name, config.depool_threshold, config.monitors.len()),
+        config,
+        writer,
+        store,
+        servers: HashMap::new(),
+        next_server_id: 1,
+        report_tx,
+        source,
+        have_list: false,
+    };
+    let thread = thread::Builder::new()
+        .name(format!("service:{name}"))
+        .spawn(move || runner.run(control_rx, list_rx, report_rx))?;
+    Ok(ServiceHandle {
+        name,
+        control: control_tx,
+        thread: Some(thread),
+    })
+}
+
+/// Monitors running for one server instance.
+struct RunningServer {
+    id: u64,
+    _monitors: Vec<MonitorHandle>,
+}
+
+struct ServiceRunner {
+    config: ServiceConfig,
+    coordinator: Coordinator,
+    writer: Sender<WriterRequest>,
+    store: Arc<SnapshotStore>,
+    /// Servers with running monitors, by host.
+    servers: HashMap<String, RunningServer>,
+    next_server_id: u64,
+    report_tx: Sender<MonitorReport>,
+    source: SourceHandle,
+    /// False until the first server list arrived: until then the service's
+    /// IPVS state is not touched (a restart must not empty a live pool).
+    have_list: bool,
+}
+
+impl ServiceRunner {
+    fn run(
+        mut self,
+        control: Receiver<ServiceControl>,
+        mut lists: Receiver<ServerList>,
+        reports: Receiver<MonitorReport>,
+    ) {
+        log::info!(target: &self.config.name, "starting: {} {}:{} ({}), servers from {}",
+            self.config.protocol, self.config.ip, self.config.port, self.config.scheduler, self.config.source);
+        self.publish();
+        loop {
+            select! {
+                recv(control) -> msg => match msg {
+                    Ok(ServiceControl::Reconfigure(config)) => {
+                        if let Some(new_lists) = self.reconfigure(*config) {
+                            lists = new_lists;
+                        }
+                    }
+                    Ok(ServiceControl::Stop { remove_from_ipvs }) => {
+                        self.stop(remove_from_ipvs);
+                        return;
+                    }
+                    Err(_) => {
+                        self.stop(false);
+                        return;
+                    }
+                },
+                recv(lists) -> list => match list {
+                    Ok(list) => {
+                        let outcome = self.coordinator.apply_server_list(list);
+                        let first = !self.have_list;
+                        self.have_list = true;
+                        self.carry_out(outcome, first);
+                    }
+                    Err(_) => {
+                        // The source thread ended (it logged why); keep the last list.
+                        lists = crossbeam_channel::never();
+                    }
+                },
+                recv(reports) -> report => {
+                    if let Ok(report) = report {
+                        self.on_report(report);
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_report(&mut self, report: MonitorReport) {
+        let current = self.servers.get(&report.host).map(|s| s.id);
+        if current != Some(report.server_id) {
+            return; // From monitors of a server instance that is gone.
+        }
+        if let Some(config) = self.config.monitors.get(report.monitor) {
+            let target = crate::logging::monitor_target(&self.config.name, config.name());
+            let status = self
+                .coordinator
+                .server(&report.host)
+                .map(|s| s.text_status())
+                .unwrap_or_default();
+            log::debug!(target: &target, "{} ({status}): {} {}", report.host,
+                if report.up { "up:" } else { "down:" }, report.reason);
+        }
+        let outcome = self.coordinator.monitor_result(
+            &report.host,
+            report.monitor,
+            report.up,
+            &report.reason,
+        );
+        self.carry_out(outcome, false);
+    }
+
+    /// Does what the coordinator decided. `force_ipvs` sends the desired IPVS
+    /// state even without pool operations (first list).
+    fn carry_out(&mut self, outcome: Outcome, force_ipvs: bool) {
+        for line in &outcome.logs {
+            log::log!(target: &self.config.name, line.level, "{}", line.text);
+        }
+        for host in &outcome.stop_monitors {
+            self.servers.remove(host);
+        }
+        for host in &outcome.start_monitors {
+            self.start_monitors(host);
+        }
+        if force_ipvs || !outcome.ops.is_empty() {
+            self.send_ipvs_state();
+        }
+        self.publish();
+    }
+
+    fn start_monitors(&mut self, host: &str) {
+        self.servers.remove(host);
+        let Some(ip) = self.coordinator.server(host).and_then(|s| s.ip) else {
+            return;
+        };
+        let id = self.next_server_id;
+        self.next_server_id += 1;
+        let mut handles = Vec::with_capacity(self.config.monitors.len());
+        for (index, config) in self.config.monitors.iter().enumerate() {
+            let target = MonitorTarget {
+                service: self.config.name.clone(),
+                host: host.to_string(),
+                ip,
+                port: self.config.port,
+            };
+            match monitor::spawn(config, target, id, index, self.report_tx.clone()) {
+                Ok(handle) => handles.push(handle),
+                Err(e) => log::error!(target: &self.config.name,
+                    "cannot start {} monitor for {host}: {e}", config.name()),
+            }
+        }
+        self.servers.insert(
+            host.to_string(),
+            RunningServer {
+                id,
+                _monitors: handles,
+            },
+        );
+    }
+
+    fn restart_all_monitors(&mut self) {
+        self.servers.clear();
+        self.coordinator.reset_monitors(self.config.monitors.len());
+        let hosts: Vec<String> = self
+            .coordinator
+            .servers()
+            .filter(|s| s.ready)
+            .map(|s| s.host.clone())
+            .collect();
+        for host in hosts {
+            self.start_monitors(&host);
+        }
+    }
+
+    fn key(&self) -> ServiceKey {
+        ServiceKey {
+            protocol: self.config.protocol,
+            addr: SocketAddr::new(self.config.ip, self.config.port),
+        }
+    }
+
+    fn send_ipvs_state(&self) {
+        let port = self.config.port;
+        let table = ServiceTable {
+            service: VirtualService {
+                key: self.key(),
+                scheduler: self.config.scheduler.clone(),
+                ops: self.config.ops,
+            },
+            dests: self
+                .coordinator
+                .pooled()
+                .into_iter()
+                .map(|(ip, weight)| (SocketAddr::new(ip, port), weight))
+                .collect(),
+        };
+        let _ = self.writer.send(WriterRequest::SetService {
+            name: self.config.name.clone(),
+            table,
+        });
+    }
+
+    /// Applies a changed section; returns the new list channel when the
+    /// source was replaced.
+    fn reconfigure(&mut self, new: ServiceConfig) -> Option<Receiver<ServerList>> {
+        let old = std::mem::replace(&mut self.config, new);
+        let new = &self.config;
+        log::info!(target: &new.name, "applying changed configuration");
+        let mut new_lists = None;
+        if old.source != new.source || old.ip.is_ipv6() != new.ip.is_ipv6() {
+            let (tx, rx) = crossbeam_channel::unbounded();
+            match source::spawn(&new.name, &new.source, new.ip, tx) {
+                Ok(source) => {
+                    self.source = source;
+                    new_lists = Some(rx);
+                }
+                Err(e) => {
+                    log::error!(target: &new.name, "cannot start server list source {}: {e}", new.source)
+                }
+            }
+        }
+        if old.monitors != self.config.monitors
+            || old.port != self.config.port
+            || old.ip != self.config.ip
+        {
+            self.restart_all_monitors();
+        }
+        if old.depool_threshold != self.config.depool_threshold {
+            let outcome = self
+                .coordinator
+                .set_depool_threshold(self.config.depool_threshold);
+            self.carry_out(outcome, false);
+        }
+        let ipvs_changed = old.protocol != self.config.protocol
+            || old.ip != self.config.ip
+            || old.port != self.config.port
+            || old.scheduler != self.config.scheduler
+            || old.ops != self.config.ops;
+        if ipvs_changed && self.have_list {
+            self.send_ipvs_state();
+        }
+        self.publish();
+        new_lists
+    }
+
+    fn stop(&mut self, remove_from_ipvs: bool) {
+        self.servers.clear();
+        if remove_from_ipvs {
+            log::info!(target: &self.config.name, "service removed from the configuration");
+            let _ = self.writer.send(WriterRequest::RemoveService {
+                name: self.config.name.clone(),
+            });
+            self.store.remove(&self.config.name);
+        }
+    }
+
+    fn publish(&self) {
+        let c = &self.config;
+        self.store.publish(ServiceSnapshot {
+            name: c.name.clone(),
+            protocol: c.protocol,
+            ip: c.ip,
+            port: c.port,
+            scheduler: c.scheduler.clone(),
+            depool_threshold: self.coordinator.depool_threshold(),
+            can_depool: self.coordinator.can_depool(),
+            pooled_down: self.coordinator.pooled_down(),
+            monitor_names: c.monitors.iter().map(|m| m.name().to_string()).collect(),
+            servers: self.coordinator.servers().cloned().collect(),
+        });
+    }
+}

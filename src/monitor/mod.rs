@@ -1,1 +1,159 @@
-//! Monitors (to be written)
+//! Monitors: one thread per (server, monitor), each reporting results to its
+//! service thread over a crossbeam channel.
+//!
+//! A monitor thread owns only its own socket or timer. It never touches the
+//! coordinator: it sends a [`MonitorReport`] and the service thread decides.
+//! Stopping is by dropping the [`MonitorHandle`]: that disconnects the stop
+//! channel every sleep waits on and runs the monitor's waker (IdleConnection
+//! shuts its socket down so a blocked read returns at once).
+
+pub mod idle_connection;
+pub mod proxy_fetch;
+
+use crate::config::MonitorConfig;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use std::net::{IpAddr, SocketAddr};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Stack size of a monitor thread. Monitors keep little on the stack (TLS
+/// handshakes being the deepest), and large sites run thousands of them.
+const MONITOR_STACK_SIZE: usize = 256 * 1024;
+
+/// What a monitor checks: one server of one service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MonitorTarget {
+    pub service: String,
+    pub host: String,
+    pub ip: IpAddr,
+    /// The service port (PyBal checks the real server on the service's port).
+    pub port: u16,
+}
+
+impl MonitorTarget {
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::new(self.ip, self.port)
+    }
+}
+
+/// One check result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MonitorReport {
+    /// Identity of the server instance the monitor was started for; results
+    /// of a server that has since been removed or restarted are ignored.
+    pub server_id: u64,
+    pub host: String,
+    /// Index of the monitor in the service's `monitors` list.
+    pub monitor: usize,
+    pub up: bool,
+    /// Why (for down results); a short note for up results.
+    pub reason: String,
+    /// How long the check took, for checks that have a duration.
+    pub duration: Option<Duration>,
+}
+
+/// What a monitor thread gets: where to send results and how to learn it
+/// must stop.
+pub struct MonitorContext {
+    pub target: MonitorTarget,
+    pub server_id: u64,
+    pub monitor: usize,
+    reports: Sender<MonitorReport>,
+    stop: Receiver<()>,
+}
+
+impl MonitorContext {
+    /// Sends a result; false when the service is gone (the monitor should end).
+    pub fn report(&self, up: bool, reason: impl Into<String>, duration: Option<Duration>) -> bool {
+        self.reports
+            .send(MonitorReport {
+                server_id: self.server_id,
+                host: self.target.host.clone(),
+                monitor: self.monitor,
+                up,
+                reason: reason.into(),
+                duration,
+            })
+            .is_ok()
+    }
+
+    /// True once the handle was dropped.
+    pub fn stopped(&self) -> bool {
+        matches!(self.stop.try_recv(), Err(TryRecvError::Disconnected))
+    }
+
+    /// Sleeps for `d` unless stopped first; returns false when stopped.
+    pub fn sleep(&self, d: Duration) -> bool {
+        !matches!(
+            self.stop.recv_timeout(d),
+            Err(RecvTimeoutError::Disconnected) | Ok(())
+        )
+    }
+
+    /// Sleeps until `deadline` unless stopped first; returns false when stopped.
+    pub fn sleep_until(&self, deadline: Instant) -> bool {
+        self.sleep(deadline.saturating_duration_since(Instant::now()))
+    }
+
+    /// The log target `<service> <Monitor>`.
+    pub fn log_target(&self, monitor_name: &str) -> String {
+        crate::logging::monitor_target(&self.target.service, monitor_name)
+    }
+}
+
+/// Something that wakes a monitor blocked in a system call when it must stop.
+pub type Waker = Box<dyn Fn() + Send + Sync>;
+
+/// Owner's end of a running monitor. Dropping it stops the monitor; the thread
+/// ends by itself shortly after (it is not joined, so a monitor stuck in a
+/// connect cannot hold up a reload or shutdown).
+pub struct MonitorHandle {
+    _stop: Sender<()>,
+    waker: Option<Waker>,
+}
+
+impl Drop for MonitorHandle {
+    fn drop(&mut self) {
+        if let Some(wake) = &self.waker {
+            wake();
+        }
+    }
+}
+
+/// Starts the monitor described by `config` for `target`.
+pub fn spawn(
+    config: &MonitorConfig,
+    target: MonitorTarget,
+    server_id: u64,
+    monitor: usize,
+    reports: Sender<MonitorReport>,
+) -> std::io::Result<MonitorHandle> {
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded(0);
+    let name = format!("{}:{}:{}", config.name(), target.service, target.host);
+    let ctx = MonitorContext {
+        target,
+        server_id,
+        monitor,
+        reports,
+        stop: stop_rx,
+    };
+    let builder = thread::Builder::new()
+        .name(name)
+        .stack_size(MONITOR_STACK_SIZE);
+    let waker = match config {
+        MonitorConfig::IdleConnection(opts) => {
+            let (monitor, waker) = idle_connection::IdleConnection::new(opts.clone());
+            builder.spawn(move || monitor.run(ctx))?;
+            Some(waker)
+        }
+        MonitorConfig::ProxyFetch(opts) => {
+            let monitor = proxy_fetch::ProxyFetch::new(opts.clone(), &ctx.target);
+            builder.spawn(move || monitor.run(ctx))?;
+            None
+        }
+    };
+    Ok(MonitorHandle {
+        _stop: stop_tx,
+        waker,
+    })
+}

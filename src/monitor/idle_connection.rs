@@ -1,0 +1,198 @@
+//! IdleConnection: keeps one idle TCP connection to the server open and
+//! reports down the instant it is lost.
+//!
+//! The thread sits in a blocking `read` on the connection, so a reset or close
+//! by the server is seen at once. Up on connect. Unclean loss (reset, error)
+//! or a failed connect: down at once, then reconnect with exponential backoff
+//! (factor e, jitter, capped at `max-delay`). A clean close by the server gets
+//! one quick reconnect within `timeout-clean-reconnect`; down if that fails.
+
+use super::{MonitorContext, Waker};
+use crate::config::IdleConnectionOptions;
+use socket2::{SockRef, TcpKeepalive};
+use std::io::{ErrorKind, Read};
+use std::net::{Shutdown, TcpStream};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const NAME: &str = "IdleConnection";
+/// First reconnect delay after a failure (Twisted's ReconnectingClientFactory).
+const INITIAL_DELAY: Duration = Duration::from_secs(1);
+/// Backoff factor (Twisted's: e).
+const BACKOFF_FACTOR: f64 = std::f64::consts::E;
+/// Relative jitter of each delay (Twisted's).
+const JITTER: f64 = 0.119_626_565_582;
+/// Timeout of a normal connect attempt.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The connection currently open, shared with the waker so that stopping the
+/// monitor can shut it down under a blocked read.
+type Current = Arc<Mutex<Option<TcpStream>>>;
+
+pub struct IdleConnection {
+    opts: IdleConnectionOptions,
+    current: Current,
+}
+
+/// How a connection ended.
+enum Loss {
+    /// The server closed it (EOF).
+    Clean,
+    /// Reset or another error.
+    Unclean(String),
+    /// We are stopping.
+    Stopped,
+}
+
+impl IdleConnection {
+    /// The monitor and the waker that interrupts its blocking read.
+    pub fn new(opts: IdleConnectionOptions) -> (Self, Waker) {
+        let current: Current = Arc::new(Mutex::new(None));
+        let for_waker = Arc::clone(&current);
+        let waker: Waker = Box::new(move || {
+            let guard = for_waker.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(stream) = guard.as_ref() {
+                let _ = stream.shutdown(Shutdown::Both);
+            }
+        });
+        (IdleConnection { opts, current }, waker)
+    }
+
+    /// The monitor thread's body.
+    pub fn run(self, ctx: MonitorContext) {
+        let target = ctx.log_target(NAME);
+        let mut delay = INITIAL_DELAY;
+        let mut pending: Option<TcpStream> = None;
+        while !ctx.stopped() {
+            let stream = match pending.take() {
+                Some(stream) => stream,
+                None => match self.connect(&ctx, CONNECT_TIMEOUT) {
+                    Ok(stream) => {
+                        log::debug!(target: &target, "{}: connection established", ctx.target.host);
+                        if !ctx.report(true, "connection established", None) {
+                            return;
+                        }
+                        stream
+                    }
+                    Err(e) => {
+                        if !ctx.report(false, format!("connect failed: {e}"), None) {
+                            return;
+                        }
+                        if !ctx.sleep(jittered(delay)) {
+                            return;
+                        }
+                        delay = next_delay(delay, self.opts.max_delay);
+                        continue;
+                    }
+                },
+            };
+            delay = INITIAL_DELAY;
+            match self.hold(&ctx, stream) {
+                Loss::Stopped => return,
+                Loss::Unclean(reason) => {
+                    if !ctx.report(false, format!("connection lost: {reason}"), None) {
+                        return;
+                    }
+                    if !ctx.sleep(jittered(delay)) {
+                        return;
+                    }
+                    delay = next_delay(delay, self.opts.max_delay);
+                }
+                Loss::Clean => {
+                    log::debug!(target: &target, "{}: connection closed cleanly, reconnecting", ctx.target.host);
+                    match self.connect(&ctx, self.opts.timeout_clean_reconnect) {
+                        Ok(stream) => pending = Some(stream),
+                        Err(e) => {
+                            let reason = format!("connection closed and reconnect failed: {e}");
+                            if !ctx.report(false, reason, None) {
+                                return;
+                            }
+                            if !ctx.sleep(jittered(delay)) {
+                                return;
+                            }
+                            delay = next_delay(delay, self.opts.max_delay);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn connect(&self, ctx: &MonitorContext, timeout: Duration) -> std::io::Result<TcpStream> {
+        let stream = TcpStream::connect_timeout(&ctx.target.addr(), timeout)?;
+        if self.opts.keepalive {
+            let keepalive = TcpKeepalive::new()
+                .with_time(self.opts.keepalive_idle)
+                .with_interval(self.opts.keepalive_interval)
+                .with_retries(self.opts.keepalive_retries);
+            SockRef::from(&stream).set_tcp_keepalive(&keepalive)?;
+        }
+        Ok(stream)
+    }
+
+    /// Blocks on the open connection until it ends.
+    fn hold(&self, ctx: &MonitorContext, stream: TcpStream) -> Loss {
+        let mut reader = match stream.try_clone() {
+            Ok(reader) => reader,
+            Err(e) => return Loss::Unclean(format!("cannot use socket: {e}")),
+        };
+        {
+            let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+            *current = Some(stream);
+        }
+        // The waker may have run before the stream was published.
+        if ctx.stopped() {
+            return Loss::Stopped;
+        }
+        let mut buf = [0u8; 4096];
+        let loss = loop {
+            match reader.read(&mut buf) {
+                Ok(0) => break Loss::Clean,
+                Ok(_) => continue, // An idle connection; whatever the server says is ignored.
+                Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+                Err(e) => break Loss::Unclean(e.to_string()),
+            }
+        };
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        if ctx.stopped() {
+            Loss::Stopped
+        } else {
+            loss
+        }
+    }
+}
+
+fn next_delay(delay: Duration, max: Duration) -> Duration {
+    delay.mul_f64(BACKOFF_FACTOR).min(max)
+}
+
+fn jittered(delay: Duration) -> Duration {
+    let spread = (fastrand::f64() * 2.0 - 1.0) * JITTER;
+    delay.mul_f64(1.0 + spread)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_by_e_and_is_capped() {
+        let max = Duration::from_secs(300);
+        let mut d = INITIAL_DELAY;
+        let mut seen = vec![];
+        for _ in 0..8 {
+            seen.push(d.as_secs_f64());
+            d = next_delay(d, max);
+        }
+        assert!((seen[1] - std::f64::consts::E).abs() < 1e-9);
+        assert_eq!(d, max);
+    }
+
+    #[test]
+    fn jitter_stays_within_twelve_percent() {
+        for _ in 0..1000 {
+            let j = jittered(Duration::from_secs(10)).as_secs_f64();
+            assert!((8.8..=11.2).contains(&j), "{j}");
+        }
+    }
+}

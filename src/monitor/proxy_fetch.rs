@@ -1,0 +1,149 @@
+//! ProxyFetch: every `interval`, an HTTP(S) GET of a configured URL sent to
+//! the real server's own address and the service port, with the URL's host in
+//! the `Host` header (and in TLS SNI). Up when the status equals `http_status`;
+//! redirects are never followed, so an expected 3xx is a plain match.
+//!
+//! Each server's ProxyFetch runs on its own thread with its own schedule, so a
+//! server that accepts and never answers delays only its own next check.
+
+use super::{MonitorContext, MonitorTarget};
+use crate::config::ProxyFetchOptions;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
+use ureq::Agent;
+
+const NAME: &str = "ProxyFetch";
+
+/// Sends every request to one fixed address, whatever host the URL names.
+#[derive(Debug)]
+struct FixedResolver(SocketAddr);
+
+impl Resolver for FixedResolver {
+    fn resolve(
+        &self,
+        _uri: &ureq::http::Uri,
+        _config: &ureq::config::Config,
+        _timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let mut addrs = self.empty();
+        addrs.push(self.0);
+        Ok(addrs)
+    }
+}
+
+pub struct ProxyFetch {
+    opts: ProxyFetchOptions,
+    agent: Agent,
+}
+
+/// Result of one fetch.
+struct Fetch {
+    ok: bool,
+    reason: String,
+}
+
+impl ProxyFetch {
+    pub fn new(opts: ProxyFetchOptions, target: &MonitorTarget) -> Self {
+        let config = Agent::config_builder()
+            .timeout_global(Some(opts.timeout))
+            .max_redirects(0)
+            .http_status_as_error(false)
+            // Every check opens a fresh connection, as a client would.
+            .max_idle_connections(0)
+            .max_idle_connections_per_host(0)
+            .user_agent(concat!("rsbal/", env!("CARGO_PKG_VERSION"), " ProxyFetch"))
+            .build();
+        let agent = Agent::with_parts(
+            config,
+            DefaultConnector::new(),
+            FixedResolver(target.addr()),
+        );
+        ProxyFetch { opts, agent }
+    }
+
+    /// The monitor thread's body: a fixed-rate schedule (the next check is
+    /// due `interval` after the previous one started, or at once if that
+    /// check overran).
+    pub fn run(self, ctx: MonitorContext) {
+        let log_target = ctx.log_target(NAME);
+        let mut next = Instant::now();
+        loop {
+            if !ctx.sleep_until(next) {
+                return;
+            }
+            let started = Instant::now();
+            let (up, reason) = self.check();
+            let took = started.elapsed();
+            log::debug!(target: &log_target, "{}: {} ({} ms)", ctx.target.host, reason, took.as_millis());
+            if !ctx.report(up, reason, Some(took)) {
+                return;
+            }
+            next = (started + self.opts.interval).max(Instant::now());
+        }
+    }
+
+    /// One check: one URL at random, or all of them with `check_all`.
+    fn check(&self) -> (bool, String) {
+        if self.opts.check_all {
+            let results: Vec<Fetch> = self.opts.urls.iter().map(|u| self.fetch(u)).collect();
+            let failures: Vec<&Fetch> = results.iter().filter(|f| !f.ok).collect();
+            let up = failures.len() as u64 <= u64::from(self.opts.max_failures);
+            let reason = if failures.is_empty() {
+                format!("all {} URLs fetched", results.len())
+            } else {
+                let what: Vec<&str> = failures.iter().map(|f| f.reason.as_str()).collect();
+                format!(
+                    "{} of {} URLs failed (max_failures {}): {}",
+                    failures.len(),
+                    results.len(),
+                    self.opts.max_failures,
+                    what.join("; ")
+                )
+            };
+            (up, reason)
+        } else {
+            let url = match self.opts.urls.len() {
+                0 => return (false, "no URL configured".to_string()),
+                n => &self.opts.urls[fastrand::usize(..n)],
+            };
+            let fetch = self.fetch(url);
+            (fetch.ok, fetch.reason)
+        }
+    }
+
+    fn fetch(&self, url: &str) -> Fetch {
+        match self.agent.get(url).call() {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                if status == self.opts.http_status {
+                    Fetch {
+                        ok: true,
+                        reason: format!("{url}: HTTP {status}"),
+                    }
+                } else {
+                    Fetch {
+                        ok: false,
+                        reason: format!(
+                            "{url}: HTTP status {status} (expected {})",
+                            self.opts.http_status
+                        ),
+                    }
+                }
+            }
+            Err(ureq::Error::Timeout(_)) => Fetch {
+                ok: false,
+                reason: format!("{url}: timeout after {}", fmt_secs(self.opts.timeout)),
+            },
+            Err(e) => Fetch {
+                ok: false,
+                reason: format!("{url}: {e}"),
+            },
+        }
+    }
+}
+
+fn fmt_secs(d: Duration) -> String {
+    format!("{}s", d.as_secs_f64())
+}
