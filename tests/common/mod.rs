@@ -1,0 +1,320 @@
+//! Test harness: real backends on loopback, a fake `ipvsadm` that records
+//! every batch it is given, and the real `rsbal` binary as a child process.
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// Polls `cond` every 50 ms until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if cond() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+/// How a backend behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Accepts, answers HTTP with 200, keeps idle connections open.
+    Healthy,
+    /// Listener closed and every open connection reset.
+    Down,
+    /// Accepts and never answers anything.
+    Hung,
+}
+
+struct BackendShared {
+    mode: Mutex<Mode>,
+    /// Bumped on every switch to Down: connections of an older epoch reset.
+    epoch: AtomicU64,
+    requests: AtomicU64,
+    stop: AtomicBool,
+}
+
+/// A real TCP/HTTP backend on `addr`.
+pub struct Backend {
+    pub addr: SocketAddr,
+    shared: Arc<BackendShared>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl Backend {
+    pub fn start(addr: SocketAddr) -> Backend {
+        let shared = Arc::new(BackendShared {
+            mode: Mutex::new(Mode::Healthy),
+            epoch: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            stop: AtomicBool::new(false),
+        });
+        let s = Arc::clone(&shared);
+        let thread = thread::spawn(move || listen_loop(addr, s));
+        // Wait until it accepts.
+        assert!(
+            wait_until(Duration::from_secs(5), || TcpStream::connect(addr).is_ok()),
+            "backend {addr} did not start"
+        );
+        Backend {
+            addr,
+            shared,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn set_mode(&self, mode: Mode) {
+        if mode == Mode::Down {
+            self.shared.epoch.fetch_add(1, Ordering::SeqCst);
+        }
+        *self.shared.mode.lock().unwrap() = mode;
+    }
+
+    /// HTTP requests answered or received so far.
+    pub fn requests(&self) -> u64 {
+        self.shared.requests.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.shared.epoch.fetch_add(1, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn listen_loop(addr: SocketAddr, shared: Arc<BackendShared>) {
+    let mut listener: Option<TcpListener> = None;
+    while !shared.stop.load(Ordering::SeqCst) {
+        let mode = *shared.mode.lock().unwrap();
+        if mode == Mode::Down {
+            listener = None;
+            thread::sleep(Duration::from_millis(10));
+            continue;
+        }
+        if listener.is_none() {
+            let socket = socket2::Socket::new(
+                socket2::Domain::for_address(addr),
+                socket2::Type::STREAM,
+                None,
+            )
+            .unwrap();
+            socket.set_reuse_address(true).unwrap();
+            if socket.bind(&addr.into()).is_err() {
+                thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+            socket.listen(128).unwrap();
+            let l: TcpListener = socket.into();
+            l.set_nonblocking(true).unwrap();
+            listener = Some(l);
+        }
+        if let Some(l) = &listener {
+            match l.accept() {
+                Ok((stream, _)) => {
+                    let s = Arc::clone(&shared);
+                    thread::spawn(move || serve(stream, s));
+                }
+                Err(_) => thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    }
+}
+
+fn serve(stream: TcpStream, shared: Arc<BackendShared>) {
+    let epoch = shared.epoch.load(Ordering::SeqCst);
+    let _ = stream.set_nonblocking(false);
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(20)));
+    let mut stream = stream;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 1024];
+    loop {
+        if shared.epoch.load(Ordering::SeqCst) != epoch {
+            // Reset: linger 0 makes the close send an RST.
+            let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+            return;
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => return,
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                if buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    shared.requests.fetch_add(1, Ordering::SeqCst);
+                    let mode = *shared.mode.lock().unwrap();
+                    if mode == Mode::Healthy {
+                        let _ = stream.write_all(
+                            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+                        );
+                        return;
+                    }
+                    buf.clear(); // Hung: never answer.
+                }
+            }
+            Err(_) => continue,
+        }
+    }
+}
+
+/// A fake `ipvsadm`: records each `-R` batch (stdin) into a log file,
+/// batches separated by a `--` line; prints an empty table for `-Sn`.
+pub struct FakeIpvsadm {
+    pub script: PathBuf,
+    pub log: PathBuf,
+}
+
+impl FakeIpvsadm {
+    pub fn new(dir: &Path) -> FakeIpvsadm {
+        let script = dir.join("ipvsadm");
+        let log = dir.join("ipvsadm.log");
+        fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\nif [ \"$1\" = \"-R\" ]; then cat >> '{log}'; echo -- >> '{log}'; fi\nexit 0\n",
+                log = log.display()
+            ),
+        )
+        .unwrap();
+        let mut perm = fs::metadata(&script).unwrap().permissions();
+        std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+        fs::set_permissions(&script, perm).unwrap();
+        FakeIpvsadm { script, log }
+    }
+
+    /// Every command line received so far.
+    pub fn lines(&self) -> Vec<String> {
+        fs::read_to_string(&self.log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| *l != "--")
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Number of lines equal to `line`.
+    pub fn count(&self, line: &str) -> usize {
+        self.lines().iter().filter(|l| *l == line).count()
+    }
+
+    pub fn wait_for(&self, line: &str, n: usize, timeout: Duration) -> bool {
+        wait_until(timeout, || self.count(line) >= n)
+    }
+}
+
+/// The real rsbal binary, run in the foreground with `-d`.
+pub struct Rsbal {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl Rsbal {
+    pub fn start(config: &Path, extra: &[&str]) -> Rsbal {
+        let log = config.with_extension("log");
+        let out = fs::File::create(&log).unwrap();
+        let err = out.try_clone().unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_rsbal"))
+            .arg("-d")
+            .arg("-c")
+            .arg(config)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap();
+        Rsbal { child, log }
+    }
+
+    pub fn log_text(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig).unwrap();
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Rsbal {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- rsbal log ----\n{}", self.log_text());
+        }
+    }
+}
+
+/// GET `path` from `addr`; `json` sets `Accept: application/json`.
+/// Returns (status, body).
+pub fn http_get(addr: SocketAddr, path: &str, json: bool) -> Option<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let accept = if json {
+        "Accept: application/json\r\n"
+    } else {
+        ""
+    };
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\n{accept}Connection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut reader = BufReader::new(stream);
+    let mut status_line = String::new();
+    reader.read_line(&mut status_line).ok()?;
+    let status: u16 = status_line.split_whitespace().nth(1)?.parse().ok()?;
+    let mut rest = String::new();
+    reader.read_to_string(&mut rest).ok()?;
+    let body = rest.split_once("\r\n\r\n").map(|(_, b)| b.to_string())?;
+    Some((status, body))
+}
+
+/// A loopback address `127.<net>.0.<host>`.
+pub fn lo(net: u8, host: u8) -> IpAddr {
+    IpAddr::from([127, net, 0, host])
+}
+
+/// Writes `text` to `dir/name` atomically (rename), so rsbal never reads a
+/// half-written file.
+pub fn write_atomic(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    let tmp = dir.join(format!(".{name}.tmp"));
+    fs::write(&tmp, text).unwrap();
+    fs::rename(&tmp, &path).unwrap();
+    path
+}
