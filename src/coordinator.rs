@@ -5,7 +5,20 @@
 //! updates and monitor results under the depool threshold (SPEC 4 and 5).
 //! It does no I/O: callers get an [`Outcome`] with the pool operations to
 //! carry out, log lines to write and monitors to start or stop.
+//!
+//! The pool operations of a call are the net change of the pooled
+//! destinations (host → address, weight) across that call: all `Remove`s
+//! first, then `Edit`s, then `Add`s, each in host order. Replaying them in
+//! order on the previous pool gives exactly [`Coordinator::pooled`].
+//!
+//! Beyond PyBal, the server list is re-resolved, so a server's address can
+//! change: a server that becomes resolvable is handled like a new one, one
+//! that no longer resolves is depooled (not subject to the threshold) and
+//! unmonitored, and one whose address changed keeps its pool state and gets
+//! its monitors restarted with unknown state.
 
+use log::Level;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 /// A server as the server list (after name resolution) describes it.
@@ -51,9 +64,11 @@ pub struct LogLine {
 pub struct Outcome {
     pub ops: Vec<PoolOp>,
     pub logs: Vec<LogLine>,
-    /// Hosts (new and ready) whose monitors must be started.
+    /// Hosts whose monitors must be started: new and ready, newly resolved,
+    /// or with a changed address.
     pub start_monitors: Vec<String>,
-    /// Hosts (removed) whose monitors must be stopped.
+    /// Hosts whose monitors must be stopped: removed, no longer resolvable,
+    /// or with a changed address (stop these before starting any).
     pub stop_monitors: Vec<String>,
 }
 
@@ -66,7 +81,7 @@ pub struct MonitorState {
     pub down_results: u64,
     pub up_transitions: u64,
     pub down_transitions: u64,
-    /// Reason given with the last down result.
+    /// Reason given with the result that last turned this monitor down.
     pub last_reason: Option<String>,
 }
 
@@ -83,16 +98,97 @@ pub struct ServerState {
     /// Per monitor, in configuration order.
     pub monitors: Vec<MonitorState>,
 }
-pub struct Coordinator;
+
+/// PyBal's pooling state machine for one service.
+///
+/// Servers are kept sorted by host, so every decision that has to pick among
+/// servers (force-pooling, draining the pooled-down set) is deterministic.
+#[derive(Debug, Clone)]
+pub struct Coordinator {
+    service: String,
+    depool_threshold: f64,
+    monitor_count: usize,
+    servers: BTreeMap<String, ServerState>,
+    /// Pooled servers that are down but could not be depooled (threshold).
+    pooled_down: BTreeSet<String>,
+    could_not_depool_total: u64,
+}
+
 impl Coordinator {
+    /// A coordinator without servers; `monitor_count` monitors per server.
     pub fn new(service: &str, depool_threshold: f64, monitor_count: usize) -> Self {
-        let _ = (service, depool_threshold, monitor_count);
-        todo!()
+        Coordinator {
+            service: service.to_string(),
+            depool_threshold,
+            monitor_count,
+            servers: BTreeMap::new(),
+            pooled_down: BTreeSet::new(),
+            could_not_depool_total: 0,
+        }
     }
+
+    /// The service name given to [`Coordinator::new`].
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// Takes the complete new server list (after name resolution): adds new
+    /// servers, drops removed ones and merges changed ones, then enforces the
+    /// depool threshold.
+    ///
+    /// If a host appears more than once, its last entry wins. A host can be
+    /// both in `stop_monitors` and in `start_monitors` (its address changed):
+    /// stop first, then start.
     pub fn apply_server_list(&mut self, list: Vec<ServerUpdate>) -> Outcome {
-        let _ = list;
-        todo!()
+        let before = self.pool();
+        let mut out = Outcome::default();
+        let first_config = self.servers.is_empty();
+        let mut wanted: BTreeMap<String, ServerUpdate> = BTreeMap::new();
+        for update in list {
+            wanted.insert(update.host.clone(), update);
+        }
+
+        let removed: Vec<String> = self
+            .servers
+            .keys()
+            .filter(|host| !wanted.contains_key(*host))
+            .cloned()
+            .collect();
+        for host in removed {
+            self.remove_server(&host, &mut out);
+        }
+
+        for (host, update) in wanted {
+            if self.servers.contains_key(&host) {
+                self.merge_server(update, &mut out);
+            } else {
+                self.add_server(update, first_config, &mut out);
+            }
+        }
+
+        if first_config && !self.servers.is_empty() {
+            let enabled = self.servers.values().filter(|s| s.enabled).count();
+            out.logs.push(LogLine {
+                level: Level::Info,
+                host: None,
+                text: format!(
+                    "Added {} server(s): {} enabled server(s) and {} disabled server(s)",
+                    self.servers.len(),
+                    enabled,
+                    self.servers.len() - enabled
+                ),
+            });
+        }
+
+        self.enforce_threshold(&mut out);
+        out.ops = pool_diff(&before, &self.pool());
+        out
     }
+
+    /// One result of monitor number `monitor` (configuration order) for
+    /// `host`. Results for unknown hosts, out-of-range monitor indexes and
+    /// servers that are not ready (not resolved, so not monitored) are
+    /// ignored and give an empty [`Outcome`].
     pub fn monitor_result(
         &mut self,
         host: &str,
@@ -100,39 +196,1188 @@ impl Coordinator {
         up: bool,
         reason: &str,
     ) -> Outcome {
-        let _ = (host, monitor, up, reason);
-        todo!()
+        let mut out = Outcome::default();
+        if !self.record_result(host, monitor, up, reason) {
+            return out;
+        }
+        let before = self.pool();
+        if up {
+            self.result_up(host, &mut out);
+        } else {
+            self.result_down(host, monitor, reason, &mut out);
+        }
+        out.ops = pool_diff(&before, &self.pool());
+        out
     }
+
+    /// Changes the depool threshold and re-evaluates: force-pools servers if
+    /// fewer than `total × threshold` are pooled, and depools the waiting
+    /// pooled-down servers if depooling is now allowed.
     pub fn set_depool_threshold(&mut self, threshold: f64) -> Outcome {
-        let _ = threshold;
-        todo!()
+        let before = self.pool();
+        let mut out = Outcome::default();
+        self.depool_threshold = threshold;
+        self.enforce_threshold(&mut out);
+        out.ops = pool_diff(&before, &self.pool());
+        out
     }
+
+    /// The monitors were replaced: every server's monitor states become
+    /// unknown (`monitor_count` of them). `up` and `pooled` are unchanged;
+    /// the new monitors' first results correct them.
     pub fn reset_monitors(&mut self, monitor_count: usize) {
-        let _ = monitor_count;
-        todo!()
+        self.monitor_count = monitor_count;
+        for server in self.servers.values_mut() {
+            server.monitors = vec![MonitorState::default(); monitor_count];
+        }
     }
+
+    /// All servers, sorted by host.
     pub fn servers(&self) -> impl Iterator<Item = &ServerState> {
-        Vec::<&ServerState>::new().into_iter()
+        self.servers.values()
     }
+
+    /// One server's state.
     pub fn server(&self, host: &str) -> Option<&ServerState> {
-        let _ = host;
-        todo!()
+        self.servers.get(host)
     }
+
+    /// Whether one more server may be depooled: the servers that are up and
+    /// enabled are at least `total × threshold` (total counts every server of
+    /// the list, disabled and unresolved ones too).
     pub fn can_depool(&self) -> bool {
-        todo!()
+        let up_and_enabled = self.servers.values().filter(|s| s.up && s.enabled).count();
+        up_and_enabled as f64 >= self.needed()
     }
+
+    /// Hosts that are down but stay pooled because of the threshold, sorted.
     pub fn pooled_down(&self) -> Vec<String> {
-        todo!()
+        self.pooled_down.iter().cloned().collect()
     }
+
+    /// The current depool threshold (0.0 ..= 1.0).
     pub fn depool_threshold(&self) -> f64 {
-        todo!()
+        self.depool_threshold
     }
+
+    /// How many times a down server could not be depooled (for metrics).
+    pub fn could_not_depool_total(&self) -> u64 {
+        self.could_not_depool_total
+    }
+
+    /// The destinations that should be in IPVS now: `(ip, weight)` of every
+    /// pooled server, in host order.
     pub fn pooled(&self) -> Vec<(IpAddr, u32)> {
-        todo!()
+        self.servers
+            .values()
+            .filter(|s| s.pooled)
+            .filter_map(|s| s.ip.map(|ip| (ip, s.weight)))
+            .collect()
+    }
+
+    /// The pooled servers' destinations.
+    fn pool(&self) -> Pool {
+        self.servers
+            .values()
+            .filter(|s| s.pooled)
+            .filter_map(|s| s.ip.map(|ip| (s.host.clone(), (ip, s.weight))))
+            .collect()
+    }
+
+    /// `total × threshold`, as a float to compare counts against.
+    fn needed(&self) -> f64 {
+        self.servers.len() as f64 * self.depool_threshold
+    }
+
+    fn pooled_count(&self) -> usize {
+        self.servers.values().filter(|s| s.pooled).count()
+    }
+
+    fn add_server(&mut self, update: ServerUpdate, first_config: bool, out: &mut Outcome) {
+        let ServerUpdate {
+            host,
+            ip,
+            weight,
+            enabled,
+        } = update;
+        let mut server = ServerState {
+            host: host.clone(),
+            ip,
+            weight,
+            enabled,
+            ready: false,
+            up: false,
+            pooled: false,
+            monitors: vec![MonitorState::default(); self.monitor_count],
+        };
+        match ip {
+            Some(_) => {
+                server.ready = true;
+                server.up = true;
+                server.pooled = enabled;
+                out.start_monitors.push(host.clone());
+                out.logs.push(LogLine {
+                    level: if first_config {
+                        Level::Debug
+                    } else {
+                        Level::Info
+                    },
+                    host: Some(host.clone()),
+                    text: format!(
+                        "New {} server {}, weight {}",
+                        enabled_text(enabled),
+                        host,
+                        weight
+                    ),
+                });
+            }
+            None => log_unresolved(&host, out),
+        }
+        self.servers.insert(host, server);
+    }
+
+    fn remove_server(&mut self, host: &str, out: &mut Outcome) {
+        let Some(server) = self.servers.remove(host) else {
+            return;
+        };
+        self.pooled_down.remove(host);
+        if server.ready {
+            out.stop_monitors.push(host.to_string());
+        }
+        out.logs.push(LogLine {
+            level: Level::Info,
+            host: Some(host.to_string()),
+            text: format!("Removing server {host} (no longer found in new configuration)"),
+        });
+    }
+
+    fn merge_server(&mut self, update: ServerUpdate, out: &mut Outcome) {
+        let monitor_count = self.monitor_count;
+        let Some(server) = self.servers.get_mut(&update.host) else {
+            return;
+        };
+        let host = update.host;
+        let changed = server.ip != update.ip
+            || server.weight != update.weight
+            || server.enabled != update.enabled;
+        server.weight = update.weight;
+        server.enabled = update.enabled;
+
+        match (server.ip, update.ip) {
+            (None, None) => log_unresolved(&host, out),
+            (Some(_), None) => {
+                // No longer resolvable: it can be neither pooled nor monitored.
+                server.ip = None;
+                server.ready = false;
+                server.up = false;
+                server.pooled = false;
+                server.monitors = vec![MonitorState::default(); monitor_count];
+                out.stop_monitors.push(host.clone());
+                log_unresolved(&host, out);
+            }
+            (None, Some(ip)) => {
+                // Resolved at last: from now on it is handled like a new server.
+                server.ip = Some(ip);
+                server.ready = true;
+                server.up = true;
+                server.pooled = server.enabled;
+                server.monitors = vec![MonitorState::default(); monitor_count];
+                out.start_monitors.push(host.clone());
+            }
+            (Some(old_ip), Some(ip)) => {
+                if old_ip != ip {
+                    // The monitors check the old address: restart them. A
+                    // pooled server stays pooled (at its new address).
+                    server.ip = Some(ip);
+                    server.monitors = vec![MonitorState::default(); monitor_count];
+                    out.stop_monitors.push(host.clone());
+                    out.start_monitors.push(host.clone());
+                }
+                if !server.enabled {
+                    // An admin decision: not subject to the threshold.
+                    server.pooled = false;
+                } else if !server.pooled {
+                    server.up = server.monitors.iter().all(|m| m.up == Some(true));
+                    server.pooled = server.up;
+                }
+            }
+        }
+        if !server.pooled {
+            self.pooled_down.remove(&host);
+        }
+        if changed {
+            if let Some(server) = self.servers.get(&host) {
+                let address = server
+                    .ip
+                    .map_or_else(|| "unresolved".to_string(), |ip| ip.to_string());
+                out.logs.push(LogLine {
+                    level: Level::Info,
+                    host: Some(host.clone()),
+                    text: format!(
+                        "Merged {} server {} ({}), weight {}",
+                        enabled_text(server.enabled),
+                        host,
+                        address,
+                        server.weight
+                    ),
+                });
+            }
+        }
+    }
+
+    /// Counts one result in the monitor's state; true if the state changed
+    /// (first result, or a transition).
+    fn record_result(&mut self, host: &str, monitor: usize, up: bool, reason: &str) -> bool {
+        let Some(server) = self.servers.get_mut(host) else {
+            return false;
+        };
+        if !server.ready {
+            return false;
+        }
+        let Some(state) = server.monitors.get_mut(monitor) else {
+            return false;
+        };
+        if up {
+            state.up_results += 1;
+        } else {
+            state.down_results += 1;
+        }
+        match state.up {
+            Some(previous) if previous == up => return false,
+            Some(_) if up => state.up_transitions += 1,
+            Some(_) => state.down_transitions += 1,
+            None => {}
+        }
+        state.up = Some(up);
+        if !up {
+            state.last_reason = Some(reason.to_string());
+        }
+        true
+    }
+
+    /// A monitor of `host` changed to down.
+    fn result_down(&mut self, host: &str, monitor: usize, reason: &str, out: &mut Outcome) {
+        let Some(server) = self.servers.get_mut(host) else {
+            return;
+        };
+        let reason = if reason.is_empty() {
+            "(reason unknown)"
+        } else {
+            reason
+        };
+        out.logs.push(LogLine {
+            level: Level::Error,
+            host: Some(host.to_string()),
+            text: format!(
+                "Monitoring instance #{} reports server {} ({}) down: {}",
+                monitor,
+                host,
+                server.text_status(),
+                reason
+            ),
+        });
+        if server.up {
+            server.up = false;
+            if server.pooled {
+                self.depool(host, out);
+            }
+        }
+    }
+
+    /// A monitor of `host` changed to up.
+    fn result_up(&mut self, host: &str, out: &mut Outcome) {
+        let Some(server) = self.servers.get_mut(host) else {
+            return;
+        };
+        let all_up =
+            !server.monitors.is_empty() && server.monitors.iter().all(|m| m.up == Some(true));
+        if server.up || !all_up {
+            return;
+        }
+        server.up = true;
+        out.logs.push(LogLine {
+            level: Level::Info,
+            host: Some(host.to_string()),
+            text: format!("Server {} ({}) is up", host, server.text_status()),
+        });
+        if server.enabled && server.ready {
+            self.repool(host, out);
+        }
+    }
+
+    /// Depools a pooled server if the threshold allows it; otherwise it stays
+    /// pooled and joins the pooled-down set.
+    fn depool(&mut self, host: &str, out: &mut Outcome) {
+        if self.can_depool() {
+            self.pooled_down.remove(host);
+            self.unpool(host);
+        } else {
+            self.pooled_down.insert(host.to_string());
+            self.could_not_depool_total += 1;
+            out.logs.push(LogLine {
+                level: Level::Error,
+                host: Some(host.to_string()),
+                text: format!("Could not depool server {host} because of too many down!"),
+            });
+        }
+    }
+
+    /// Pools a server that came up (or leaves it pooled), then depools the
+    /// pooled-down servers the threshold now allows.
+    fn repool(&mut self, host: &str, out: &mut Outcome) {
+        let Some(server) = self.servers.get_mut(host) else {
+            return;
+        };
+        if server.pooled {
+            out.logs.push(LogLine {
+                level: Level::Info,
+                host: Some(host.to_string()),
+                text: format!("Leaving previously pooled but down server {host} pooled"),
+            });
+        } else {
+            server.pooled = true;
+        }
+        self.pooled_down.remove(host);
+        self.drain_pooled_down();
+    }
+
+    /// Depools pooled-down servers, in host order, while `can_depool` holds.
+    fn drain_pooled_down(&mut self) {
+        while self.can_depool() {
+            let Some(host) = self.pooled_down.pop_first() else {
+                break;
+            };
+            self.unpool(&host);
+        }
+    }
+
+    /// Takes a pooled server out of the pool (no threshold check).
+    fn unpool(&mut self, host: &str) {
+        let Some(server) = self.servers.get_mut(host) else {
+            return;
+        };
+        if !server.pooled {
+            return;
+        }
+        server.pooled = false;
+    }
+
+    /// After a server-list or threshold change: force-pools enabled and ready
+    /// servers (in host order) while fewer than `total × threshold` are
+    /// pooled, then depools pooled-down servers while `can_depool` holds.
+    fn enforce_threshold(&mut self, out: &mut Outcome) {
+        let needed = self.needed();
+        let mut pooled = self.pooled_count();
+        if (pooled as f64) < needed {
+            for server in self.servers.values_mut() {
+                if pooled as f64 >= needed {
+                    break;
+                }
+                if server.pooled || !server.enabled || !server.ready {
+                    continue;
+                }
+                server.pooled = true;
+                pooled += 1;
+                if !server.up {
+                    self.pooled_down.insert(server.host.clone());
+                }
+                out.logs.push(LogLine {
+                    level: Level::Warn,
+                    host: Some(server.host.clone()),
+                    text: format!(
+                        "Pooling server {} ({}) to meet the depool threshold",
+                        server.host,
+                        server.text_status()
+                    ),
+                });
+            }
+            if (pooled as f64) < needed {
+                out.logs.push(LogLine {
+                    level: Level::Error,
+                    host: None,
+                    text: format!(
+                        "CRITICAL: cannot meet depool threshold {}: only {} of {} servers can be pooled",
+                        self.depool_threshold,
+                        pooled,
+                        self.servers.len()
+                    ),
+                });
+            }
+        }
+        self.drain_pooled_down();
     }
 }
+
 impl ServerState {
+    /// PyBal's status text: `enabled|disabled/up|partially up|down/pooled|not pooled`.
+    /// "partially up" = not up, but at least one monitor reports up.
     pub fn text_status(&self) -> String {
-        todo!()
+        let up = if self.up {
+            "up"
+        } else if self.monitors.iter().any(|m| m.up == Some(true)) {
+            "partially up"
+        } else {
+            "down"
+        };
+        let pooled = if self.pooled { "pooled" } else { "not pooled" };
+        format!("{}/{}/{}", enabled_text(self.enabled), up, pooled)
+    }
+}
+
+fn enabled_text(enabled: bool) -> &'static str {
+    if enabled {
+        "enabled"
+    } else {
+        "disabled"
+    }
+}
+
+fn log_unresolved(host: &str, out: &mut Outcome) {
+    out.logs.push(LogLine {
+        level: Level::Error,
+        host: Some(host.to_string()),
+        text: format!("Could not resolve server {host}; it is not pooled or monitored"),
+    });
+}
+
+/// The IPVS destinations of a service: host → (address, weight).
+type Pool = BTreeMap<String, (IpAddr, u32)>;
+
+/// The operations that turn pool `before` into pool `after`: every `Remove`
+/// first (so an address freed by one server is gone before another server
+/// is added with it), then every `Edit`, then every `Add`, each in host order.
+/// A server whose address changed gets a `Remove` and an `Add`.
+fn pool_diff(before: &Pool, after: &Pool) -> Vec<PoolOp> {
+    let mut removes = Vec::new();
+    let mut edits = Vec::new();
+    let mut adds = Vec::new();
+    for (host, &(ip, weight)) in before {
+        match after.get(host) {
+            Some(&(new_ip, new_weight)) if new_ip == ip => {
+                if new_weight != weight {
+                    edits.push(PoolOp::Edit {
+                        host: host.clone(),
+                        ip,
+                        weight: new_weight,
+                    });
+                }
+            }
+            _ => removes.push(PoolOp::Remove {
+                host: host.clone(),
+                ip,
+            }),
+        }
+    }
+    for (host, &(ip, weight)) in after {
+        if before.get(host).is_none_or(|&(old_ip, _)| old_ip != ip) {
+            adds.push(PoolOp::Add {
+                host: host.clone(),
+                ip,
+                weight,
+            });
+        }
+    }
+    removes.extend(edits);
+    removes.extend(adds);
+    removes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+    use std::net::Ipv4Addr;
+
+    fn ip(n: u8) -> IpAddr {
+        IpAddr::V4(Ipv4Addr::new(10, 0, 0, n))
+    }
+
+    fn host(n: u8) -> String {
+        format!("s{n}")
+    }
+
+    fn upd(n: u8, weight: u32, enabled: bool) -> ServerUpdate {
+        ServerUpdate {
+            host: host(n),
+            ip: Some(ip(n)),
+            weight,
+            enabled,
+        }
+    }
+
+    /// Servers s1..=sN, enabled, weight 10.
+    fn list(n: u8) -> Vec<ServerUpdate> {
+        (1..=n).map(|i| upd(i, 10, true)).collect()
+    }
+
+    fn coordinator(servers: u8, threshold: f64, monitors: usize) -> Coordinator {
+        let mut c = Coordinator::new("svc", threshold, monitors);
+        c.apply_server_list(list(servers));
+        c
+    }
+
+    fn add(n: u8, weight: u32) -> PoolOp {
+        PoolOp::Add {
+            host: host(n),
+            ip: ip(n),
+            weight,
+        }
+    }
+
+    fn remove(n: u8) -> PoolOp {
+        PoolOp::Remove {
+            host: host(n),
+            ip: ip(n),
+        }
+    }
+
+    fn down(c: &mut Coordinator, n: u8) -> Outcome {
+        c.monitor_result(&host(n), 0, false, "timeout")
+    }
+
+    fn up(c: &mut Coordinator, n: u8) -> Outcome {
+        c.monitor_result(&host(n), 0, true, "")
+    }
+
+    fn has_log(out: &Outcome, level: Level, text: &str) -> bool {
+        out.logs
+            .iter()
+            .any(|l| l.level == level && l.text.contains(text))
+    }
+
+    fn pooled_hosts(c: &Coordinator) -> Vec<String> {
+        c.servers()
+            .filter(|s| s.pooled)
+            .map(|s| s.host.clone())
+            .collect()
+    }
+
+    #[test]
+    fn new_ready_servers_start_up_pooled_and_monitored() {
+        let mut c = Coordinator::new("svc", 0.5, 1);
+        let out = c.apply_server_list(vec![upd(1, 10, true), upd(2, 20, false)]);
+        assert_eq!(out.ops, vec![add(1, 10)]);
+        assert_eq!(out.start_monitors, vec![host(1), host(2)]);
+        let s1 = c.server("s1").expect("s1");
+        assert!(s1.up && s1.pooled && s1.ready && s1.enabled);
+        assert_eq!(s1.monitors, vec![MonitorState::default()]);
+        let s2 = c.server("s2").expect("s2");
+        assert!(
+            s2.up && !s2.pooled,
+            "a disabled server is up but not pooled"
+        );
+        assert_eq!(c.pooled(), vec![(ip(1), 10)]);
+    }
+
+    #[test]
+    fn depool_is_refused_once_the_threshold_is_reached() {
+        let mut c = coordinator(4, 0.5, 1);
+        assert_eq!(down(&mut c, 1).ops, vec![remove(1)]);
+        assert_eq!(down(&mut c, 2).ops, vec![remove(2)]);
+        let out = down(&mut c, 3);
+        assert!(out.ops.is_empty());
+        assert!(has_log(
+            &out,
+            Level::Error,
+            "Could not depool server s3 because of too many down!"
+        ));
+        assert_eq!(pooled_hosts(&c), vec![host(3), host(4)]);
+        assert_eq!(c.pooled_down(), vec![host(3)]);
+        assert_eq!(c.could_not_depool_total(), 1);
+        assert!(!c.can_depool());
+    }
+
+    #[test]
+    fn repool_depools_waiting_pooled_down_servers() {
+        let mut c = coordinator(4, 0.5, 1);
+        for n in 1..=3 {
+            down(&mut c, n);
+        }
+        assert_eq!(c.pooled_down(), vec![host(3)]);
+        let out = up(&mut c, 1);
+        assert_eq!(out.ops, vec![remove(3), add(1, 10)]);
+        assert!(has_log(
+            &out,
+            Level::Info,
+            "Server s1 (enabled/up/not pooled) is up"
+        ));
+        assert!(c.pooled_down().is_empty());
+        assert_eq!(pooled_hosts(&c), vec![host(1), host(4)]);
+    }
+
+    #[test]
+    fn pooled_down_server_coming_back_is_left_pooled() {
+        let mut c = coordinator(2, 1.0, 1);
+        let out = down(&mut c, 1);
+        assert!(out.ops.is_empty());
+        assert_eq!(c.pooled_down(), vec![host(1)]);
+        let out = up(&mut c, 1);
+        assert!(out.ops.is_empty());
+        assert!(has_log(
+            &out,
+            Level::Info,
+            "Leaving previously pooled but down server s1 pooled"
+        ));
+        assert!(c.pooled_down().is_empty());
+        assert!(c.server("s1").is_some_and(|s| s.up && s.pooled));
+    }
+
+    #[test]
+    fn new_config_force_pools_to_meet_the_threshold() {
+        let mut c = coordinator(4, 0.5, 1);
+        down(&mut c, 1);
+        down(&mut c, 2);
+        // Two up servers are removed: 2 servers left, both down and not pooled.
+        let out = c.apply_server_list(vec![upd(1, 10, true), upd(2, 10, true)]);
+        assert_eq!(out.ops, vec![remove(3), remove(4), add(1, 10)]);
+        assert_eq!(out.stop_monitors, vec![host(3), host(4)]);
+        assert!(has_log(
+            &out,
+            Level::Info,
+            "Removing server s3 (no longer found"
+        ));
+        assert_eq!(pooled_hosts(&c), vec![host(1)]);
+        assert_eq!(c.pooled_down(), vec![host(1)]);
+        // When s2 comes up, s1 can finally go.
+        let out = up(&mut c, 2);
+        assert_eq!(out.ops, vec![remove(1), add(2, 10)]);
+        assert!(c.pooled_down().is_empty());
+    }
+
+    #[test]
+    fn unmeetable_threshold_is_logged_as_critical() {
+        let mut c = Coordinator::new("svc", 1.0, 1);
+        let out = c.apply_server_list(vec![upd(1, 10, true), upd(2, 10, false)]);
+        assert_eq!(out.ops, vec![add(1, 10)]);
+        let critical = out
+            .logs
+            .iter()
+            .find(|l| l.level == Level::Error && l.text.starts_with("CRITICAL:"))
+            .expect("critical line");
+        assert!(critical.text.contains("only 1 of 2 servers can be pooled"));
+    }
+
+    #[test]
+    fn disabled_server_is_depooled_even_when_the_threshold_forbids_depools() {
+        let mut c = coordinator(2, 1.0, 1);
+        assert!(!c.can_depool() || c.servers().all(|s| s.up));
+        let mut l = list(2);
+        l[0].enabled = false;
+        let out = c.apply_server_list(l);
+        assert_eq!(out.ops, vec![remove(1)]);
+        assert!(c
+            .server("s1")
+            .is_some_and(|s| !s.pooled && s.up && !s.enabled));
+        // Only s2 can be pooled: not enough for 1.0, which is critical.
+        assert!(out.logs.iter().any(|l| l.text.starts_with("CRITICAL:")));
+    }
+
+    #[test]
+    fn disabling_a_pooled_down_server_takes_it_out_of_pooled_down() {
+        let mut c = coordinator(2, 1.0, 1);
+        down(&mut c, 1);
+        assert_eq!(c.pooled_down(), vec![host(1)]);
+        let mut l = list(2);
+        l[0].enabled = false;
+        let out = c.apply_server_list(l);
+        assert_eq!(out.ops, vec![remove(1)]);
+        assert!(c.pooled_down().is_empty());
+    }
+
+    #[test]
+    fn reenabled_server_is_pooled_again_when_its_monitors_are_up() {
+        let mut c = coordinator(3, 0.5, 1);
+        let mut l = list(3);
+        l[0].enabled = false;
+        l[1].enabled = false;
+        c.apply_server_list(l);
+        up(&mut c, 1); // s1 up while disabled: stays out of the pool
+        down(&mut c, 2);
+        assert_eq!(pooled_hosts(&c), vec![host(3)]);
+        let out = c.apply_server_list(list(3));
+        assert_eq!(out.ops, vec![add(1, 10)]);
+        assert!(c
+            .server("s2")
+            .is_some_and(|s| !s.up && !s.pooled && s.enabled));
+        // s2 comes up: pooled.
+        assert_eq!(up(&mut c, 2).ops, vec![add(2, 10)]);
+    }
+
+    #[test]
+    fn reenabled_server_without_monitor_results_is_not_pooled() {
+        let mut c = coordinator(3, 0.0, 1);
+        let mut l = list(3);
+        l[0].enabled = false;
+        c.apply_server_list(l);
+        let out = c.apply_server_list(list(3));
+        assert!(out.ops.is_empty());
+        assert!(c.server("s1").is_some_and(|s| !s.up && !s.pooled));
+    }
+
+    #[test]
+    fn reenabled_server_without_monitors_is_pooled() {
+        let mut c = coordinator(2, 0.5, 0);
+        let mut l = list(2);
+        l[0].enabled = false;
+        assert_eq!(c.apply_server_list(l).ops, vec![remove(1)]);
+        assert_eq!(c.apply_server_list(list(2)).ops, vec![add(1, 10)]);
+    }
+
+    #[test]
+    fn removed_server_is_depooled_and_its_monitors_stopped() {
+        let mut c = coordinator(3, 0.5, 1);
+        let out = c.apply_server_list(list(2));
+        assert_eq!(out.ops, vec![remove(3)]);
+        assert_eq!(out.stop_monitors, vec![host(3)]);
+        assert!(has_log(
+            &out,
+            Level::Info,
+            "Removing server s3 (no longer found in new configuration)"
+        ));
+        assert!(c.server("s3").is_none());
+        assert!(c.monitor_result("s3", 0, false, "x").ops.is_empty());
+    }
+
+    #[test]
+    fn removed_pooled_down_server_leaves_pooled_down() {
+        let mut c = coordinator(2, 1.0, 1);
+        down(&mut c, 2);
+        assert_eq!(c.pooled_down(), vec![host(2)]);
+        let out = c.apply_server_list(list(1));
+        assert_eq!(out.ops, vec![remove(2)]);
+        assert!(c.pooled_down().is_empty());
+    }
+
+    #[test]
+    fn weight_change_edits_only_pooled_servers() {
+        let mut c = coordinator(3, 0.0, 1);
+        down(&mut c, 2);
+        let mut l = list(3);
+        l[2].enabled = false;
+        c.apply_server_list(l.clone());
+        for u in &mut l {
+            u.weight = 20;
+        }
+        let out = c.apply_server_list(l);
+        assert_eq!(
+            out.ops,
+            vec![PoolOp::Edit {
+                host: host(1),
+                ip: ip(1),
+                weight: 20
+            }]
+        );
+        assert!(c.servers().all(|s| s.weight == 20));
+        // The new weight is used when s2 comes back.
+        assert_eq!(up(&mut c, 2).ops, vec![add(2, 20)]);
+    }
+
+    #[test]
+    fn unchanged_list_changes_nothing() {
+        let mut c = coordinator(3, 0.5, 1);
+        down(&mut c, 1);
+        let out = c.apply_server_list(list(3));
+        assert!(out.ops.is_empty());
+        assert!(out.logs.is_empty());
+        assert!(out.start_monitors.is_empty() && out.stop_monitors.is_empty());
+    }
+
+    #[test]
+    fn server_is_up_only_when_all_its_monitors_are() {
+        let mut c = coordinator(2, 0.0, 2);
+        assert_eq!(c.monitor_result("s1", 0, false, "a").ops, vec![remove(1)]);
+        assert!(c.monitor_result("s1", 1, false, "b").ops.is_empty());
+        let out = c.monitor_result("s1", 0, true, "");
+        assert!(out.ops.is_empty());
+        let s1 = c.server("s1").expect("s1");
+        assert!(!s1.up);
+        assert_eq!(s1.text_status(), "enabled/partially up/not pooled");
+        assert_eq!(c.monitor_result("s1", 1, true, "").ops, vec![add(1, 10)]);
+        assert!(c.server("s1").is_some_and(|s| s.up && s.pooled));
+        // One of two going down is enough.
+        assert_eq!(c.monitor_result("s1", 1, false, "c").ops, vec![remove(1)]);
+    }
+
+    #[test]
+    fn repeated_equal_results_change_nothing_but_counters() {
+        let mut c = coordinator(2, 0.0, 1);
+        down(&mut c, 1);
+        let before = c.server("s1").cloned().expect("s1");
+        let out = c.monitor_result("s1", 0, false, "another reason");
+        assert_eq!(out, Outcome::default());
+        let after = c.server("s1").expect("s1");
+        assert_eq!(after.monitors[0].down_results, 2);
+        assert_eq!(after.monitors[0].last_reason.as_deref(), Some("timeout"));
+        assert_eq!(after.monitors[0].down_transitions, 0);
+        let mut expected = before;
+        expected.monitors[0].down_results = 2;
+        assert_eq!(after, &expected);
+    }
+
+    #[test]
+    fn transitions_are_counted_but_first_results_are_not() {
+        let mut c = coordinator(1, 0.0, 1);
+        up(&mut c, 1);
+        up(&mut c, 1);
+        down(&mut c, 1);
+        up(&mut c, 1);
+        down(&mut c, 1);
+        let m = &c.server("s1").expect("s1").monitors[0];
+        assert_eq!((m.up_results, m.down_results), (3, 2));
+        assert_eq!((m.up_transitions, m.down_transitions), (1, 2));
+        assert_eq!(m.up, Some(false));
+    }
+
+    #[test]
+    fn first_result_up_on_a_new_server_changes_nothing() {
+        let mut c = coordinator(1, 0.0, 1);
+        let out = up(&mut c, 1);
+        assert!(out.ops.is_empty() && out.logs.is_empty());
+        assert!(c.server("s1").is_some_and(|s| s.up && s.pooled));
+    }
+
+    #[test]
+    fn first_result_down_on_a_new_server_depools_it() {
+        let mut c = coordinator(2, 0.5, 1);
+        let out = c.monitor_result("s1", 0, false, "connection refused");
+        assert_eq!(out.ops, vec![remove(1)]);
+        assert!(has_log(
+            &out,
+            Level::Error,
+            "reports server s1 (enabled/up/pooled) down: connection refused"
+        ));
+        assert_eq!(out.logs[0].host.as_deref(), Some("s1"));
+        let m = &c.server("s1").expect("s1").monitors[0];
+        assert_eq!(m.down_transitions, 0);
+        assert_eq!(m.last_reason.as_deref(), Some("connection refused"));
+    }
+
+    #[test]
+    fn unresolved_server_is_never_pooled() {
+        let mut c = Coordinator::new("svc", 1.0, 1);
+        let mut l = list(2);
+        l[1].ip = None;
+        let out = c.apply_server_list(l.clone());
+        assert_eq!(out.ops, vec![add(1, 10)]);
+        assert_eq!(out.start_monitors, vec![host(1)]);
+        assert!(has_log(&out, Level::Error, "Could not resolve server s2"));
+        let s2 = c.server("s2").expect("s2");
+        assert!(!s2.ready && !s2.up && !s2.pooled);
+        assert_eq!(s2.monitors.len(), 1);
+        // Results for it (a stale monitor) are ignored.
+        assert_eq!(c.monitor_result("s2", 0, true, ""), Outcome::default());
+        assert!(c.pooled().iter().all(|(a, _)| *a == ip(1)));
+        // Another update, still unresolved: still not pooled.
+        let out = c.apply_server_list(l);
+        assert!(out.ops.is_empty());
+    }
+
+    #[test]
+    fn server_resolved_later_is_handled_like_a_new_one() {
+        let mut c = Coordinator::new("svc", 0.5, 1);
+        let mut l = list(2);
+        l[1].ip = None;
+        c.apply_server_list(l);
+        let out = c.apply_server_list(list(2));
+        assert_eq!(out.ops, vec![add(2, 10)]);
+        assert_eq!(out.start_monitors, vec![host(2)]);
+        assert!(c.server("s2").is_some_and(|s| s.ready && s.up && s.pooled));
+    }
+
+    #[test]
+    fn server_that_can_no_longer_be_resolved_is_depooled_and_unmonitored() {
+        let mut c = coordinator(2, 1.0, 1);
+        down(&mut c, 2);
+        assert_eq!(c.pooled_down(), vec![host(2)]);
+        let mut l = list(2);
+        l[1].ip = None;
+        let out = c.apply_server_list(l);
+        assert_eq!(out.ops, vec![remove(2)]);
+        assert_eq!(out.stop_monitors, vec![host(2)]);
+        assert!(c.pooled_down().is_empty());
+        assert!(c
+            .server("s2")
+            .is_some_and(|s| !s.ready && !s.up && !s.pooled));
+    }
+
+    #[test]
+    fn changed_address_replaces_the_destination_and_restarts_monitors() {
+        let mut c = coordinator(2, 0.5, 1);
+        up(&mut c, 1);
+        let mut l = list(2);
+        l[0].ip = Some(ip(101));
+        let out = c.apply_server_list(l);
+        assert_eq!(
+            out.ops,
+            vec![
+                remove(1),
+                PoolOp::Add {
+                    host: host(1),
+                    ip: ip(101),
+                    weight: 10
+                }
+            ]
+        );
+        assert_eq!(out.stop_monitors, vec![host(1)]);
+        assert_eq!(out.start_monitors, vec![host(1)]);
+        let s1 = c.server("s1").expect("s1");
+        assert_eq!(s1.ip, Some(ip(101)));
+        assert_eq!(s1.monitors, vec![MonitorState::default()]);
+        assert!(s1.up && s1.pooled);
+    }
+
+    #[test]
+    fn moved_pooled_down_server_that_can_now_be_depooled_gets_one_remove() {
+        let mut c = coordinator(4, 0.5, 1);
+        for n in 1..=3 {
+            down(&mut c, n);
+        }
+        assert_eq!(c.pooled_down(), vec![host(3)]);
+        let mut moved = upd(3, 10, true);
+        moved.ip = Some(ip(103));
+        let out = c.apply_server_list(vec![moved, upd(4, 10, true)]);
+        assert_eq!(out.ops, vec![remove(3)]);
+        assert!(c.pooled_down().is_empty());
+        assert_eq!(c.pooled(), vec![(ip(4), 10)]);
+    }
+
+    #[test]
+    fn raising_the_threshold_force_pools_down_servers() {
+        let mut c = coordinator(4, 0.0, 1);
+        for n in 1..=3 {
+            down(&mut c, n);
+        }
+        assert_eq!(pooled_hosts(&c), vec![host(4)]);
+        let out = c.set_depool_threshold(0.75);
+        assert_eq!(out.ops, vec![add(1, 10), add(2, 10)]);
+        assert_eq!(c.pooled_down(), vec![host(1), host(2)]);
+        assert_eq!(c.depool_threshold(), 0.75);
+    }
+
+    #[test]
+    fn lowering_the_threshold_depools_waiting_servers() {
+        let mut c = coordinator(4, 0.75, 1);
+        for n in 1..=3 {
+            down(&mut c, n);
+        }
+        assert_eq!(c.pooled_down(), vec![host(2), host(3)]);
+        let out = c.set_depool_threshold(0.25);
+        assert_eq!(out.ops, vec![remove(2), remove(3)]);
+        assert!(c.pooled_down().is_empty());
+        assert_eq!(pooled_hosts(&c), vec![host(4)]);
+    }
+
+    #[test]
+    fn reset_monitors_forgets_results_but_keeps_pool_state() {
+        let mut c = coordinator(2, 0.0, 1);
+        down(&mut c, 1);
+        c.reset_monitors(2);
+        for s in c.servers() {
+            assert_eq!(s.monitors, vec![MonitorState::default(); 2]);
+        }
+        assert!(c.server("s1").is_some_and(|s| !s.up && !s.pooled));
+        assert!(c.server("s2").is_some_and(|s| s.up && s.pooled));
+        c.monitor_result("s1", 0, true, "");
+        assert!(c.server("s1").is_some_and(|s| !s.up));
+        assert_eq!(c.monitor_result("s1", 1, true, "").ops, vec![add(1, 10)]);
+    }
+
+    #[test]
+    fn unknown_host_or_monitor_index_is_ignored() {
+        let mut c = coordinator(1, 0.0, 1);
+        assert_eq!(c.monitor_result("nope", 0, false, ""), Outcome::default());
+        assert_eq!(c.monitor_result("s1", 1, false, ""), Outcome::default());
+        assert!(c.server("s1").is_some_and(|s| s.up && s.pooled));
+    }
+
+    #[test]
+    fn server_without_monitors_stays_up_and_pooled() {
+        let mut c = coordinator(1, 0.5, 0);
+        assert_eq!(c.monitor_result("s1", 0, false, ""), Outcome::default());
+        let s1 = c.server("s1").expect("s1");
+        assert!(s1.up && s1.pooled);
+        assert_eq!(s1.text_status(), "enabled/up/pooled");
+    }
+
+    #[test]
+    fn duplicate_host_in_a_list_uses_the_last_entry() {
+        let mut c = Coordinator::new("svc", 0.0, 1);
+        let out = c.apply_server_list(vec![upd(1, 10, true), upd(1, 30, true)]);
+        assert_eq!(out.ops, vec![add(1, 30)]);
+        assert_eq!(c.servers().count(), 1);
+    }
+
+    #[test]
+    fn text_status_strings() {
+        let mut c = coordinator(2, 0.0, 2);
+        let status = |c: &Coordinator, h: &str| c.server(h).map(|s| s.text_status());
+        assert_eq!(status(&c, "s1").as_deref(), Some("enabled/up/pooled"));
+        c.monitor_result("s1", 0, false, "");
+        assert_eq!(status(&c, "s1").as_deref(), Some("enabled/down/not pooled"));
+        c.monitor_result("s1", 1, true, "");
+        assert_eq!(
+            status(&c, "s1").as_deref(),
+            Some("enabled/partially up/not pooled")
+        );
+        let mut l = list(2);
+        l[1].enabled = false;
+        c.apply_server_list(l);
+        assert_eq!(status(&c, "s2").as_deref(), Some("disabled/up/not pooled"));
+        let mut c = coordinator(2, 1.0, 1);
+        down(&mut c, 1);
+        assert_eq!(status(&c, "s1").as_deref(), Some("enabled/down/pooled"));
+    }
+
+    #[test]
+    fn can_depool_counts_disabled_and_unresolved_servers_in_the_total() {
+        let mut c = Coordinator::new("svc", 0.5, 1);
+        let mut l = list(4);
+        l[2].enabled = false;
+        l[3].ip = None;
+        c.apply_server_list(l);
+        // 2 of 4 up and enabled: exactly at 0.5.
+        assert!(c.can_depool());
+        let out = down(&mut c, 1);
+        assert!(out.ops.is_empty());
+        assert_eq!(c.pooled_down(), vec![host(1)]);
+    }
+
+    /// Checks the invariants and replays `out` on `pool` / `monitored`.
+    fn check(
+        c: &Coordinator,
+        out: &Outcome,
+        pool: &mut HashMap<String, (IpAddr, u32)>,
+        monitored: &mut BTreeSet<String>,
+        ctx: &str,
+    ) {
+        for op in &out.ops {
+            match op {
+                PoolOp::Add { host, ip, weight } => {
+                    let previous = pool.insert(host.clone(), (*ip, *weight));
+                    assert!(previous.is_none(), "{ctx}: Add of pooled {host}");
+                }
+                PoolOp::Edit { host, ip, weight } => {
+                    let entry = pool.get_mut(host).expect("Edit of an unpooled host");
+                    assert_eq!(entry.0, *ip, "{ctx}: Edit with another ip");
+                    entry.1 = *weight;
+                }
+                PoolOp::Remove { host, ip } => {
+                    let previous = pool.remove(host);
+                    assert_eq!(previous.map(|p| p.0), Some(*ip), "{ctx}: Remove {host}");
+                }
+            }
+        }
+        for host in &out.stop_monitors {
+            assert!(monitored.remove(host), "{ctx}: stop unmonitored {host}");
+        }
+        for host in &out.start_monitors {
+            assert!(monitored.insert(host.clone()), "{ctx}: start twice {host}");
+        }
+
+        let mut expected: Vec<(String, (IpAddr, u32))> =
+            pool.iter().map(|(h, v)| (h.clone(), *v)).collect();
+        expected.sort();
+        assert_eq!(
+            c.pooled(),
+            expected.iter().map(|(_, v)| *v).collect::<Vec<_>>(),
+            "{ctx}: replayed ops differ from pooled()"
+        );
+        let ready: BTreeSet<String> = c
+            .servers()
+            .filter(|s| s.ready)
+            .map(|s| s.host.clone())
+            .collect();
+        assert_eq!(&ready, monitored, "{ctx}: monitored set");
+
+        let pooled_down: BTreeSet<String> = c.pooled_down().into_iter().collect();
+        for s in c.servers() {
+            assert!(!s.pooled || (s.enabled && s.ready), "{ctx}: P0 {s:?}");
+            assert!(s.pooled || !s.enabled || !s.up, "{ctx}: P1 {s:?}");
+            assert!(!s.up || s.ready, "{ctx}: up but not ready {s:?}");
+            assert_eq!(s.ready, s.ip.is_some(), "{ctx}: ready/ip {s:?}");
+            assert_eq!(
+                pooled_down.contains(&s.host),
+                s.pooled && !s.up,
+                "{ctx}: pooled-down membership {s:?}"
+            );
+        }
+        assert!(
+            c.pooled_down().windows(2).all(|w| w[0] < w[1]),
+            "{ctx}: pooled_down sorted"
+        );
+        if c.can_depool() {
+            assert!(pooled_down.is_empty(), "{ctx}: can depool but did not");
+        }
+    }
+
+    #[test]
+    fn randomized_operations_keep_the_invariants() {
+        let mut rng = fastrand::Rng::with_seed(0x05ee_dba1);
+        let thresholds = [0.0, 0.25, 0.5, 0.7, 1.0];
+        let mut monitor_count = 2;
+        let mut c = Coordinator::new("svc", 0.5, monitor_count);
+        let mut pool = HashMap::new();
+        let mut monitored = BTreeSet::new();
+        // How often interesting situations came up, to show the test reaches them.
+        let (mut edits, mut moves, mut pooled_down_seen) = (0, 0, 0);
+        for step in 0..20_000 {
+            let ctx = format!("step {step}");
+            let roll = rng.u8(0..100);
+            let out = if roll < 8 {
+                let generation = rng.u8(0..3);
+                let mut l = Vec::new();
+                for n in 0..8u8 {
+                    if rng.u8(0..10) < 8 {
+                        l.push(ServerUpdate {
+                            host: host(n),
+                            ip: (rng.u8(0..10) > 0)
+                                .then(|| IpAddr::V4(Ipv4Addr::new(10, generation, 0, n))),
+                            weight: rng.u32(1..4),
+                            enabled: rng.u8(0..10) < 8,
+                        });
+                    }
+                }
+                c.apply_server_list(l)
+            } else if roll < 11 {
+                c.set_depool_threshold(thresholds[rng.usize(..thresholds.len())])
+            } else if roll < 13 {
+                monitor_count = rng.usize(0..4);
+                c.reset_monitors(monitor_count);
+                Outcome::default()
+            } else {
+                let h = host(rng.u8(0..9));
+                c.monitor_result(&h, rng.usize(0..monitor_count + 1), rng.bool(), "random")
+            };
+            check(&c, &out, &mut pool, &mut monitored, &ctx);
+            edits += out
+                .ops
+                .iter()
+                .filter(|op| matches!(op, PoolOp::Edit { .. }))
+                .count();
+            moves += out
+                .stop_monitors
+                .iter()
+                .filter(|h| out.start_monitors.contains(h))
+                .count();
+            if !c.pooled_down().is_empty() {
+                pooled_down_seen += 1;
+            }
+            if roll < 11 {
+                // After a list or threshold change the threshold is met, or
+                // every server that can be pooled is.
+                let pooled = c.servers().filter(|s| s.pooled).count();
+                let total = c.servers().count();
+                let poolable = c.servers().all(|s| s.pooled || !s.enabled || !s.ready);
+                assert!(
+                    pooled as f64 >= total as f64 * c.depool_threshold() || poolable,
+                    "{ctx}: threshold not enforced"
+                );
+            }
+            for s in c.servers() {
+                assert_eq!(s.monitors.len(), monitor_count, "{ctx}: monitor count");
+            }
+        }
+        assert!(edits > 0 && moves > 0 && pooled_down_seen > 100);
+        assert!(c.could_not_depool_total() > 10);
     }
 }
