@@ -20,6 +20,10 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread;
+use std::time::Duration;
+
+/// Longest delay before monitor counters reach the published snapshot.
+const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A message from the daemon to a service thread.
 #[derive(Debug)]
@@ -76,6 +80,7 @@ pub fn spawn(
         report_tx,
         source,
         have_list: false,
+        dirty: false,
     };
     let thread = thread::Builder::new()
         .name(format!("service:{name}"))
@@ -106,6 +111,9 @@ struct ServiceRunner {
     /// False until the first server list arrived: until then the service's
     /// IPVS state is not touched (a restart must not empty a live pool).
     have_list: bool,
+    /// Monitor counters changed since the last snapshot (published on the
+    /// next tick rather than on every result).
+    dirty: bool,
 }
 
 impl ServiceRunner {
@@ -118,8 +126,14 @@ impl ServiceRunner {
         log::info!(target: &self.config.name, "starting: {} {}:{} ({}), servers from {}",
             self.config.protocol, self.config.ip, self.config.port, self.config.scheduler, self.config.source);
         self.publish();
+        let ticker = crossbeam_channel::tick(SNAPSHOT_INTERVAL);
         loop {
             select! {
+                recv(ticker) -> _ => {
+                    if self.dirty {
+                        self.publish();
+                    }
+                },
                 recv(control) -> msg => match msg {
                     Ok(ServiceControl::Reconfigure(config)) => {
                         if let Some(new_lists) = self.reconfigure(*config) {
@@ -195,7 +209,12 @@ impl ServiceRunner {
         if force_ipvs || !outcome.ops.is_empty() {
             self.send_ipvs_state();
         }
-        self.publish();
+        if outcome == Outcome::default() {
+            // Only counters moved: the next tick publishes them.
+            self.dirty = true;
+        } else {
+            self.publish();
+        }
     }
 
     fn start_monitors(&mut self, host: &str) {
@@ -324,7 +343,8 @@ impl ServiceRunner {
         }
     }
 
-    fn publish(&self) {
+    fn publish(&mut self) {
+        self.dirty = false;
         let c = &self.config;
         self.store.publish(ServiceSnapshot {
             name: c.name.clone(),
