@@ -21,9 +21,20 @@ pub struct ServerUpdate {
 /// A change of the IPVS pool of this service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PoolOp {
-    Add { host: String, ip: IpAddr, weight: u32 },
-    Edit { host: String, ip: IpAddr, weight: u32 },
-    Remove { host: String, ip: IpAddr },
+    Add {
+        host: String,
+        ip: IpAddr,
+        weight: u32,
+    },
+    Edit {
+        host: String,
+        ip: IpAddr,
+        weight: u32,
+    },
+    Remove {
+        host: String,
+        ip: IpAddr,
+    },
 }
 
 /// A log line the caller should write, in the service's log context.

@@ -108,7 +108,11 @@ pub enum SourceUrl {
     /// `http://…` or `https://…`, kept whole.
     Http(String),
     /// `etcd://host[:port]/key`
-    Etcd { host: String, port: u16, key: String },
+    Etcd {
+        host: String,
+        port: u16,
+        key: String,
+    },
 }
 
 impl SourceUrl {
