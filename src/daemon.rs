@@ -198,7 +198,7 @@ fn start_instrumentation(
         .iter()
         .map(|ip| SocketAddr::new(*ip, global.instrumentation_port))
         .collect();
-    match InstrumentationServer::start(&addrs, Arc::clone(store)) {
+    match crate::instrumentation::start(&addrs, Arc::clone(store)) {
         Ok(server) => {
             log::info!(target: LOG_TARGET, "instrumentation listening on {:?}", server.local_addrs());
             Some(server)

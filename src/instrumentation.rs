@@ -764,7 +764,7 @@ fn pool_servers(store: &SnapshotStore, format: Format, pool: &str) -> Response {
     let text: String = snap
         .servers
         .iter()
-        .map(|s| format!("{}:\t{}\n", s.host, text_status(s)))
+        .map(|s| format!("{}:\t{}\n", s.host, s.text_status()))
         .collect();
     let json: Map<String, Value> = snap
         .servers
@@ -786,29 +786,13 @@ fn pool_server(store: &SnapshotStore, format: Format, pool: &str, host: &str) ->
     Response::negotiated(
         200,
         format,
-        format!("{}\n", text_status(&server)),
+        format!("{}\n", server.text_status()),
         &server_json(&server),
     )
 }
 
 fn find_server(snap: &ServiceSnapshot, host: &str) -> Option<ServerState> {
     snap.servers.iter().find(|s| s.host == host).cloned()
-}
-
-/// PyBal's `Server.textStatus()`: `enabled|disabled` / `up|partially up|down`
-/// / `pooled|not pooled`. "partially up" = not up, but some monitor reports
-/// up, or there are no monitors at all (as PyBal computes it).
-pub fn text_status(s: &ServerState) -> String {
-    let enabled = if s.enabled { "enabled" } else { "disabled" };
-    let up = if s.up {
-        "up"
-    } else if s.monitors.is_empty() || s.monitors.iter().any(|m| m.up == Some(true)) {
-        "partially up"
-    } else {
-        "down"
-    };
-    let pooled = if s.pooled { "pooled" } else { "not pooled" };
-    format!("{enabled}/{up}/{pooled}")
 }
 
 /// PyBal's `Server.dumpState()`.
@@ -891,30 +875,6 @@ mod tests {
 
     fn body_json(resp: &Response) -> Value {
         serde_json::from_str(&resp.body).unwrap()
-    }
-
-    #[test]
-    fn text_status_forms() {
-        assert_eq!(
-            text_status(&server("a", true, true, true, &[Some(true)])),
-            "enabled/up/pooled"
-        );
-        assert_eq!(
-            text_status(&server("a", false, false, false, &[Some(false)])),
-            "disabled/down/not pooled"
-        );
-        assert_eq!(
-            text_status(&server("a", true, false, true, &[Some(false), Some(true)])),
-            "enabled/partially up/pooled"
-        );
-        assert_eq!(
-            text_status(&server("a", true, false, false, &[None])),
-            "enabled/down/not pooled"
-        );
-        assert_eq!(
-            text_status(&server("a", true, false, false, &[])),
-            "enabled/partially up/not pooled"
-        );
     }
 
     #[test]
