@@ -1577,6 +1577,25 @@ idleconnection.keepalive-retries = 5
     }
 
     #[test]
+    fn never_panics_on_truncated_or_mangled_configs() {
+        for (at, _) in WIKIMEDIA_LIKE.char_indices() {
+            let _ = load(&WIKIMEDIA_LIKE[..at]);
+            let _ = load(&WIKIMEDIA_LIKE[at..]);
+        }
+        let mut rng = fastrand::Rng::with_seed(7);
+        let alphabet: Vec<char> = "[]()'\"\\=:#; \n\tabcu01.,-é".chars().collect();
+        for _ in 0..2000 {
+            let len = rng.usize(0..60);
+            let noise: String = (0..len)
+                .map(|_| alphabet[rng.usize(0..alphabet.len())])
+                .collect();
+            let _ = load(&noise);
+            let _ = pyliteral::parse(&noise);
+            let _ = crate::serverlist::parse(&noise, false);
+        }
+    }
+
+    #[test]
     fn repeated_section_is_a_warning() {
         let text = format!("{}[svc]\nport = 81\n", service("svc", ""));
         let loaded = load_ok(&text);
