@@ -119,6 +119,7 @@ pub fn from_str(path: &Path, text: &str) -> Result<Loaded, Vec<ConfigError>> {
         }
     }
     check_duplicate_services(&ini, &services, &mut report);
+    resolve_relative_sources(path, &mut services);
     if global.bgp {
         check_bgp_next_hops(&ini, &global, &services, &mut report);
         check_bgp_meds(&ini, &global, &services, &mut report);
@@ -1005,13 +1006,27 @@ fn parse_source(text: &str) -> Result<SourceUrl, String> {
     ))
 }
 
+/// `file:///abs/path`, or (beyond PyBal) `file://relative/path`, which
+/// [`resolve_relative_sources`] later anchors at the config file's directory.
 fn parse_file_source(url: &str, path: &str) -> Result<SourceUrl, String> {
-    if !path.starts_with('/') || path.len() < 2 {
+    if path.is_empty() || path == "/" {
         return Err(format!(
-            "{url:?} needs an absolute path, like file:///etc/pybal/pools/service"
+            "{url:?} names no file; use file:///etc/pybal/pools/service"
         ));
     }
     Ok(SourceUrl::File(PathBuf::from(path)))
+}
+
+/// Relative `file://` paths are relative to the directory of the main config.
+fn resolve_relative_sources(config_path: &Path, services: &mut BTreeMap<String, ServiceConfig>) {
+    let base = config_path.parent().unwrap_or(Path::new("."));
+    for service in services.values_mut() {
+        if let SourceUrl::File(file) = &mut service.source {
+            if file.is_relative() {
+                *file = base.join(&*file);
+            }
+        }
+    }
 }
 
 /// `etcd://host[:port]/key`; the key keeps its leading `/`.
@@ -1139,6 +1154,16 @@ idleconnection.keepalive-retries = 5
             "[{name}]\nprotocol = tcp\nip = 10.2.2.1\nport = 80\nscheduler = wrr\n\
              config = file:///etc/pybal/pools/{name}\nmonitors = ['IdleConnection']\n{extra}"
         )
+    }
+
+    #[test]
+    fn relative_file_sources_are_anchored_at_the_config_directory() {
+        let text = service("svc", "").replace("file:///etc/pybal/pools/svc", "file://lists/svc");
+        let loaded = from_str(Path::new("/etc/rsbal/rsbal.conf"), &text).unwrap();
+        assert_eq!(
+            loaded.config.services["svc"].source,
+            SourceUrl::File(PathBuf::from("/etc/rsbal/lists/svc"))
+        );
     }
 
     fn find<'e>(errors: &'e [ConfigError], key: &str) -> &'e ConfigError {
@@ -1347,8 +1372,11 @@ idleconnection.keepalive-retries = 5
             parse_source("'file:///srv/x.json'"),
             Ok(SourceUrl::File(PathBuf::from("/srv/x.json")))
         );
+        assert_eq!(
+            parse_source("file://relative/x"),
+            Ok(SourceUrl::File(PathBuf::from("relative/x")))
+        );
         for bad in [
-            "file://relative/x",
             "file://",
             "etcd://host",
             "etcd://host:port/k",
