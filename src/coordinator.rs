@@ -108,6 +108,8 @@ pub struct Coordinator {
     service: String,
     depool_threshold: f64,
     monitor_count: usize,
+    /// Monitor names for log lines, by index (`#i` where not given).
+    monitor_names: Vec<String>,
     servers: BTreeMap<String, ServerState>,
     /// Pooled servers that are down but could not be depooled (threshold).
     pooled_down: BTreeSet<String>,
@@ -121,10 +123,24 @@ impl Coordinator {
             service: service.to_string(),
             depool_threshold,
             monitor_count,
+            monitor_names: Vec::new(),
             servers: BTreeMap::new(),
             pooled_down: BTreeSet::new(),
             could_not_depool_total: 0,
         }
+    }
+
+    /// Names the monitors (configuration order) for log lines, as PyBal's
+    /// "Monitoring instance ProxyFetch reports …".
+    pub fn set_monitor_names(&mut self, names: Vec<String>) {
+        self.monitor_names = names;
+    }
+
+    fn monitor_name(&self, index: usize) -> String {
+        self.monitor_names
+            .get(index)
+            .cloned()
+            .unwrap_or_else(|| format!("#{index}"))
     }
 
     /// The service name given to [`Coordinator::new`].
@@ -457,6 +473,7 @@ impl Coordinator {
 
     /// A monitor of `host` changed to down.
     fn result_down(&mut self, host: &str, monitor: usize, reason: &str, out: &mut Outcome) {
+        let monitor_name = self.monitor_name(monitor);
         let Some(server) = self.servers.get_mut(host) else {
             return;
         };
@@ -469,8 +486,8 @@ impl Coordinator {
             level: Level::Error,
             host: Some(host.to_string()),
             text: format!(
-                "Monitoring instance #{} reports server {} ({}) down: {}",
-                monitor,
+                "Monitoring instance {} reports server {} ({}) down: {}",
+                monitor_name,
                 host,
                 server.text_status(),
                 reason
@@ -743,6 +760,21 @@ mod tests {
         out.logs
             .iter()
             .any(|l| l.level == level && l.text.contains(text))
+    }
+
+    #[test]
+    fn down_log_names_the_monitor() {
+        let mut c = coordinator(4, 0.5, 2);
+        c.set_monitor_names(vec!["IdleConnection".into(), "ProxyFetch".into()]);
+        let out = c.monitor_result(&host(1), 1, false, "HTTP status 503");
+        assert!(has_log(
+            &out,
+            Level::Error,
+            &format!(
+                "Monitoring instance ProxyFetch reports server {} (enabled/up/pooled) down: HTTP status 503",
+                host(1)
+            )
+        ));
     }
 
     fn pooled_hosts(c: &Coordinator) -> Vec<String> {

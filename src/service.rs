@@ -70,8 +70,11 @@ pub fn spawn(
     let (report_tx, report_rx) = crossbeam_channel::unbounded();
     let (list_tx, list_rx) = crossbeam_channel::unbounded();
     let source = source::spawn(&config.name, &config.source, config.ip, list_tx)?;
+    let mut coordinator =
+        Coordinator::new(&config.name, config.depool_threshold, config.monitors.len());
+    coordinator.set_monitor_names(monitor_names(&config));
     let runner = ServiceRunner {
-        coordinator: Coordinator::new(&config.name, config.depool_threshold, config.monitors.len()),
+        coordinator,
         config,
         writer,
         store,
@@ -90,6 +93,14 @@ pub fn spawn(
         control: control_tx,
         thread: Some(thread),
     })
+}
+
+fn monitor_names(config: &ServiceConfig) -> Vec<String> {
+    config
+        .monitors
+        .iter()
+        .map(|m| m.name().to_string())
+        .collect()
 }
 
 /// Monitors running for one server instance.
@@ -250,6 +261,8 @@ impl ServiceRunner {
     fn restart_all_monitors(&mut self) {
         self.servers.clear();
         self.coordinator.reset_monitors(self.config.monitors.len());
+        self.coordinator
+            .set_monitor_names(monitor_names(&self.config));
         let hosts: Vec<String> = self
             .coordinator
             .servers()
@@ -355,7 +368,7 @@ impl ServiceRunner {
             depool_threshold: self.coordinator.depool_threshold(),
             can_depool: self.coordinator.can_depool(),
             pooled_down: self.coordinator.pooled_down(),
-            monitor_names: c.monitors.iter().map(|m| m.name().to_string()).collect(),
+            monitor_names: monitor_names(c),
             servers: self.coordinator.servers().cloned().collect(),
         });
     }
