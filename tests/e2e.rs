@@ -87,33 +87,17 @@ fn pools_and_depools_real_backends() {
     .unwrap();
     let rsbal = Rsbal::start(&conf, &[]);
 
-    assert!(
-        ipvsadm.wait_for(&format!("-A -t {vip}:{PORT} -s wrr"), 1, T),
-        "{:?}",
-        ipvsadm.lines()
-    );
+    ipvsadm.assert_seen(&format!("-A -t {vip}:{PORT} -s wrr"), 1);
     for (rip, w) in [("127.1.0.2", 10), ("127.1.0.3", 20), ("127.1.0.4", 30)] {
-        assert!(
-            ipvsadm.wait_for(&add(vip, rip, w), 1, T),
-            "{:?}",
-            ipvsadm.lines()
-        );
+        ipvsadm.assert_seen(&add(vip, rip, w), 1);
     }
 
     // A backend that resets its connections is depooled…
     backends[1].set_mode(Mode::Down);
-    assert!(
-        ipvsadm.wait_for(&del(vip, "127.1.0.3"), 1, T),
-        "{:?}",
-        ipvsadm.lines()
-    );
+    ipvsadm.assert_seen(&del(vip, "127.1.0.3"), 1);
     // …and pooled again with its weight when it recovers.
     backends[1].set_mode(Mode::Healthy);
-    assert!(
-        ipvsadm.wait_for(&add(vip, "127.1.0.3", 20), 2, T),
-        "{:?}",
-        ipvsadm.lines()
-    );
+    ipvsadm.assert_seen(&add(vip, "127.1.0.3", 20), 2);
 
     // Weight changed in the list: -e.
     write_atomic(
@@ -125,11 +109,7 @@ fn pools_and_depools_real_backends() {
             ("127.1.0.4", 30, true),
         ]),
     );
-    assert!(
-        ipvsadm.wait_for(&edit(vip, "127.1.0.2", 15), 1, T),
-        "{:?}",
-        ipvsadm.lines()
-    );
+    ipvsadm.assert_seen(&edit(vip, "127.1.0.2", 15), 1);
 
     // Server removed from the list: -d.
     write_atomic(
@@ -137,11 +117,7 @@ fn pools_and_depools_real_backends() {
         "servers",
         &line(&[("127.1.0.2", 15, true), ("127.1.0.3", 20, true)]),
     );
-    assert!(
-        ipvsadm.wait_for(&del(vip, "127.1.0.4"), 1, T),
-        "{:?}",
-        ipvsadm.lines()
-    );
+    ipvsadm.assert_seen(&del(vip, "127.1.0.4"), 1);
 
     // Disabled: -d.
     write_atomic(
@@ -149,11 +125,7 @@ fn pools_and_depools_real_backends() {
         "servers",
         &line(&[("127.1.0.2", 15, true), ("127.1.0.3", 20, false)]),
     );
-    assert!(
-        ipvsadm.wait_for(&del(vip, "127.1.0.3"), 2, T),
-        "{:?}",
-        ipvsadm.lines()
-    );
+    ipvsadm.assert_seen(&del(vip, "127.1.0.3"), 2);
 
     assert!(
         !ipvsadm.lines().iter().any(|l| l.starts_with("-D")),
@@ -187,11 +159,7 @@ fn depool_threshold_keeps_the_last_servers_pooled() {
     .unwrap();
     let rsbal = Rsbal::start(&conf, &[]);
     for h in hosts {
-        assert!(
-            ipvsadm.wait_for(&add(vip, h, 10), 1, T),
-            "{:?}",
-            ipvsadm.lines()
-        );
+        ipvsadm.assert_seen(&add(vip, h, 10), 1);
     }
 
     for b in &backends[1..] {
@@ -259,20 +227,12 @@ fn hung_backend_is_depooled_without_delaying_other_checks() {
     std::fs::write(&conf, global(&ipvsadm, free_port()) + &service).unwrap();
     let _rsbal = Rsbal::start(&conf, &[]);
     for h in hosts {
-        assert!(
-            ipvsadm.wait_for(&add(vip, h, 10), 1, T),
-            "{:?}",
-            ipvsadm.lines()
-        );
+        ipvsadm.assert_seen(&add(vip, h, 10), 1);
     }
 
     backends[0].set_mode(Mode::Hung);
     let before: Vec<u64> = backends.iter().map(Backend::requests).collect();
-    assert!(
-        ipvsadm.wait_for(&del(vip, "127.3.0.2"), 1, T),
-        "{:?}",
-        ipvsadm.lines()
-    );
+    ipvsadm.assert_seen(&del(vip, "127.3.0.2"), 1);
     // The hung server's checks take 3 s each; the others keep their 1 s interval.
     std::thread::sleep(Duration::from_secs(6));
     for (i, b) in backends.iter().enumerate().skip(1) {
@@ -318,11 +278,7 @@ fn sighup_adds_removes_and_changes_services_and_rejects_a_broken_config() {
         ("192.0.2.42", "127.4.0.3"),
         ("192.0.2.44", "127.4.0.5"),
     ] {
-        assert!(
-            ipvsadm.wait_for(&add(vip, rip, 10), 1, T),
-            "{:?}",
-            ipvsadm.lines()
-        );
+        ipvsadm.assert_seen(&add(vip, rip, 10), 1);
     }
     let before = ipvsadm.lines().len();
 
@@ -337,26 +293,10 @@ fn sighup_adds_removes_and_changes_services_and_rejects_a_broken_config() {
     )
     .unwrap();
     rsbal.signal(Signal::SIGHUP);
-    assert!(
-        ipvsadm.wait_for(&format!("-D -t 192.0.2.42:{PORT}"), 1, T),
-        "{:?}",
-        ipvsadm.lines()
-    );
-    assert!(
-        ipvsadm.wait_for(&format!("-A -t 192.0.2.43:{PORT} -s wrr"), 1, T),
-        "{:?}",
-        ipvsadm.lines()
-    );
-    assert!(
-        ipvsadm.wait_for(&add("192.0.2.43", "127.4.0.4", 10), 1, T),
-        "{:?}",
-        ipvsadm.lines()
-    );
-    assert!(
-        ipvsadm.wait_for(&edit("192.0.2.44", "127.4.0.5", 99), 1, T),
-        "{:?}",
-        ipvsadm.lines()
-    );
+    ipvsadm.assert_seen(&format!("-D -t 192.0.2.42:{PORT}"), 1);
+    ipvsadm.assert_seen(&format!("-A -t 192.0.2.43:{PORT} -s wrr"), 1);
+    ipvsadm.assert_seen(&add("192.0.2.43", "127.4.0.4", 10), 1);
+    ipvsadm.assert_seen(&edit("192.0.2.44", "127.4.0.5", 99), 1);
     let after: Vec<String> = ipvsadm.lines()[before..].to_vec();
     assert!(
         !after.iter().any(|l| l.contains("192.0.2.41")),
@@ -397,19 +337,22 @@ fn check_names_file_section_and_key_of_a_broken_config() {
     let dir = tempfile::tempdir().unwrap();
     let list = write_atomic(dir.path(), "servers", &line(&[("127.5.0.2", 10, true)]));
     let conf = dir.path().join("broken.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "[global]\n\n[web]\nprotocol = tcp\nip = 192.0.2.5\nport = eighty\nscheduler = wrr\nconfig = file://{}\n",
-            list.display()
-        ),
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_rsbal"))
-        .args(["--check", "-c"])
-        .arg(&conf)
-        .output()
+    let check = |port: &str| {
+        std::fs::write(
+            &conf,
+            format!(
+                "[global]\n\n[web]\nprotocol = tcp\nip = 192.0.2.5\nport = {port}\nscheduler = wrr\nconfig = file://{}\nmonitors = []\n",
+                list.display()
+            ),
+        )
         .unwrap();
+        Command::new(env!("CARGO_BIN_EXE_rsbal"))
+            .args(["--check", "-c"])
+            .arg(&conf)
+            .output()
+            .unwrap()
+    };
+    let out = check("eighty");
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&conf.display().to_string()), "{err}");
@@ -417,19 +360,7 @@ fn check_names_file_section_and_key_of_a_broken_config() {
     assert!(err.contains("port"), "{err}");
     assert!(err.contains(":6"), "line number missing: {err}");
 
-    std::fs::write(
-        &conf,
-        format!(
-            "[global]\n\n[web]\nprotocol = tcp\nip = 192.0.2.5\nport = 80\nscheduler = wrr\nconfig = file://{}\nmonitors = []\n",
-            list.display()
-        ),
-    )
-    .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_rsbal"))
-        .args(["--check", "-c"])
-        .arg(&conf)
-        .output()
-        .unwrap();
+    let out = check("80");
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -454,16 +385,8 @@ fn garbage_server_line_does_not_stop_the_others() {
     )
     .unwrap();
     let rsbal = Rsbal::start(&conf, &[]);
-    assert!(
-        ipvsadm.wait_for(&add("192.0.2.6", "127.6.0.2", 10), 1, T),
-        "{:?}",
-        ipvsadm.lines()
-    );
-    assert!(
-        ipvsadm.wait_for(&add("192.0.2.6", "127.6.0.3", 5), 1, T),
-        "{:?}",
-        ipvsadm.lines()
-    );
+    ipvsadm.assert_seen(&add("192.0.2.6", "127.6.0.2", 10), 1);
+    ipvsadm.assert_seen(&add("192.0.2.6", "127.6.0.3", 5), 1);
     let log = rsbal.log_text();
     assert!(log.contains(&format!("{}:2:", list.display())), "{log}");
 }

@@ -48,6 +48,18 @@ pub struct Ipvsadm {
     pub path: PathBuf,
 }
 
+impl Ipvsadm {
+    /// "PATH ARG failed (exit status): stderr"
+    fn failure(&self, arg: &str, out: &std::process::Output) -> String {
+        format!(
+            "{} {arg} failed ({}): {}",
+            self.path.display(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+    }
+}
+
 impl IpvsBackend for Ipvsadm {
     fn read(&mut self) -> Result<Table, String> {
         let out = Command::new(&self.path)
@@ -56,12 +68,7 @@ impl IpvsBackend for Ipvsadm {
             .output()
             .map_err(|e| format!("cannot run {} -Sn: {e}", self.path.display()))?;
         if !out.status.success() {
-            return Err(format!(
-                "{} -Sn failed ({}): {}",
-                self.path.display(),
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
+            return Err(self.failure("-Sn", &out));
         }
         parse_save(&String::from_utf8_lossy(&out.stdout))
     }
@@ -87,12 +94,7 @@ impl IpvsBackend for Ipvsadm {
             .wait_with_output()
             .map_err(|e| format!("{} -R: {e}", self.path.display()))?;
         if !out.status.success() {
-            return Err(format!(
-                "{} -R failed ({}): {}",
-                self.path.display(),
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
+            return Err(self.failure("-R", &out));
         }
         written.map_err(|e| format!("cannot write to {} -R: {e}", self.path.display()))
     }

@@ -220,6 +220,15 @@ impl FakeIpvsadm {
     pub fn wait_for(&self, line: &str, n: usize, timeout: Duration) -> bool {
         wait_until(timeout, || self.count(line) >= n)
     }
+
+    /// Asserts that `line` arrives at least `n` times within 20 s.
+    pub fn assert_seen(&self, line: &str, n: usize) {
+        assert!(
+            self.wait_for(line, n, Duration::from_secs(20)),
+            "expected {n} x {line:?}, ipvsadm got {:#?}",
+            self.lines()
+        );
+    }
 }
 
 /// The real rsbal binary, run in the foreground with `-d`.
