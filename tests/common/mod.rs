@@ -46,11 +46,46 @@ pub enum Mode {
 }
 
 struct BackendShared {
+    addr: SocketAddr,
     mode: Mutex<Mode>,
-    /// Bumped on every switch to Down: connections of an older epoch reset.
-    epoch: AtomicU64,
+    /// The listening socket while the backend is not Down.
+    listener: Mutex<Option<TcpListener>>,
+    /// Open connections, so that going Down can reset them at once.
+    conns: Mutex<Vec<Arc<TcpStream>>>,
     requests: AtomicU64,
     stop: AtomicBool,
+}
+
+impl BackendShared {
+    fn listen(&self) {
+        let mut listener = self.listener.lock().unwrap();
+        if listener.is_some() {
+            return;
+        }
+        let socket = socket2::Socket::new(
+            socket2::Domain::for_address(self.addr),
+            socket2::Type::STREAM,
+            None,
+        )
+        .unwrap();
+        socket.set_reuse_address(true).unwrap();
+        socket.bind(&self.addr.into()).unwrap();
+        socket.listen(1024).unwrap();
+        let l: TcpListener = socket.into();
+        l.set_nonblocking(true).unwrap();
+        *listener = Some(l);
+    }
+
+    /// Closes the listener and resets every open connection: SO_LINGER 0,
+    /// then a read shutdown wakes the connection's thread, whose close of
+    /// the last reference sends the RST.
+    fn reset_all(&self) {
+        *self.listener.lock().unwrap() = None;
+        for conn in self.conns.lock().unwrap().drain(..) {
+            let _ = socket2::SockRef::from(&*conn).set_linger(Some(Duration::ZERO));
+            let _ = conn.shutdown(std::net::Shutdown::Read);
+        }
+    }
 }
 
 /// A real TCP/HTTP backend on `addr`.
@@ -63,18 +98,16 @@ pub struct Backend {
 impl Backend {
     pub fn start(addr: SocketAddr) -> Backend {
         let shared = Arc::new(BackendShared {
+            addr,
             mode: Mutex::new(Mode::Healthy),
-            epoch: AtomicU64::new(0),
+            listener: Mutex::new(None),
+            conns: Mutex::new(Vec::new()),
             requests: AtomicU64::new(0),
             stop: AtomicBool::new(false),
         });
+        shared.listen();
         let s = Arc::clone(&shared);
-        let thread = thread::spawn(move || listen_loop(addr, s));
-        // Wait until it accepts.
-        assert!(
-            wait_until(Duration::from_secs(5), || TcpStream::connect(addr).is_ok()),
-            "backend {addr} did not start"
-        );
+        let thread = thread::spawn(move || accept_loop(s));
         Backend {
             addr,
             shared,
@@ -83,10 +116,11 @@ impl Backend {
     }
 
     pub fn set_mode(&self, mode: Mode) {
-        if mode == Mode::Down {
-            self.shared.epoch.fetch_add(1, Ordering::SeqCst);
-        }
         *self.shared.mode.lock().unwrap() = mode;
+        match mode {
+            Mode::Down => self.shared.reset_all(),
+            _ => self.shared.listen(),
+        }
     }
 
     /// HTTP requests answered or received so far.
@@ -98,83 +132,59 @@ impl Backend {
 impl Drop for Backend {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
-        self.shared.epoch.fetch_add(1, Ordering::SeqCst);
+        self.shared.reset_all();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
     }
 }
 
-fn listen_loop(addr: SocketAddr, shared: Arc<BackendShared>) {
-    let mut listener: Option<TcpListener> = None;
+fn accept_loop(shared: Arc<BackendShared>) {
     while !shared.stop.load(Ordering::SeqCst) {
-        let mode = *shared.mode.lock().unwrap();
-        if mode == Mode::Down {
-            listener = None;
-            thread::sleep(Duration::from_millis(10));
-            continue;
-        }
-        if listener.is_none() {
-            let socket = socket2::Socket::new(
-                socket2::Domain::for_address(addr),
-                socket2::Type::STREAM,
-                None,
-            )
-            .unwrap();
-            socket.set_reuse_address(true).unwrap();
-            if socket.bind(&addr.into()).is_err() {
-                thread::sleep(Duration::from_millis(20));
-                continue;
+        let accepted = match shared.listener.lock().unwrap().as_ref() {
+            Some(l) => l.accept().ok(),
+            None => None,
+        };
+        match accepted {
+            Some((stream, _)) => {
+                let _ = stream.set_nonblocking(false);
+                let stream = Arc::new(stream);
+                shared.conns.lock().unwrap().push(Arc::clone(&stream));
+                let s = Arc::clone(&shared);
+                thread::spawn(move || serve(stream, s));
             }
-            socket.listen(128).unwrap();
-            let l: TcpListener = socket.into();
-            l.set_nonblocking(true).unwrap();
-            listener = Some(l);
-        }
-        if let Some(l) = &listener {
-            match l.accept() {
-                Ok((stream, _)) => {
-                    let s = Arc::clone(&shared);
-                    thread::spawn(move || serve(stream, s));
-                }
-                Err(_) => thread::sleep(Duration::from_millis(5)),
-            }
+            None => thread::sleep(Duration::from_millis(2)),
         }
     }
 }
 
-fn serve(stream: TcpStream, shared: Arc<BackendShared>) {
-    let epoch = shared.epoch.load(Ordering::SeqCst);
-    let _ = stream.set_nonblocking(false);
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(20)));
-    let mut stream = stream;
+fn serve(stream: Arc<TcpStream>, shared: Arc<BackendShared>) {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 1024];
     loop {
-        if shared.epoch.load(Ordering::SeqCst) != epoch {
-            // Reset: linger 0 makes the close send an RST.
-            let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
-            return;
-        }
-        match stream.read(&mut chunk) {
-            Ok(0) => return,
+        match (&*stream).read(&mut chunk) {
+            Ok(0) | Err(_) => break,
             Ok(n) => {
                 buf.extend_from_slice(&chunk[..n]);
                 if buf.windows(4).any(|w| w == b"\r\n\r\n") {
                     shared.requests.fetch_add(1, Ordering::SeqCst);
                     let mode = *shared.mode.lock().unwrap();
                     if mode == Mode::Healthy {
-                        let _ = stream.write_all(
+                        let _ = (&*stream).write_all(
                             b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
                         );
-                        return;
+                        break;
                     }
                     buf.clear(); // Hung: never answer.
                 }
             }
-            Err(_) => continue,
         }
     }
+    shared
+        .conns
+        .lock()
+        .unwrap()
+        .retain(|c| !Arc::ptr_eq(c, &stream));
 }
 
 /// A fake `ipvsadm`: records each `-R` batch (stdin) into a log file,

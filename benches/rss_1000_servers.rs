@@ -1,0 +1,147 @@
+//! Benchmark: rsbal's memory and CPU with 1,000 servers under
+//! IdleConnection + ProxyFetch.
+//!
+//! 1,000 real backends (one asyncio process, `benches/backends.py`, on
+//! 127.201.x.y), one service with the example config's monitor options
+//! (ProxyFetch every 2 s), a no-op ipvsadm. Once every server is pooled the
+//! benchmark lets checks run for a while and reads `/proc/<pid>/status`
+//! (VmRSS, VmHWM, Threads) and the CPU time rsbal used meanwhile.
+//!
+//! `cargo bench --bench rss_1000_servers` (SERVERS=n, SECONDS=n to change).
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::{wait_until, write_atomic};
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+const PORT: u16 = 8080;
+
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn status_field(pid: u32, field: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with(field))
+        .map(|l| l[field.len()..].trim().to_string())
+        .unwrap_or_default()
+}
+
+/// utime + stime of `pid`, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after_comm = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    let ticks: f64 = fields
+        .get(11..13)
+        .map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
+        .unwrap_or(0.0);
+    ticks / 100.0
+}
+
+fn main() {
+    let servers = env_or("SERVERS", 1000);
+    let seconds = env_or("SECONDS", 30);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = dir.path().join("ipvsadm.log");
+    let script = write_atomic(
+        dir.path(),
+        "ipvsadm",
+        &format!(
+            "#!/bin/sh\n[ \"$1\" = \"-R\" ] && cat >> '{}'\nexit 0\n",
+            log.display()
+        ),
+    );
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let hosts: Vec<String> = (0..servers)
+        .map(|i| format!("127.201.{}.{}", i / 250, i % 250 + 1))
+        .collect();
+    let mut backends = Command::new("python3")
+        .arg("benches/backends.py")
+        .arg(PORT.to_string())
+        .args(&hosts)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start benches/backends.py");
+    let mut ready = String::new();
+    if let Some(out) = backends.stdout.take() {
+        let _ = BufReader::new(out).read_line(&mut ready);
+    }
+    assert_eq!(ready.trim(), "ready", "backends did not start");
+
+    let list: String = hosts
+        .iter()
+        .map(|h| format!("{{ 'host': '{h}', 'weight': 10, 'enabled': True }}\n"))
+        .collect();
+    let list = write_atomic(dir.path(), "servers", &list);
+    let example = std::fs::read_to_string("conf/rsbal.conf").expect("conf/rsbal.conf");
+    let options: String = example
+        .lines()
+        .filter(|l| l.starts_with("proxyfetch.") || l.starts_with("idleconnection."))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let conf = dir.path().join("rsbal.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[global]\nipvsadm = {}\n\n[bench]\nprotocol = tcp\nip = 192.0.2.201\nport = {PORT}\n\
+             scheduler = wrr\nconfig = file://{}\ndepool-threshold = 0.5\n\
+             monitors = [ \"IdleConnection\", \"ProxyFetch\" ]\n{options}",
+            script.display(),
+            list.display()
+        ),
+    )
+    .expect("write config");
+    let mut rsbal = Command::new(env!("CARGO_BIN_EXE_rsbal"))
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start rsbal");
+    let pid = rsbal.id();
+    let pooled = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("-a "))
+            .count()
+    };
+    assert!(
+        wait_until(Duration::from_secs(60), || pooled() >= servers),
+        "only {} of {servers} servers pooled",
+        pooled()
+    );
+    let removed = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("-d "))
+            .count()
+    };
+    let cpu_before = cpu_seconds(pid);
+    std::thread::sleep(Duration::from_secs(seconds as u64));
+    let cpu = cpu_seconds(pid) - cpu_before;
+    println!(
+        "{servers} servers (IdleConnection + ProxyFetch every 2 s), after {seconds} s of checks: \
+         VmRSS {}, VmHWM {}, threads {}, CPU {:.1}% of one core, servers wrongly depooled: {}",
+        status_field(pid, "VmRSS:"),
+        status_field(pid, "VmHWM:"),
+        status_field(pid, "Threads:"),
+        cpu / seconds as f64 * 100.0,
+        removed()
+    );
+    let _ = rsbal.kill();
+    let _ = rsbal.wait();
+    let _ = backends.kill();
+    let _ = backends.wait();
+}
