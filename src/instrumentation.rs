@@ -739,6 +739,7 @@ pub fn route(req: &Request, store: &SnapshotStore) -> Response {
         ["pools"] => pools(store, req.format),
         ["pools", pool] => pool_servers(store, req.format, pool),
         ["pools", pool, host] => pool_server(store, req.format, pool, host),
+        ["metrics"] => metrics(),
         _ => not_found(req.format),
     }
 }
@@ -746,6 +747,11 @@ pub fn route(req: &Request, store: &SnapshotStore) -> Response {
 /// 404 in the requested format.
 pub fn not_found(format: Format) -> Response {
     Response::negotiated(404, format, NOT_FOUND.into(), &json!({"error": NOT_FOUND}))
+}
+
+/// `/metrics`: Prometheus text format, whatever the `Accept` header says.
+fn metrics() -> Response {
+    Response::new(200, crate::metrics::CONTENT_TYPE, crate::metrics::render())
 }
 
 /// `/pools`: the service names.

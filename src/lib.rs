@@ -12,6 +12,7 @@ pub mod daemon;
 pub mod instrumentation;
 pub mod ipvs;
 pub mod logging;
+pub mod metrics;
 pub mod monitor;
 pub mod serverlist;
 pub mod service;

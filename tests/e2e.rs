@@ -233,12 +233,14 @@ fn hung_backend_is_depooled_without_delaying_other_checks() {
     backends[0].set_mode(Mode::Hung);
     let before: Vec<u64> = backends.iter().map(Backend::requests).collect();
     ipvsadm.assert_seen(&del(vip, "127.3.0.2"), 1);
-    // The hung server's checks take 3 s each; the others keep their 1 s interval.
+    // The hung server's checks take 3 s each; the others keep their 1 s
+    // interval (6 checks in 6 s; a serial checker would manage 2; 4 leaves
+    // room for a loaded machine).
     std::thread::sleep(Duration::from_secs(6));
     for (i, b) in backends.iter().enumerate().skip(1) {
         let done = b.requests() - before[i];
         assert!(
-            done >= 6,
+            done >= 4,
             "backend {i} was checked only {done} times while another hung"
         );
     }
