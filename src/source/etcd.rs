@@ -1,0 +1,443 @@
+//! `etcd://host[:port]/key` server lists through etcd's v2 keys API, the way
+//! conftool publishes pools: one node per server under the key, named after
+//! the host, whose value is JSON `{"weight": 10, "pooled": "yes"}`.
+//!
+//! The thread reads the whole directory (`GET /v2/keys<key>?recursive=true`),
+//! then long-polls for changes (`?wait=true&recursive=true&waitIndex=N`),
+//! starting after the read's `X-Etcd-Index` and after each change's
+//! `modifiedIndex`. When etcd has forgotten the index it is asked for (error
+//! 401) or ends a watch without an event, the directory is read again. When
+//! etcd cannot be reached or answers nonsense, the last good list stays and
+//! the thread retries with a doubling delay, starting again with a full read.
+//!
+//! `etcd://` speaks HTTPS (as PyBal did); `etcd+http://` speaks plain HTTP.
+//! Decoding responses and keeping the current view of the directory is pure
+//! code ([`View`]), tested without a server.
+
+use super::{Backoff, ListKeeper, USER_AGENT};
+use crate::serverlist::ServerEntry;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+use ureq::Agent;
+
+/// A watch with no change is renewed after this long (with the same index,
+/// so nothing is missed); it also bounds how long a silently dead etcd goes
+/// unnoticed.
+const WATCH_TIMEOUT: Duration = Duration::from_secs(60);
+/// First retry delay after a failure; doubles up to [`RETRY_MAX`].
+const RETRY_MIN: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(10);
+/// etcd's "the event in requested index is outdated and cleared".
+const INDEX_CLEARED: u64 = 401;
+/// Weight of a node whose value gives none (or a wrong one).
+const DEFAULT_WEIGHT: u32 = 10;
+
+/// The agent of one etcd source: `timeout` for connecting and for a read;
+/// watches set their own, longer limit.
+pub(super) fn agent(timeout: Duration) -> Agent {
+    let config = Agent::config_builder()
+        .timeout_global(Some(timeout))
+        .timeout_connect(Some(timeout))
+        .http_status_as_error(false)
+        .user_agent(USER_AGENT)
+        .build();
+    Agent::new_with_config(config)
+}
+
+/// Where the directory lives.
+pub(super) struct Server {
+    /// `https://host:port` or `http://host:port`.
+    base: String,
+    /// The directory key: leading `/`, no trailing `/`.
+    key: String,
+}
+
+/// What one long-poll got.
+#[derive(Debug)]
+enum Watched {
+    Event(Response),
+    /// [`WATCH_TIMEOUT`] passed without a change.
+    Quiet,
+    /// etcd ended the watch without an event (it does when a watcher falls
+    /// behind): read everything again.
+    Ended,
+    /// The index asked for is older than etcd's history: read again.
+    IndexCleared(String),
+}
+
+impl Server {
+    pub(super) fn new(host: &str, port: u16, key: &str, tls: bool) -> Self {
+        let scheme = if tls { "https" } else { "http" };
+        let host = if host.contains(':') {
+            format!("[{host}]")
+        } else {
+            host.to_string()
+        };
+        Server {
+            base: format!("{scheme}://{host}:{port}"),
+            key: normalize_key(key),
+        }
+    }
+
+    fn url(&self, query: &str) -> String {
+        format!("{}/v2/keys{}?{query}", self.base, encode_path(&self.key))
+    }
+
+    /// The source thread's body.
+    pub(super) fn watch(self, mut keeper: ListKeeper, agent: &Agent) {
+        let mut backoff = Backoff::new(RETRY_MIN, RETRY_MAX);
+        loop {
+            let failure = match self.read(agent) {
+                Ok((mut view, mut index, problems)) => {
+                    log_problems(&keeper, problems);
+                    log::debug!(target: &keeper.service, "etcd {}: {} servers, watching from index {index}", self.key, view.servers.len());
+                    if !apply(&mut keeper, &view) {
+                        return;
+                    }
+                    backoff.reset();
+                    loop {
+                        match self.wait(agent, index) {
+                            Ok(Watched::Event(event)) => {
+                                log_problems(&keeper, view.apply_event(&event));
+                                index = max_modified_index(&event.node) + 1;
+                                if !apply(&mut keeper, &view) {
+                                    return;
+                                }
+                            }
+                            Ok(Watched::Quiet) => {}
+                            Ok(Watched::Ended) => break None,
+                            Ok(Watched::IndexCleared(why)) => {
+                                log::info!(target: &keeper.service, "etcd {}: {why}; reading the whole list again", self.key);
+                                break None;
+                            }
+                            Err(e) => break Some(e),
+                        }
+                    }
+                }
+                Err(e) => Some(e),
+            };
+            if keeper.stopped() {
+                return;
+            }
+            if let Some(e) = failure {
+                keeper.fail(format!("{e}; keeping the last good list"));
+                if !keeper.sleep(backoff.next_delay()) {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// The whole directory, the index to watch from and the nodes that
+    /// could not be used.
+    fn read(&self, agent: &Agent) -> Result<(View, u64, Vec<String>), String> {
+        let mut response = agent
+            .get(self.url("recursive=true"))
+            .call()
+            .map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        let etcd_index = response
+            .headers()
+            .get("x-etcd-index")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let body = response
+            .body_mut()
+            .read_to_string()
+            .map_err(|e| format!("reading the answer: {e}"))?;
+        if status != 200 {
+            return Err(describe_error(status, &body));
+        }
+        let read = parse_response(&body)?;
+        let (view, problems) = View::from_read(&self.key, &read);
+        let index = etcd_index.unwrap_or_else(|| max_modified_index(&read.node));
+        Ok((view, index + 1, problems))
+    }
+
+    /// One long-poll for the first change at or after `index`.
+    fn wait(&self, agent: &Agent, index: u64) -> Result<Watched, String> {
+        let url = self.url(&format!("wait=true&recursive=true&waitIndex={index}"));
+        let request = agent
+            .get(url)
+            .config()
+            .timeout_global(Some(WATCH_TIMEOUT))
+            .build();
+        let mut response = match request.call() {
+            Ok(response) => response,
+            Err(ureq::Error::Timeout(_)) => return Ok(Watched::Quiet),
+            Err(e) => return Err(e.to_string()),
+        };
+        let status = response.status().as_u16();
+        let body = match response.body_mut().read_to_string() {
+            Ok(body) => body,
+            Err(ureq::Error::Timeout(_)) => return Ok(Watched::Quiet),
+            Err(e) => return Err(format!("reading the answer: {e}")),
+        };
+        if status != 200 {
+            return match parse_error(&body) {
+                Some(e) if e.error_code == INDEX_CLEARED => Ok(Watched::IndexCleared(e.describe())),
+                _ => Err(describe_error(status, &body)),
+            };
+        }
+        if body.trim().is_empty() {
+            return Ok(Watched::Ended);
+        }
+        parse_response(&body).map(Watched::Event)
+    }
+}
+
+/// Hands the view's servers to the keeper; false when the service is gone.
+fn apply(keeper: &mut ListKeeper, view: &View) -> bool {
+    keeper.apply_entries(view.entries()).0
+}
+
+fn log_problems(keeper: &ListKeeper, problems: Vec<String>) {
+    for problem in problems {
+        log::error!(target: &keeper.service, "{}: {problem}", keeper.source);
+    }
+}
+
+/// `/a/b/` → `/a/b`; always one leading `/`.
+fn normalize_key(key: &str) -> String {
+    format!("/{}", key.trim_matches('/'))
+}
+
+/// Percent-encodes what may not stand in a URL path as it is.
+fn encode_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for byte in path.bytes() {
+        if byte.is_ascii_alphanumeric() || b"/-._~:@".contains(&byte) {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// Responses (pure)
+// ---------------------------------------------------------------------------
+
+/// An etcd v2 keys API answer: a read or one watched change.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+struct Response {
+    /// `get`, `set`, `create`, `update`, `compareAndSwap`, `delete`,
+    /// `compareAndDelete`, `expire`.
+    action: String,
+    node: Node,
+}
+
+/// One node; a directory has `dir` and (when read) `nodes`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Node {
+    key: String,
+    #[serde(default)]
+    value: Option<String>,
+    #[serde(default)]
+    dir: bool,
+    #[serde(default)]
+    nodes: Vec<Node>,
+    #[serde(default)]
+    modified_index: u64,
+}
+
+/// etcd's error body, e.g. `{"errorCode": 100, "message": "Key not found"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EtcdError {
+    error_code: u64,
+    message: String,
+    #[serde(default)]
+    cause: Option<String>,
+}
+
+impl EtcdError {
+    fn describe(&self) -> String {
+        match &self.cause {
+            Some(cause) => format!("etcd error {}: {} ({cause})", self.error_code, self.message),
+            None => format!("etcd error {}: {}", self.error_code, self.message),
+        }
+    }
+}
+
+fn parse_response(body: &str) -> Result<Response, String> {
+    serde_json::from_str(body).map_err(|e| format!("not an etcd v2 answer: {e}"))
+}
+
+fn parse_error(body: &str) -> Option<EtcdError> {
+    serde_json::from_str(body).ok()
+}
+
+/// A non-200 answer in words: etcd's own error when the body is one.
+fn describe_error(status: u16, body: &str) -> String {
+    match parse_error(body) {
+        Some(e) => format!("HTTP status {status}, {}", e.describe()),
+        None => format!("HTTP status {status}"),
+    }
+}
+
+/// The highest `modifiedIndex` in a node tree.
+fn max_modified_index(node: &Node) -> u64 {
+    node.nodes
+        .iter()
+        .map(max_modified_index)
+        .fold(node.modified_index, u64::max)
+}
+
+/// What one node's value means for the server list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum NodeValue {
+    /// `pooled` is `yes` or `no`.
+    Server(ServerEntry),
+    /// `pooled` is `inactive`: as if the node were not there.
+    Absent,
+    /// Not usable; the server is left out, as a bad line of a file is.
+    Bad(String),
+}
+
+/// Decodes the value of node `host`: `{"weight": 10, "pooled": "yes"}`.
+/// A missing or wrong `weight` is 10. Without `pooled`, a boolean `enabled`
+/// is taken, else the server is enabled.
+fn decode_value(host: &str, value: &str) -> NodeValue {
+    let document: serde_json::Value = match serde_json::from_str(value) {
+        Ok(document) => document,
+        Err(e) => return NodeValue::Bad(format!("{host}: value is not JSON: {e}")),
+    };
+    let serde_json::Value::Object(fields) = document else {
+        return NodeValue::Bad(format!(
+            "{host}: value must be an object like {{\"weight\": 10, \"pooled\": \"yes\"}}"
+        ));
+    };
+    let weight = fields
+        .get("weight")
+        .and_then(serde_json::Value::as_u64)
+        .and_then(|w| u32::try_from(w).ok())
+        .unwrap_or(DEFAULT_WEIGHT);
+    let enabled = match fields.get("pooled") {
+        Some(serde_json::Value::String(pooled)) => match pooled.as_str() {
+            "yes" => true,
+            "no" => false,
+            "inactive" => return NodeValue::Absent,
+            other => {
+                return NodeValue::Bad(format!(
+                    "{host}: \"pooled\" is {other:?}, not \"yes\", \"no\" or \"inactive\""
+                ))
+            }
+        },
+        Some(other) => {
+            return NodeValue::Bad(format!(
+                "{host}: \"pooled\" must be \"yes\", \"no\" or \"inactive\", not {other}"
+            ))
+        }
+        None => fields
+            .get("enabled")
+            .and_then(serde_json::Value::as_bool)
+            .unwrap_or(true),
+    };
+    NodeValue::Server(ServerEntry {
+        host: host.to_string(),
+        weight,
+        enabled,
+    })
+}
+
+/// The servers etcd currently has under one key.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct View {
+    key: String,
+    servers: BTreeMap<String, ServerEntry>,
+}
+
+impl View {
+    /// The view a full read gives, with the nodes that could not be used.
+    fn from_read(key: &str, read: &Response) -> (View, Vec<String>) {
+        let mut view = View {
+            key: normalize_key(key),
+            servers: BTreeMap::new(),
+        };
+        let mut problems = Vec::new();
+        let members: Vec<&Node> = if read.node.dir {
+            read.node.nodes.iter().collect()
+        } else {
+            vec![&read.node]
+        };
+        for node in members {
+            if let Some(problem) = view.set_node(node) {
+                problems.push(problem);
+            }
+        }
+        (view, problems)
+    }
+
+    /// Applies one watched change; returns the problems it had.
+    fn apply_event(&mut self, event: &Response) -> Vec<String> {
+        let node = &event.node;
+        let removed = matches!(
+            event.action.as_str(),
+            "delete" | "expire" | "compareAndDelete"
+        );
+        if node.dir && normalize_key(&node.key) == self.key {
+            // The directory itself: deleted or expired means no servers.
+            if removed {
+                self.servers.clear();
+            }
+            return Vec::new();
+        }
+        if removed || node.value.is_none() {
+            if let Some(host) = self.member_host(node) {
+                self.servers.remove(&host);
+            }
+            return Vec::new();
+        }
+        self.set_node(node).into_iter().collect()
+    }
+
+    /// Puts a node with a value into the view (or takes it out when it is
+    /// inactive or bad); subdirectories and deeper nodes are not servers.
+    fn set_node(&mut self, node: &Node) -> Option<String> {
+        let host = self.member_host(node)?;
+        let Some(value) = &node.value else {
+            self.servers.remove(&host);
+            return None;
+        };
+        match decode_value(&host, value) {
+            NodeValue::Server(entry) => {
+                self.servers.insert(host, entry);
+                None
+            }
+            NodeValue::Absent => {
+                self.servers.remove(&host);
+                None
+            }
+            NodeValue::Bad(problem) => {
+                self.servers.remove(&host);
+                Some(format!("skipping bad etcd node: {problem}"))
+            }
+        }
+    }
+
+    /// The host a node stands for: the last path component of a direct
+    /// child of the key (or of the key itself, when it names one value).
+    fn member_host(&self, node: &Node) -> Option<String> {
+        if node.dir {
+            return None;
+        }
+        let key = normalize_key(&node.key);
+        let host = if key == self.key {
+            key.rsplit('/').next()
+        } else {
+            key.strip_prefix(&self.key)
+                .and_then(|rest| rest.strip_prefix('/'))
+                .filter(|rest| !rest.contains('/'))
+        };
+        host.filter(|h| !h.trim().is_empty()).map(str::to_string)
+    }
+
+    /// The servers, ordered by host.
+    fn entries(&self) -> Vec<ServerEntry> {
+        self.servers.values().cloned().collect()
+    }
+}
