@@ -441,3 +441,191 @@ impl View {
         self.servers.values().cloned().collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(host: &str, weight: u32, enabled: bool) -> ServerEntry {
+        ServerEntry {
+            host: host.to_string(),
+            weight,
+            enabled,
+        }
+    }
+
+    /// A read of `/pools/text` as etcd 3.4 answers it.
+    const READ: &str = r#"{"action":"get","node":{"key":"/pools/text","dir":true,"nodes":[
+        {"key":"/pools/text/cp1.example","value":"{\"weight\": 10, \"pooled\": \"yes\"}","modifiedIndex":4,"createdIndex":4},
+        {"key":"/pools/text/cp2.example","value":"{\"weight\": 5, \"pooled\": \"no\"}","modifiedIndex":5,"createdIndex":5},
+        {"key":"/pools/text/cp3.example","value":"{\"weight\": 7, \"pooled\": \"inactive\"}","modifiedIndex":9,"createdIndex":6},
+        {"key":"/pools/text/sub","dir":true,"modifiedIndex":7,"createdIndex":7},
+        {"key":"/pools/text/cp4.example","value":"not json","modifiedIndex":8,"createdIndex":8}
+        ],"modifiedIndex":4,"createdIndex":4}}"#;
+
+    fn read_view() -> View {
+        let read = parse_response(READ).unwrap();
+        View::from_read("/pools/text/", &read).0
+    }
+
+    fn event(json: &str) -> Response {
+        parse_response(json).unwrap()
+    }
+
+    #[test]
+    fn node_values_map_to_server_entries() {
+        assert_eq!(
+            decode_value("a", r#"{"weight": 10, "pooled": "yes"}"#),
+            NodeValue::Server(server("a", 10, true))
+        );
+        assert_eq!(
+            decode_value("a", r#"{"weight": 3, "pooled": "no", "extra": 1}"#),
+            NodeValue::Server(server("a", 3, false))
+        );
+        assert_eq!(
+            decode_value("a", r#"{"weight": 3, "pooled": "inactive"}"#),
+            NodeValue::Absent
+        );
+        // Defaults: weight 10; without `pooled`, `enabled` or true.
+        assert_eq!(
+            decode_value("a", r#"{"pooled": "yes", "weight": "20"}"#),
+            NodeValue::Server(server("a", 10, true))
+        );
+        assert_eq!(
+            decode_value("a", r#"{"weight": -1}"#),
+            NodeValue::Server(server("a", 10, true))
+        );
+        assert_eq!(
+            decode_value("a", r#"{"enabled": false}"#),
+            NodeValue::Server(server("a", 10, false))
+        );
+        for bad in [
+            "not json",
+            "[1]",
+            r#"{"pooled": "maybe"}"#,
+            r#"{"pooled": true}"#,
+        ] {
+            match decode_value("a", bad) {
+                NodeValue::Bad(reason) => assert!(reason.starts_with("a: "), "{reason}"),
+                other => panic!("{bad}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_read_gives_the_direct_children_with_values() {
+        let read = parse_response(READ).unwrap();
+        assert_eq!(read.action, "get");
+        assert!(read.node.dir);
+        assert_eq!(read.node.nodes.len(), 5);
+        assert_eq!(max_modified_index(&read.node), 9);
+        let (view, problems) = View::from_read("/pools/text/", &read);
+        assert_eq!(
+            view.entries(),
+            vec![
+                server("cp1.example", 10, true),
+                server("cp2.example", 5, false)
+            ]
+        );
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].contains("cp4.example"), "{problems:?}");
+    }
+
+    #[test]
+    fn watched_changes_update_the_view() {
+        let mut view = read_view();
+        // Weight change.
+        let problems = view.apply_event(&event(
+            r#"{"action":"set","node":{"key":"/pools/text/cp1.example","value":"{\"weight\": 20, \"pooled\": \"yes\"}","modifiedIndex":12,"createdIndex":4},"prevNode":{"key":"/pools/text/cp1.example","value":"{}","modifiedIndex":4,"createdIndex":4}}"#,
+        ));
+        assert!(problems.is_empty());
+        assert_eq!(view.servers["cp1.example"], server("cp1.example", 20, true));
+        // A new server, then set inactive: gone.
+        view.apply_event(&event(
+            r#"{"action":"create","node":{"key":"/pools/text/cp9.example","value":"{\"weight\": 1, \"pooled\": \"yes\"}","modifiedIndex":13,"createdIndex":13}}"#,
+        ));
+        assert!(view.servers.contains_key("cp9.example"));
+        view.apply_event(&event(
+            r#"{"action":"compareAndSwap","node":{"key":"/pools/text/cp9.example","value":"{\"weight\": 1, \"pooled\": \"inactive\"}","modifiedIndex":14,"createdIndex":13}}"#,
+        ));
+        assert!(!view.servers.contains_key("cp9.example"));
+        // Deleted and expired nodes carry no value.
+        view.apply_event(&event(
+            r#"{"action":"delete","node":{"key":"/pools/text/cp2.example","modifiedIndex":15,"createdIndex":5},"prevNode":{"key":"/pools/text/cp2.example","value":"{}","modifiedIndex":5,"createdIndex":5}}"#,
+        ));
+        assert_eq!(view.entries(), vec![server("cp1.example", 20, true)]);
+        view.apply_event(&event(
+            r#"{"action":"expire","node":{"key":"/pools/text/cp1.example","modifiedIndex":16,"createdIndex":4}}"#,
+        ));
+        assert!(view.entries().is_empty());
+    }
+
+    #[test]
+    fn deeper_nodes_and_other_keys_are_not_servers() {
+        let mut view = read_view();
+        let before = view.clone();
+        for other in [
+            r#"{"action":"set","node":{"key":"/pools/text/sub/cp7","value":"{}","modifiedIndex":20,"createdIndex":20}}"#,
+            r#"{"action":"set","node":{"key":"/pools/textual/cp7","value":"{}","modifiedIndex":21,"createdIndex":21}}"#,
+            r#"{"action":"set","node":{"key":"/pools/text/newdir","dir":true,"modifiedIndex":22,"createdIndex":22}}"#,
+            r#"{"action":"update","node":{"key":"/pools/text","dir":true,"ttl":100,"modifiedIndex":23,"createdIndex":4}}"#,
+        ] {
+            assert!(view.apply_event(&event(other)).is_empty());
+            assert_eq!(view, before, "{other}");
+        }
+        // A bad value of a known server takes it out and says why.
+        let problems = view.apply_event(&event(
+            r#"{"action":"set","node":{"key":"/pools/text/cp1.example","value":"{\"pooled\": 1}","modifiedIndex":24,"createdIndex":4}}"#,
+        ));
+        assert_eq!(problems.len(), 1);
+        assert!(!view.servers.contains_key("cp1.example"));
+        // The directory deleted: no servers.
+        view.apply_event(&event(
+            r#"{"action":"delete","node":{"key":"/pools/text","dir":true,"modifiedIndex":25,"createdIndex":4}}"#,
+        ));
+        assert!(view.entries().is_empty());
+    }
+
+    #[test]
+    fn a_key_naming_one_value_is_one_server() {
+        let read = event(
+            r#"{"action":"get","node":{"key":"/pools/one/cp1","value":"{\"weight\": 2, \"pooled\": \"yes\"}","modifiedIndex":3,"createdIndex":3}}"#,
+        );
+        let (view, problems) = View::from_read("/pools/one/cp1", &read);
+        assert!(problems.is_empty());
+        assert_eq!(view.entries(), vec![server("cp1", 2, true)]);
+    }
+
+    #[test]
+    fn etcd_errors() {
+        let cleared = r#"{"errorCode":401,"message":"The event in requested index is outdated and cleared","cause":"the requested history has been cleared [19/5]","index":1018}"#;
+        let e = parse_error(cleared).unwrap();
+        assert_eq!(e.error_code, INDEX_CLEARED);
+        assert!(e.describe().contains("outdated and cleared"));
+        assert_eq!(
+            describe_error(
+                404,
+                r#"{"errorCode":100,"message":"Key not found","cause":"/nokey","index":6}"#
+            ),
+            "HTTP status 404, etcd error 100: Key not found (/nokey)"
+        );
+        assert_eq!(describe_error(502, "<html>"), "HTTP status 502");
+        assert!(parse_response("").is_err());
+        assert!(parse_response(r#"{"action":"get"}"#).is_err());
+        assert!(parse_response(
+            r#"{"action":"get","node":{"key":"/a","dir":true,"nodes":[{"key":"/a/b"#
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn urls() {
+        let s = Server::new("conf1001.example", 2379, "/conftool/v1/pools/text/", true);
+        assert_eq!(
+            s.url("recursive=true"),
+            "https://conf1001.example:2379/v2/keys/conftool/v1/pools/text?recursive=true"
+        );
+        let s = Server::new("::1", 4001, "/a b/c%", false);
+        assert_eq!(s.url("x"), "http://[::1]:4001/v2/keys/a%20b/c%25?x");
+    }
+}
