@@ -2,6 +2,8 @@
 //! every batch it is given, and the real `rsbal` binary as a child process.
 #![allow(dead_code)]
 
+pub mod etcd;
+
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
