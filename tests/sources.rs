@@ -402,3 +402,150 @@ fn etcd_lists_follow_changes_and_survive_an_etcd_restart() {
     assert!(!ipvsadm.lines().contains(&del(vip, a)));
     drop(rsbal);
 }
+
+/// Runs `openssl` with `args` in `dir`; panics when it fails.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("cannot run openssl (apt-get install openssl)");
+    assert!(out.status.success(), "openssl {args:?}: {out:?}");
+}
+
+/// rsbal with `SSL_CERT_FILE` set (or not).
+fn rsbal_with_ca(conf: &Path, ca: Option<&Path>) -> Rsbal {
+    let log = conf.with_extension("log");
+    let out = std::fs::File::create(&log).unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_rsbal"));
+    command
+        .arg("-d")
+        .arg("-c")
+        .arg(conf)
+        .env_remove("SSL_CERT_FILE")
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone().unwrap())
+        .stderr(out);
+    if let Some(ca) = ca {
+        command.env("SSL_CERT_FILE", ca);
+    }
+    Rsbal {
+        child: command.spawn().unwrap(),
+        log,
+    }
+}
+
+#[test]
+fn https_lists_are_verified_against_the_trusted_cas() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ipvsadm = FakeIpvsadm::new(d);
+    let ip = lo(20, 4);
+    // A private CA and a certificate for the list server's address.
+    openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=rsbal test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ],
+    );
+    openssl(
+        d,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            &format!("/CN={ip}"),
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ],
+    );
+    std::fs::write(d.join("san.ext"), format!("subjectAltName=IP:{ip}\n")).unwrap();
+    openssl(
+        d,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "1",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.pem",
+        ],
+    );
+    write_atomic(d, "list", "{'host': '127.20.0.15', 'weight': 10}\n");
+    let port = free_port();
+    let _server = KillOnDrop(
+        std::process::Command::new("openssl")
+            .args([
+                "s_server",
+                "-quiet",
+                "-WWW",
+                "-cert",
+                "server.pem",
+                "-key",
+                "server.key",
+            ])
+            .arg("-accept")
+            .arg(format!("{ip}:{port}"))
+            .current_dir(d)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let vip = "192.0.2.40";
+    let conf = write_config(
+        d,
+        &(global(&ipvsadm, SocketAddr::new(lo(20, 5), free_port()))
+            + &service("tls", vip, &format!("https://{ip}:{port}/list"), "")),
+    );
+
+    // Not signed by a CA rsbal trusts: refused, nothing pooled.
+    let rsbal = rsbal_with_ca(&conf, None);
+    assert!(
+        wait_until(T, || rsbal.log_text().contains("invalid peer certificate")),
+        "{}",
+        rsbal.log_text()
+    );
+    assert!(!ipvsadm.lines().iter().any(|l| l.starts_with("-a")));
+    drop(rsbal);
+
+    // With the CA trusted through SSL_CERT_FILE the list is read.
+    let rsbal = rsbal_with_ca(&conf, Some(&d.join("ca.pem")));
+    ipvsadm.assert_seen(&add(vip, "127.20.0.15", 10), 1);
+    drop(rsbal);
+}
+
+/// A child process killed when the test ends, even by a panic.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

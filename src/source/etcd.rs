@@ -14,7 +14,7 @@
 //! Decoding responses and keeping the current view of the directory is pure
 //! code ([`View`]), tested without a server.
 
-use super::{Backoff, ListKeeper, USER_AGENT};
+use super::{tls_config, Backoff, ListKeeper, USER_AGENT};
 use crate::serverlist::ServerEntry;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -41,6 +41,7 @@ pub(super) fn agent(timeout: Duration) -> Agent {
         .timeout_connect(Some(timeout))
         .http_status_as_error(false)
         .user_agent(USER_AGENT)
+        .tls_config(tls_config())
         .build();
     Agent::new_with_config(config)
 }

@@ -5,7 +5,7 @@
 //! connection error, a timeout or a truncated body is a failed fetch: the
 //! last good list stays.
 
-use super::{ListKeeper, USER_AGENT};
+use super::{tls_config, ListKeeper, USER_AGENT};
 use std::time::{Duration, Instant};
 use ureq::Agent;
 
@@ -16,6 +16,7 @@ pub(super) fn agent(timeout: Duration) -> Agent {
         .timeout_global(Some(timeout))
         .http_status_as_error(false)
         .user_agent(USER_AGENT)
+        .tls_config(tls_config())
         .build();
     Agent::new_with_config(config)
 }
