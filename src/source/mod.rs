@@ -204,13 +204,14 @@ impl ListKeeper {
     }
 
     /// A whole document in a list format (`json` or legacy): parsed and
-    /// applied when it differs from the last one. False when the service is
-    /// gone.
+    /// applied when it differs from the last one; an unchanged unusable one
+    /// counts as a failure again (each poll of a failing source is counted).
+    /// False when the service is gone.
     fn apply_document(&mut self, document: Vec<u8>, json: bool) -> bool {
         if let Some((last, problem)) = &self.last_document {
             if *last == document {
                 match problem.clone() {
-                    Some(problem) => self.set_failing(problem),
+                    Some(problem) => self.fail(problem),
                     None => self.recovered(),
                 }
                 return true;
@@ -237,7 +238,7 @@ impl ListKeeper {
     /// The source confirmed its last document is still current (HTTP 304).
     fn unchanged(&mut self) {
         match self.last_document.as_ref().map(|(_, p)| p.clone()) {
-            Some(Some(problem)) => self.set_failing(problem),
+            Some(Some(problem)) => self.fail(problem),
             _ => self.recovered(),
         }
     }
@@ -266,10 +267,6 @@ impl ListKeeper {
     /// new state.
     fn fail(&mut self, what: String) {
         self.errors.inc();
-        self.set_failing(what);
-    }
-
-    fn set_failing(&mut self, what: String) {
         if self.failing.as_ref() != Some(&what) {
             log::error!(target: &self.service, "server list source {} failing: {what}", self.source);
             self.failing = Some(what);
