@@ -6,6 +6,7 @@
 mod common;
 
 use common::etcd::Etcd;
+use common::pool::{add, del, edit, legacy_list as legacy, PORT};
 use common::*;
 use std::collections::hash_map::DefaultHasher;
 use std::hash::{Hash, Hasher};
@@ -17,7 +18,6 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-const PORT: u16 = 8080;
 const T: Duration = Duration::from_secs(30);
 
 /// What the list server answers.
@@ -168,25 +168,6 @@ fn service(name: &str, vip: &str, config: &str, extra: &str) -> String {
         "[{name}]\nprotocol = tcp\nip = {vip}\nport = {PORT}\nscheduler = wrr\n\
          config = {config}\nmonitors = []\n{extra}\n"
     )
-}
-
-fn legacy(list: &[(&str, u32, bool)]) -> String {
-    list.iter()
-        .map(|(host, weight, enabled)| {
-            let enabled = if *enabled { "True" } else { "False" };
-            format!("{{ 'host': '{host}', 'weight': {weight}, 'enabled': {enabled} }}\n")
-        })
-        .collect()
-}
-
-fn add(vip: &str, rip: &str, w: u32) -> String {
-    format!("-a -t {vip}:{PORT} -r {rip}:{PORT} -w {w}")
-}
-fn del(vip: &str, rip: &str) -> String {
-    format!("-d -t {vip}:{PORT} -r {rip}:{PORT}")
-}
-fn edit(vip: &str, rip: &str, w: u32) -> String {
-    format!("-e -t {vip}:{PORT} -r {rip}:{PORT} -w {w}")
 }
 
 /// `rsbal_config_source_errors_total{service=…}` from `/metrics`.

@@ -338,11 +338,7 @@ fn decode_value(host: &str, value: &str) -> NodeValue {
             .and_then(serde_json::Value::as_bool)
             .unwrap_or(true),
     };
-    NodeValue::Server(ServerEntry {
-        host: host.to_string(),
-        weight,
-        enabled,
-    })
+    NodeValue::Server(ServerEntry::new(host, weight, enabled))
 }
 
 /// The servers etcd currently has under one key.
@@ -448,11 +444,7 @@ mod tests {
     use super::*;
 
     fn server(host: &str, weight: u32, enabled: bool) -> ServerEntry {
-        ServerEntry {
-            host: host.to_string(),
-            weight,
-            enabled,
-        }
+        ServerEntry::new(host, weight, enabled)
     }
 
     /// A read of `/pools/text` as etcd 3.4 answers it.

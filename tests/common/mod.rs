@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod etcd;
+pub mod pool;
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
