@@ -67,6 +67,16 @@ enum Watched {
     IndexCleared(String),
 }
 
+/// Why following the watch stopped.
+enum Followed {
+    /// The service thread is gone: end the source.
+    ServiceGone,
+    /// etcd cannot continue this watch: read the directory again.
+    ReadAgain,
+    /// etcd failed.
+    Failed(String),
+}
+
 impl Server {
     pub(super) fn new(host: &str, port: u16, key: &str, tls: bool) -> Self {
         let scheme = if tls { "https" } else { "http" };
@@ -85,35 +95,23 @@ impl Server {
         format!("{}/v2/keys{}?{query}", self.base, encode_path(&self.key))
     }
 
-    /// The source thread's body.
+    /// The source thread's body: read, follow changes, and after a failure
+    /// wait and start over with a read.
     pub(super) fn watch(self, mut keeper: ListKeeper, agent: &Agent) {
         let mut backoff = Backoff::new(RETRY_MIN, RETRY_MAX);
         loop {
             let failure = match self.read(agent) {
-                Ok((mut view, mut index, problems)) => {
+                Ok((view, index, problems)) => {
                     log_problems(&keeper, problems);
                     log::debug!(target: &keeper.service, "etcd {}: {} servers, watching from index {index}", self.key, view.servers.len());
                     if !apply(&mut keeper, &view) {
                         return;
                     }
                     backoff.reset();
-                    loop {
-                        match self.wait(agent, index) {
-                            Ok(Watched::Event(event)) => {
-                                log_problems(&keeper, view.apply_event(&event));
-                                index = max_modified_index(&event.node) + 1;
-                                if !apply(&mut keeper, &view) {
-                                    return;
-                                }
-                            }
-                            Ok(Watched::Quiet) => {}
-                            Ok(Watched::Ended) => break None,
-                            Ok(Watched::IndexCleared(why)) => {
-                                log::info!(target: &keeper.service, "etcd {}: {why}; reading the whole list again", self.key);
-                                break None;
-                            }
-                            Err(e) => break Some(e),
-                        }
+                    match self.follow(&mut keeper, agent, view, index) {
+                        Followed::ServiceGone => return,
+                        Followed::ReadAgain => None,
+                        Followed::Failed(e) => Some(e),
                     }
                 }
                 Err(e) => Some(e),
@@ -126,6 +124,35 @@ impl Server {
                 if !keeper.sleep(backoff.next_delay()) {
                     return;
                 }
+            }
+        }
+    }
+
+    /// Watches from `index` on, applying each change to `view`, until the
+    /// directory must be read again.
+    fn follow(
+        &self,
+        keeper: &mut ListKeeper,
+        agent: &Agent,
+        mut view: View,
+        mut index: u64,
+    ) -> Followed {
+        loop {
+            match self.wait(agent, index) {
+                Ok(Watched::Event(event)) => {
+                    log_problems(keeper, view.apply_event(&event));
+                    index = max_modified_index(&event.node) + 1;
+                    if !apply(keeper, &view) {
+                        return Followed::ServiceGone;
+                    }
+                }
+                Ok(Watched::Quiet) => {}
+                Ok(Watched::Ended) => return Followed::ReadAgain,
+                Ok(Watched::IndexCleared(why)) => {
+                    log::info!(target: &keeper.service, "etcd {}: {why}; reading the whole list again", self.key);
+                    return Followed::ReadAgain;
+                }
+                Err(e) => return Followed::Failed(e),
             }
         }
     }
