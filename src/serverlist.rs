@@ -22,6 +22,16 @@ pub struct ServerEntry {
     pub enabled: bool,
 }
 
+impl ServerEntry {
+    pub fn new(host: &str, weight: u32, enabled: bool) -> Self {
+        ServerEntry {
+            host: host.to_string(),
+            weight,
+            enabled,
+        }
+    }
+}
+
 /// A problem with one line of a legacy list (1-based line).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LineError {
@@ -210,11 +220,7 @@ mod tests {
     use super::*;
 
     fn server(host: &str, weight: u32, enabled: bool) -> ServerEntry {
-        ServerEntry {
-            host: host.to_string(),
-            weight,
-            enabled,
-        }
+        ServerEntry::new(host, weight, enabled)
     }
 
     #[test]

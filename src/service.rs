@@ -69,7 +69,13 @@ pub fn spawn(
     let (control_tx, control_rx) = crossbeam_channel::unbounded();
     let (report_tx, report_rx) = crossbeam_channel::unbounded();
     let (list_tx, list_rx) = crossbeam_channel::unbounded();
-    let source = source::spawn(&config.name, &config.source, config.ip, list_tx)?;
+    let source = source::spawn(
+        &config.name,
+        &config.source,
+        config.source_options,
+        config.ip,
+        list_tx,
+    )?;
     let mut coordinator =
         Coordinator::new(&config.name, config.depool_threshold, config.monitors.len());
     coordinator.set_monitor_names(monitor_names(&config));
@@ -309,9 +315,12 @@ impl ServiceRunner {
         let new = &self.config;
         log::info!(target: &new.name, "applying changed configuration");
         let mut new_lists = None;
-        if old.source != new.source || old.ip.is_ipv6() != new.ip.is_ipv6() {
+        if old.source != new.source
+            || old.source_options != new.source_options
+            || old.ip.is_ipv6() != new.ip.is_ipv6()
+        {
             let (tx, rx) = crossbeam_channel::unbounded();
-            match source::spawn(&new.name, &new.source, new.ip, tx) {
+            match source::spawn(&new.name, &new.source, new.source_options, new.ip, tx) {
                 Ok(source) => {
                     self.source = source;
                     new_lists = Some(rx);

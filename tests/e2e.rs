@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::pool::{add, del, edit, legacy_list as line, PORT};
 use common::*;
 use nix::sys::signal::Signal;
 use std::net::SocketAddr;
@@ -10,7 +11,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-const PORT: u16 = 8080;
 const T: Duration = Duration::from_secs(20);
 
 /// A `[global]` section with the fake ipvsadm and instrumentation on `http_port`.
@@ -41,25 +41,6 @@ fn plain_service(name: &str, vip: &str, list: &Path) -> String {
          config = file://{}\nmonitors = []\n\n",
         list.display()
     )
-}
-
-fn line(list: &[(&str, u32, bool)]) -> String {
-    list.iter()
-        .map(|(host, weight, enabled)| {
-            let enabled = if *enabled { "True" } else { "False" };
-            format!("{{ 'host': '{host}', 'weight': {weight}, 'enabled': {enabled} }}\n")
-        })
-        .collect()
-}
-
-fn add(vip: &str, rip: &str, w: u32) -> String {
-    format!("-a -t {vip}:{PORT} -r {rip}:{PORT} -w {w}")
-}
-fn del(vip: &str, rip: &str) -> String {
-    format!("-d -t {vip}:{PORT} -r {rip}:{PORT}")
-}
-fn edit(vip: &str, rip: &str, w: u32) -> String {
-    format!("-e -t {vip}:{PORT} -r {rip}:{PORT} -w {w}")
 }
 
 #[test]

@@ -64,6 +64,7 @@ mod tests {
             port,
             scheduler: "wrr".to_string(),
             source: SourceUrl::File(PathBuf::from("/etc/rsbal/servers")),
+            source_options: Default::default(),
             ops: false,
             depool_threshold: 0.5,
             monitors: vec![],

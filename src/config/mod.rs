@@ -107,11 +107,13 @@ pub enum SourceUrl {
     File(PathBuf),
     /// `http://…` or `https://…`, kept whole.
     Http(String),
-    /// `etcd://host[:port]/key`
+    /// `etcd://host[:port]/key` (HTTPS, as PyBal) or `etcd+http://…` (plain).
     Etcd {
         host: String,
         port: u16,
         key: String,
+        /// False for `etcd+http://`.
+        tls: bool,
     },
 }
 
@@ -131,7 +133,39 @@ impl fmt::Display for SourceUrl {
         match self {
             SourceUrl::File(p) => write!(f, "file://{}", p.display()),
             SourceUrl::Http(u) => f.write_str(u),
-            SourceUrl::Etcd { host, port, key } => write!(f, "etcd://{host}:{port}{key}"),
+            SourceUrl::Etcd {
+                host,
+                port,
+                key,
+                tls,
+            } => {
+                let scheme = if *tls { "etcd" } else { "etcd+http" };
+                if host.contains(':') {
+                    write!(f, "{scheme}://[{host}]:{port}{key}")
+                } else {
+                    write!(f, "{scheme}://{host}:{port}{key}")
+                }
+            }
+        }
+    }
+}
+
+/// How a service's server list is fetched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceOptions {
+    /// `config-poll-interval` [1 s]: how often `file://` and `http(s)://`
+    /// lists are re-read (etcd is watched, not polled).
+    pub poll_interval: Duration,
+    /// `config-timeout` [5 s]: limit of one HTTP request (a whole `http(s)://`
+    /// fetch, an etcd read; an etcd watch waits longer).
+    pub timeout: Duration,
+}
+
+impl Default for SourceOptions {
+    fn default() -> Self {
+        SourceOptions {
+            poll_interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(5),
         }
     }
 }
@@ -147,6 +181,8 @@ pub struct ServiceConfig {
     /// One of [`SCHEDULERS`].
     pub scheduler: String,
     pub source: SourceUrl,
+    /// How the source is polled (`config-poll-interval`, `config-timeout`).
+    pub source_options: SourceOptions,
     /// One-packet scheduling (UDP only).
     pub ops: bool,
     pub depool_threshold: f64,

@@ -12,7 +12,7 @@ use super::ini::{self, Entry, Ini, Section};
 use super::pyliteral::{self, PyValue};
 use super::{
     Config, ConfigError, GlobalConfig, IdleConnectionOptions, Loaded, MonitorConfig, Protocol,
-    ProxyFetchOptions, ServiceConfig, SourceUrl, SCHEDULERS,
+    ProxyFetchOptions, ServiceConfig, SourceOptions, SourceUrl, SCHEDULERS,
 };
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -46,6 +46,8 @@ const SERVICE_KEYS: &[&str] = &[
     "port",
     "scheduler",
     "config",
+    "config-poll-interval",
+    "config-timeout",
     "ops",
     "depool-threshold",
     "monitors",
@@ -83,17 +85,6 @@ const ETCD_DEFAULT_PORT: u16 = 2379;
 
 /// PyBal monitors that rsbal recognises but does not implement yet.
 const NOT_YET_SUPPORTED_MONITORS: &[&str] = &["RunCommand", "DNSQuery", "UDP"];
-
-/// Why a server list source cannot be used by this version, if it cannot.
-fn unsupported_source(source: &SourceUrl) -> Option<&'static str> {
-    match source {
-        SourceUrl::File(_) => None,
-        SourceUrl::Http(_) => Some("http:// server lists are not supported by this version yet"),
-        SourceUrl::Etcd { .. } => {
-            Some("etcd:// server lists are not supported by this version yet")
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------
 
@@ -419,6 +410,7 @@ fn read_service(r: &mut Reader) -> Option<ServiceConfig> {
     let port = r.required("port", parse_port);
     let scheduler = r.required("scheduler", parse_scheduler);
     let source = r.required("config", parse_source);
+    let source_options = read_source_options(r);
     let ops = r.optional("ops", parse_boolean).unwrap_or(false);
     let depool_threshold = r
         .optional("depool-threshold", parse_threshold)
@@ -428,9 +420,6 @@ fn read_service(r: &mut Reader) -> Option<ServiceConfig> {
     let bgp = r.optional("bgp", parse_boolean).unwrap_or(true);
     let bgp_med = r.optional("bgp-med", parse_u32);
 
-    if let Some(reason) = source.as_ref().and_then(unsupported_source) {
-        r.error("config", reason.to_string());
-    }
     if ops && protocol == Some(Protocol::Tcp) {
         r.error(
             "ops",
@@ -446,12 +435,26 @@ fn read_service(r: &mut Reader) -> Option<ServiceConfig> {
         port: port?,
         scheduler: scheduler?,
         source: source?,
+        source_options,
         ops,
         depool_threshold,
         monitors: monitors?,
         bgp,
         bgp_med,
     })
+}
+
+/// `config-poll-interval` and `config-timeout`, defaults filled in.
+fn read_source_options(r: &mut Reader) -> SourceOptions {
+    let d = SourceOptions::default();
+    SourceOptions {
+        poll_interval: r
+            .optional("config-poll-interval", parse_duration)
+            .unwrap_or(d.poll_interval),
+        timeout: r
+            .optional("config-timeout", parse_duration)
+            .unwrap_or(d.timeout),
+    }
 }
 
 /// The names in `monitors`, each checked. Returns the runnable ones; the
@@ -994,15 +997,20 @@ fn parse_source(text: &str) -> Result<SourceUrl, String> {
     if let Some(path) = strip_scheme(&url, "file://") {
         return parse_file_source(&url, path);
     }
-    if let Some(rest) = strip_scheme(&url, "etcd://") {
-        return parse_etcd_source(&url, rest);
+    if let Some(rest) =
+        strip_scheme(&url, "etcd://").or_else(|| strip_scheme(&url, "etcd+https://"))
+    {
+        return parse_etcd_source(&url, rest, true);
+    }
+    if let Some(rest) = strip_scheme(&url, "etcd+http://") {
+        return parse_etcd_source(&url, rest, false);
     }
     if strip_scheme(&url, "http://").is_some() || strip_scheme(&url, "https://").is_some() {
         check_http_url(&url)?;
         return Ok(SourceUrl::Http(url));
     }
     Err(format!(
-        "{url:?} is not a server list URL (file:///path, http://…, https://… or etcd://host[:port]/key)"
+        "{url:?} is not a server list URL (file:///path, http://…, https://…, etcd://host[:port]/key or etcd+http://host[:port]/key)"
     ))
 }
 
@@ -1029,8 +1037,9 @@ fn resolve_relative_sources(config_path: &Path, services: &mut BTreeMap<String, 
     }
 }
 
-/// `etcd://host[:port]/key`; the key keeps its leading `/`.
-fn parse_etcd_source(url: &str, rest: &str) -> Result<SourceUrl, String> {
+/// `etcd://host[:port]/key` (HTTPS) or `etcd+http://…` (plain, `tls`
+/// false); the key keeps its leading `/`.
+fn parse_etcd_source(url: &str, rest: &str, tls: bool) -> Result<SourceUrl, String> {
     let (authority, key) = match rest.find('/') {
         Some(at) => rest.split_at(at),
         None => (rest, ""),
@@ -1044,6 +1053,7 @@ fn parse_etcd_source(url: &str, rest: &str) -> Result<SourceUrl, String> {
         host,
         port: port.unwrap_or(ETCD_DEFAULT_PORT),
         key: key.to_string(),
+        tls,
     })
 }
 
@@ -1351,7 +1361,8 @@ idleconnection.keepalive-retries = 5
             Ok(SourceUrl::Etcd {
                 host: "conf1001.eqiad.wmnet".into(),
                 port: 2379,
-                key: "/conftool/v1/pools/text".into()
+                key: "/conftool/v1/pools/text".into(),
+                tls: true,
             })
         );
         assert_eq!(
@@ -1359,8 +1370,26 @@ idleconnection.keepalive-retries = 5
             Ok(SourceUrl::Etcd {
                 host: "::1".into(),
                 port: 4001,
-                key: "/k".into()
+                key: "/k".into(),
+                tls: true,
             })
+        );
+        assert_eq!(
+            etcd("etcd+http://127.0.0.1:2379/pools/text"),
+            Ok(SourceUrl::Etcd {
+                host: "127.0.0.1".into(),
+                port: 2379,
+                key: "/pools/text".into(),
+                tls: false,
+            })
+        );
+        assert_eq!(
+            etcd("ETCD+HTTPS://h/k").map(|u| u.to_string()),
+            Ok("etcd://h:2379/k".into())
+        );
+        assert_eq!(
+            etcd("etcd+http://[::1]/k").map(|u| u.to_string()),
+            Ok("etcd+http://[::1]:2379/k".into())
         );
         assert_eq!(
             parse_source("http://config-master.wikimedia.org/pybal/eqiad/text"),
@@ -1381,6 +1410,8 @@ idleconnection.keepalive-retries = 5
             "etcd://host",
             "etcd://host:port/k",
             "etcd:///k",
+            "etcd+http://host",
+            "etcd+ftp://host/k",
             "http:///x",
             "ftp://x/y",
             "/etc/pybal/x",
@@ -1391,20 +1422,29 @@ idleconnection.keepalive-retries = 5
     }
 
     #[test]
-    fn http_and_etcd_sources_are_not_supported_yet() {
-        let http = service("svc", "").replace(
+    fn http_and_etcd_sources_with_poll_options() {
+        let http = service("svc", "config-poll-interval = 0.5\nconfig-timeout = 2\n").replace(
             "file:///etc/pybal/pools/svc",
-            "http://config-master/pybal/svc",
+            "https://config-master/pybal/svc.json",
         );
-        let errors = errors(&http);
+        let svc = &load_ok(&http).config.services["svc"];
+        assert!(svc.source.is_json());
         assert_eq!(
-            find(&errors, "config").reason,
-            "http:// server lists are not supported by this version yet"
+            svc.source_options,
+            SourceOptions {
+                poll_interval: Duration::from_millis(500),
+                timeout: Duration::from_secs(2),
+            }
         );
         let etcd = service("svc", "").replace("file:///etc/pybal/pools/svc", "etcd://h/k");
-        assert!(find(&errors_of(&etcd), "config")
-            .reason
-            .starts_with("etcd://"));
+        let svc = &load_ok(&etcd).config.services["svc"];
+        assert_eq!(svc.source_options, SourceOptions::default());
+        let errors = errors(&service(
+            "svc",
+            "config-poll-interval = 0\nconfig-timeout = x\n",
+        ));
+        assert_eq!(find(&errors, "config-poll-interval").line, Some(8));
+        assert_eq!(find(&errors, "config-timeout").line, Some(9));
     }
 
     fn errors_of(text: &str) -> Vec<ConfigError> {

@@ -2,6 +2,9 @@
 //! every batch it is given, and the real `rsbal` binary as a child process.
 #![allow(dead_code)]
 
+pub mod etcd;
+pub mod pool;
+
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
