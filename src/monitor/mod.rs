@@ -7,8 +7,12 @@
 //! channel every sleep waits on and runs the monitor's waker (IdleConnection
 //! shuts its socket down so a blocked read returns at once).
 
+pub mod dns_query;
 pub mod idle_connection;
 pub mod proxy_fetch;
+pub mod run_command;
+pub mod udp;
+pub mod wake;
 
 use crate::config::MonitorConfig;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
@@ -28,6 +32,9 @@ pub struct MonitorTarget {
     pub ip: IpAddr,
     /// The service port (PyBal checks the real server on the service's port).
     pub port: u16,
+    /// The server's weight when the monitor was started (RunCommand's
+    /// `server.weight`).
+    pub weight: u32,
 }
 
 impl MonitorTarget {
@@ -150,6 +157,21 @@ pub fn spawn(
             let monitor = proxy_fetch::ProxyFetch::new(opts.clone(), &ctx.target);
             builder.spawn(move || monitor.run(ctx))?;
             None
+        }
+        MonitorConfig::RunCommand(opts) => {
+            let (monitor, waker) = run_command::RunCommand::new(opts.clone(), &ctx.target);
+            builder.spawn(move || monitor.run(ctx))?;
+            Some(waker)
+        }
+        MonitorConfig::DnsQuery(opts) => {
+            let (monitor, waker) = dns_query::DnsQuery::new(opts.clone());
+            builder.spawn(move || monitor.run(ctx))?;
+            Some(waker)
+        }
+        MonitorConfig::Udp(opts) => {
+            let (monitor, waker) = udp::Udp::new(opts.clone());
+            builder.spawn(move || monitor.run(ctx))?;
+            Some(waker)
         }
     };
     Ok(MonitorHandle {
