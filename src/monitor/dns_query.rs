@@ -9,7 +9,7 @@
 //! with another id are ignored until the deadline. The wire format is built
 //! and read with `simple-dns`; [`classify_reply`] is the pure part.
 
-use super::udp::is_unreachable;
+use super::udp::{is_unreachable, unreachable_reason};
 use super::wake::SocketStop;
 use super::{MonitorContext, Waker};
 use crate::config::DnsQueryOptions;
@@ -248,7 +248,10 @@ impl DnsQuery {
             ),
             Err(e) if is_unreachable(&e) => done(
                 false,
-                format!("DNS query unanswered: ICMP unreachable ({e}), query: {query}"),
+                format!(
+                    "DNS query failed: {}, query: {query}",
+                    unreachable_reason(&e)
+                ),
             ),
             Err(e) => done(false, format!("DNS query failed: {e}, query: {query}")),
         };

@@ -183,7 +183,7 @@ pub(super) fn is_unreachable(e: &io::Error) -> bool {
     )
 }
 
-fn unreachable_reason(e: &io::Error) -> String {
+pub(super) fn unreachable_reason(e: &io::Error) -> String {
     let what = match e.kind() {
         ErrorKind::ConnectionRefused => "port",
         ErrorKind::HostUnreachable => "host",
