@@ -21,6 +21,29 @@ fn global(ipvsadm: &FakeIpvsadm) -> String {
     format!("[global]\nipvsadm = {}\n\n", ipvsadm.script.display())
 }
 
+/// A `[global]` section that also serves the HTTP API on `api`.
+fn global_with_api(ipvsadm: &FakeIpvsadm, api: SocketAddr) -> String {
+    format!(
+        "[global]\nipvsadm = {}\ninstrumentation = yes\ninstrumentation_port = {}\n\
+         instrumentation_ips = ['{}']\n\n",
+        ipvsadm.script.display(),
+        api.port(),
+        api.ip()
+    )
+}
+
+/// Waits until `/metrics` on `api` has a line starting with `prefix`.
+fn assert_metric(api: SocketAddr, prefix: &str) {
+    let mut last = String::new();
+    let seen = wait_until(T, || {
+        last = http_get(api, "/metrics", false)
+            .map(|(_, body)| body)
+            .unwrap_or_default();
+        last.lines().any(|l| l.starts_with(prefix))
+    });
+    assert!(seen, "no metric {prefix} in:\n{last}");
+}
+
 /// A service section; `monitor` holds `monitors = …` and the options.
 /// Threshold 0, so a lone server can be depooled.
 fn service(name: &str, protocol: &str, vip: &str, port: u16, list: &Path, monitor: &str) -> String {
@@ -123,9 +146,10 @@ fn run_command_exit_status_flips_the_server() {
         check.display()
     );
     let conf = dir.path().join("rsbal.conf");
+    let api = SocketAddr::new(lo(10, 1), free_port());
     std::fs::write(
         &conf,
-        global(&ipvsadm) + &service("cmd", "tcp", vip, port, &list, &monitor),
+        global_with_api(&ipvsadm, api) + &service("cmd", "tcp", vip, port, &list, &monitor),
     )
     .unwrap();
     let rsbal = Rsbal::start(&conf, &[]);
@@ -143,6 +167,16 @@ fn run_command_exit_status_flips_the_server() {
 
     std::fs::write(dir.path().join("healthy"), "").unwrap();
     ipvsadm.assert_seen(&add("tcp", vip, "127.10.0.2", port, 7), 2);
+
+    let labels = "host=\"127.10.0.2\",monitor=\"RunCommand\"";
+    for (code, result) in [("0", "successful"), ("1", "failed")] {
+        assert_metric(
+            api,
+            &format!(
+                "pybal_monitor_runcommand_run_duration_seconds_count{{exitcode=\"{code}\",{labels},result=\"{result}\",service=\"cmd\"}}"
+            ),
+        );
+    }
 }
 
 #[test]
@@ -380,9 +414,10 @@ fn dns_query_against_a_real_dns_server() {
     let list = write_atomic(dir.path(), "servers", &servers(&[(host, 10)]));
     let (known, nx_ok, nx_fail) = ("192.0.2.20", "192.0.2.21", "192.0.2.22");
     let conf = dir.path().join("rsbal.conf");
+    let api = SocketAddr::new(lo(11, 1), free_port());
     std::fs::write(
         &conf,
-        global(&ipvsadm)
+        global_with_api(&ipvsadm, api)
             + &service(
                 "known",
                 "udp",
@@ -449,6 +484,15 @@ fn dns_query_against_a_real_dns_server() {
     dns.stop();
     ipvsadm.assert_seen(&del("udp", known, host, port), removals + 1);
     assert_log(&rsbal, "DNS query failed: ICMP port unreachable received");
+
+    for result in ["successful", "failed"] {
+        assert_metric(
+            api,
+            &format!(
+                "pybal_monitor_dnsquery_request_duration_seconds_count{{host=\"{host}\",monitor=\"DNSQuery\",result=\"{result}\",service=\"known\"}}"
+            ),
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------
