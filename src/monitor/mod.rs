@@ -4,8 +4,9 @@
 //! A monitor thread owns only its own socket or timer. It never touches the
 //! coordinator: it sends a [`MonitorReport`] and the service thread decides.
 //! Stopping is by dropping the [`MonitorHandle`]: that disconnects the stop
-//! channel every sleep waits on and runs the monitor's waker (IdleConnection
-//! shuts its socket down so a blocked read returns at once).
+//! channel every sleep waits on and runs the monitor's waker (IdleConnection,
+//! DNSQuery and UDP shut their socket down so a blocked read returns at once;
+//! RunCommand kills the running command's process group).
 
 pub mod dns_query;
 pub mod idle_connection;
