@@ -4,6 +4,7 @@
 
 mod common;
 
+use common::pool::legacy_list;
 use common::*;
 use simple_dns::rdata::{RData, A, AAAA};
 use simple_dns::{Packet, ResourceRecord, CLASS, QTYPE, RCODE, TYPE};
@@ -52,13 +53,6 @@ fn service(name: &str, protocol: &str, vip: &str, port: u16, list: &Path, monito
          config = file://{}\ndepool-threshold = 0\n{monitor}\n",
         list.display()
     )
-}
-
-fn servers(hosts: &[(&str, u32)]) -> String {
-    hosts
-        .iter()
-        .map(|(host, weight)| format!("{{ 'host': '{host}', 'weight': {weight} }}\n"))
-        .collect()
 }
 
 fn flag(protocol: &str) -> &'static str {
@@ -137,7 +131,11 @@ fn run_command_exit_status_flips_the_server() {
         &format!("echo \"$@\" > {d}/args\necho \"checked $1\"\ntest -e {d}/healthy\n"),
     );
     std::fs::write(dir.path().join("healthy"), "").unwrap();
-    let list = write_atomic(dir.path(), "servers", &servers(&[("127.10.0.2", 7)]));
+    let list = write_atomic(
+        dir.path(),
+        "servers",
+        &legacy_list(&[("127.10.0.2", 7, true)]),
+    );
     let (vip, port) = ("192.0.2.10", 8080);
     let monitor = format!(
         "monitors = [ 'RunCommand' ]\nruncommand.command = {}\n\
@@ -189,7 +187,11 @@ fn run_command_timeout_kills_the_command_and_its_child() {
         "slow",
         &format!("sleep 1000 &\necho $! > {d}/child.tmp\necho $$ > {d}/self.tmp\nmv {d}/child.tmp {d}/child.pid\nmv {d}/self.tmp {d}/self.pid\nsleep 1000\n"),
     );
-    let list = write_atomic(dir.path(), "servers", &servers(&[("127.10.1.2", 10)]));
+    let list = write_atomic(
+        dir.path(),
+        "servers",
+        &legacy_list(&[("127.10.1.2", 10, true)]),
+    );
     let (vip, port) = ("192.0.2.11", 8080);
     let monitor = format!(
         "monitors = [ 'RunCommand' ]\nruncommand.command = {}\n\
@@ -224,7 +226,11 @@ fn run_command_kills_children_left_behind() {
         "leaves",
         &format!("sleep 1000 &\necho $! > {d}/child.tmp\nmv {d}/child.tmp {d}/child.pid\nexit 0\n"),
     );
-    let list = write_atomic(dir.path(), "servers", &servers(&[("127.10.2.2", 10)]));
+    let list = write_atomic(
+        dir.path(),
+        "servers",
+        &legacy_list(&[("127.10.2.2", 10, true)]),
+    );
     let (vip, port) = ("192.0.2.12", 8080);
     let monitor = format!(
         "monitors = [ 'RunCommand' ]\nruncommand.command = {}\n\
@@ -265,7 +271,7 @@ fn removing_the_server_kills_its_running_command() {
     let list = write_atomic(
         dir.path(),
         "servers",
-        &servers(&[("127.10.3.2", 10), ("127.10.3.3", 10)]),
+        &legacy_list(&[("127.10.3.2", 10, true), ("127.10.3.3", 10, true)]),
     );
     let (vip, port) = ("192.0.2.13", 8080);
     let monitor = format!(
@@ -284,7 +290,11 @@ fn removing_the_server_kills_its_running_command() {
 
     let removed = read_pid(&dir.path().join("127.10.3.3.pid"));
     let kept = read_pid(&dir.path().join("127.10.3.2.pid"));
-    write_atomic(dir.path(), "servers", &servers(&[("127.10.3.2", 10)]));
+    write_atomic(
+        dir.path(),
+        "servers",
+        &legacy_list(&[("127.10.3.2", 10, true)]),
+    );
     ipvsadm.assert_seen(&del("tcp", vip, "127.10.3.3", port), 1);
     assert!(
         wait_until(T, || !alive(removed)),
@@ -411,7 +421,7 @@ fn dns_query_against_a_real_dns_server() {
     let port = 8053;
     let host = "127.11.0.2";
     let mut dns = DnsServer::start(SocketAddr::new(host.parse().unwrap(), port));
-    let list = write_atomic(dir.path(), "servers", &servers(&[(host, 10)]));
+    let list = write_atomic(dir.path(), "servers", &legacy_list(&[(host, 10, true)]));
     let (known, nx_ok, nx_fail) = ("192.0.2.20", "192.0.2.21", "192.0.2.22");
     let conf = dir.path().join("rsbal.conf");
     let api = SocketAddr::new(lo(11, 1), free_port());
@@ -507,7 +517,7 @@ fn udp_monitor_follows_a_listening_socket() {
     let host = "127.12.0.2";
     let addr = SocketAddr::new(host.parse().unwrap(), port);
     let listener = UdpSocket::bind(addr).unwrap();
-    let list = write_atomic(dir.path(), "servers", &servers(&[(host, 10)]));
+    let list = write_atomic(dir.path(), "servers", &legacy_list(&[(host, 10, true)]));
     let vip = "192.0.2.30";
     // Each check waits up to a second (here: the interval) for an ICMP error
     // before it counts as up; with icmp-timeout 3 the first quiet check after
