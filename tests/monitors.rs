@@ -120,51 +120,98 @@ fn assert_log(rsbal: &Rsbal, text: &str) {
 // RunCommand
 // ---------------------------------------------------------------------------
 
+/// rsbal running one TCP service whose servers are checked by RunCommand.
+struct CommandRig {
+    dir: tempfile::TempDir,
+    ipvsadm: FakeIpvsadm,
+    rsbal: Rsbal,
+    vip: &'static str,
+}
+
+const COMMAND_PORT: u16 = 8080;
+
+impl CommandRig {
+    /// Service `name` on `vip` with `hosts` (weight 10 unless given), checked
+    /// by the shell script `body`, in which `$DIR` is the test directory;
+    /// `options` adds `runcommand.*` lines; `api` turns on the HTTP API.
+    fn start(
+        name: &str,
+        vip: &'static str,
+        hosts: &[(&str, u32)],
+        body: &str,
+        options: &str,
+        api: Option<SocketAddr>,
+    ) -> CommandRig {
+        let dir = tempfile::tempdir().unwrap();
+        let ipvsadm = FakeIpvsadm::new(dir.path());
+        let body = format!("DIR={}\n{body}", dir.path().display());
+        let check = script(dir.path(), "check", &body);
+        let hosts: Vec<_> = hosts.iter().map(|(h, w)| (*h, *w, true)).collect();
+        let list = write_atomic(dir.path(), "servers", &legacy_list(&hosts));
+        let monitor = format!(
+            "monitors = [ 'RunCommand' ]\nruncommand.command = {}\n{options}",
+            check.display()
+        );
+        let global = match api {
+            Some(api) => global_with_api(&ipvsadm, api),
+            None => global(&ipvsadm),
+        };
+        let conf = dir.path().join("rsbal.conf");
+        let service = service(name, "tcp", vip, COMMAND_PORT, &list, &monitor);
+        std::fs::write(&conf, global + &service).unwrap();
+        let rsbal = Rsbal::start(&conf, &[]);
+        CommandRig {
+            dir,
+            ipvsadm,
+            rsbal,
+            vip,
+        }
+    }
+
+    fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn add(&self, rip: &str, w: u32) -> String {
+        add("tcp", self.vip, rip, COMMAND_PORT, w)
+    }
+
+    fn del(&self, rip: &str) -> String {
+        del("tcp", self.vip, rip, COMMAND_PORT)
+    }
+}
+
+/// Shell lines that write the PID `$var` to `$DIR/<file>` atomically.
+fn save_pid(var: &str, file: &str) -> String {
+    format!("echo {var} > \"$DIR/{file}.tmp\"\nmv \"$DIR/{file}.tmp\" \"$DIR/{file}\"\n")
+}
+
 #[test]
 fn run_command_exit_status_flips_the_server() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().display();
-    let ipvsadm = FakeIpvsadm::new(dir.path());
-    let check = script(
-        dir.path(),
-        "check",
-        &format!("echo \"$@\" > {d}/args\necho \"checked $1\"\ntest -e {d}/healthy\n"),
-    );
-    std::fs::write(dir.path().join("healthy"), "").unwrap();
-    let list = write_atomic(
-        dir.path(),
-        "servers",
-        &legacy_list(&[("127.10.0.2", 7, true)]),
-    );
-    let (vip, port) = ("192.0.2.10", 8080);
-    let monitor = format!(
-        "monitors = [ 'RunCommand' ]\nruncommand.command = {}\n\
-         runcommand.arguments = [ server.host, '--ip=server.ip', 'server.port', server.weight ]\n\
-         runcommand.interval = 1\nruncommand.timeout = 5\n",
-        check.display()
-    );
-    let conf = dir.path().join("rsbal.conf");
     let api = SocketAddr::new(lo(10, 1), free_port());
-    std::fs::write(
-        &conf,
-        global_with_api(&ipvsadm, api) + &service("cmd", "tcp", vip, port, &list, &monitor),
-    )
-    .unwrap();
-    let rsbal = Rsbal::start(&conf, &[]);
+    let rig = CommandRig::start(
+        "cmd",
+        "192.0.2.10",
+        &[("127.10.0.2", 7)],
+        "echo \"$@\" > \"$DIR/args\"\necho \"checked $1\"\ntest -e \"$DIR/healthy\"\n",
+        "runcommand.arguments = [ server.host, '--ip=server.ip', 'server.port', server.weight ]\n\
+         runcommand.interval = 1\nruncommand.timeout = 5\n",
+        Some(api),
+    );
+    std::fs::write(rig.path("healthy"), "").unwrap();
+    let (ipvsadm, rsbal) = (&rig.ipvsadm, &rig.rsbal);
 
-    ipvsadm.assert_seen(&add("tcp", vip, "127.10.0.2", port, 7), 1);
-    assert!(wait_until(T, || std::fs::read_to_string(
-        dir.path().join("args")
-    )
-    .is_ok_and(|a| a == "127.10.0.2 --ip=127.10.0.2 8080 7\n")));
-    assert_log(&rsbal, "Cmd stdout: checked 127.10.0.2");
+    ipvsadm.assert_seen(&rig.add("127.10.0.2", 7), 1);
+    assert!(wait_until(T, || std::fs::read_to_string(rig.path("args"))
+        .is_ok_and(|a| a == "127.10.0.2 --ip=127.10.0.2 8080 7\n")));
+    assert_log(rsbal, "Cmd stdout: checked 127.10.0.2");
 
-    std::fs::remove_file(dir.path().join("healthy")).unwrap();
-    ipvsadm.assert_seen(&del("tcp", vip, "127.10.0.2", port), 1);
-    assert_log(&rsbal, "command failed with exit status 1");
+    std::fs::remove_file(rig.path("healthy")).unwrap();
+    ipvsadm.assert_seen(&rig.del("127.10.0.2"), 1);
+    assert_log(rsbal, "command failed with exit status 1");
 
-    std::fs::write(dir.path().join("healthy"), "").unwrap();
-    ipvsadm.assert_seen(&add("tcp", vip, "127.10.0.2", port, 7), 2);
+    std::fs::write(rig.path("healthy"), "").unwrap();
+    ipvsadm.assert_seen(&rig.add("127.10.0.2", 7), 2);
 
     let labels = "host=\"127.10.0.2\",monitor=\"RunCommand\"";
     for (code, result) in [("0", "successful"), ("1", "failed")] {
@@ -179,37 +226,24 @@ fn run_command_exit_status_flips_the_server() {
 
 #[test]
 fn run_command_timeout_kills_the_command_and_its_child() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().display();
-    let ipvsadm = FakeIpvsadm::new(dir.path());
-    let check = script(
-        dir.path(),
+    let body = format!(
+        "sleep 1000 &\n{}{}sleep 1000\n",
+        save_pid("$!", "child.pid"),
+        save_pid("$$", "self.pid")
+    );
+    let rig = CommandRig::start(
         "slow",
-        &format!("sleep 1000 &\necho $! > {d}/child.tmp\necho $$ > {d}/self.tmp\nmv {d}/child.tmp {d}/child.pid\nmv {d}/self.tmp {d}/self.pid\nsleep 1000\n"),
+        "192.0.2.11",
+        &[("127.10.1.2", 10)],
+        &body,
+        "runcommand.interval = 30\nruncommand.timeout = 1\n",
+        None,
     );
-    let list = write_atomic(
-        dir.path(),
-        "servers",
-        &legacy_list(&[("127.10.1.2", 10, true)]),
-    );
-    let (vip, port) = ("192.0.2.11", 8080);
-    let monitor = format!(
-        "monitors = [ 'RunCommand' ]\nruncommand.command = {}\n\
-         runcommand.interval = 30\nruncommand.timeout = 1\n",
-        check.display()
-    );
-    let conf = dir.path().join("rsbal.conf");
-    std::fs::write(
-        &conf,
-        global(&ipvsadm) + &service("slow", "tcp", vip, port, &list, &monitor),
-    )
-    .unwrap();
-    let rsbal = Rsbal::start(&conf, &[]);
 
-    let child = read_pid(&dir.path().join("child.pid"));
-    let script_pid = read_pid(&dir.path().join("self.pid"));
-    ipvsadm.assert_seen(&del("tcp", vip, "127.10.1.2", port), 1);
-    assert_log(&rsbal, "command timed out after 1s");
+    let child = read_pid(&rig.path("child.pid"));
+    let script_pid = read_pid(&rig.path("self.pid"));
+    rig.ipvsadm.assert_seen(&rig.del("127.10.1.2"), 1);
+    assert_log(&rig.rsbal, "command timed out after 1s");
     assert!(
         wait_until(T, || !alive(child) && !alive(script_pid)),
         "child {child} or script {script_pid} survived the timeout"
@@ -218,84 +252,50 @@ fn run_command_timeout_kills_the_command_and_its_child() {
 
 #[test]
 fn run_command_kills_children_left_behind() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().display();
-    let ipvsadm = FakeIpvsadm::new(dir.path());
-    let check = script(
-        dir.path(),
+    let body = format!("sleep 1000 &\n{}exit 0\n", save_pid("$!", "child.pid"));
+    let rig = CommandRig::start(
         "leaves",
-        &format!("sleep 1000 &\necho $! > {d}/child.tmp\nmv {d}/child.tmp {d}/child.pid\nexit 0\n"),
+        "192.0.2.12",
+        &[("127.10.2.2", 10)],
+        &body,
+        "runcommand.interval = 30\nruncommand.timeout = 10\n",
+        None,
     );
-    let list = write_atomic(
-        dir.path(),
-        "servers",
-        &legacy_list(&[("127.10.2.2", 10, true)]),
-    );
-    let (vip, port) = ("192.0.2.12", 8080);
-    let monitor = format!(
-        "monitors = [ 'RunCommand' ]\nruncommand.command = {}\n\
-         runcommand.interval = 30\nruncommand.timeout = 10\n",
-        check.display()
-    );
-    let conf = dir.path().join("rsbal.conf");
-    std::fs::write(
-        &conf,
-        global(&ipvsadm) + &service("leaves", "tcp", vip, port, &list, &monitor),
-    )
-    .unwrap();
-    let rsbal = Rsbal::start(&conf, &[]);
 
-    let child = read_pid(&dir.path().join("child.pid"));
+    let child = read_pid(&rig.path("child.pid"));
     assert!(
         wait_until(T, || !alive(child)),
         "child {child} left behind is still running"
     );
     assert_log(
-        &rsbal,
+        &rig.rsbal,
         &format!("left child processes behind (PIDs {child}), which have been killed"),
     );
-    assert_log(&rsbal, "command exited with status 0");
-    assert_eq!(ipvsadm.count(&del("tcp", vip, "127.10.2.2", port)), 0);
+    assert_log(&rig.rsbal, "command exited with status 0");
+    assert_eq!(rig.ipvsadm.count(&rig.del("127.10.2.2")), 0);
 }
 
 #[test]
 fn removing_the_server_kills_its_running_command() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().display();
-    let ipvsadm = FakeIpvsadm::new(dir.path());
-    let check = script(
-        dir.path(),
+    let body = format!("sleep 1000 &\n{}wait\n", save_pid("$!", "$1.pid"));
+    let rig = CommandRig::start(
         "long",
-        &format!("sleep 1000 &\necho $! > {d}/$1.tmp\nmv {d}/$1.tmp {d}/$1.pid\nwait\n"),
-    );
-    let list = write_atomic(
-        dir.path(),
-        "servers",
-        &legacy_list(&[("127.10.3.2", 10, true), ("127.10.3.3", 10, true)]),
-    );
-    let (vip, port) = ("192.0.2.13", 8080);
-    let monitor = format!(
-        "monitors = [ 'RunCommand' ]\nruncommand.command = {}\n\
-         runcommand.arguments = [ server.host ]\n\
+        "192.0.2.13",
+        &[("127.10.3.2", 10), ("127.10.3.3", 10)],
+        &body,
+        "runcommand.arguments = [ server.host ]\n\
          runcommand.interval = 60\nruncommand.timeout = 60\n",
-        check.display()
+        None,
     );
-    let conf = dir.path().join("rsbal.conf");
-    std::fs::write(
-        &conf,
-        global(&ipvsadm) + &service("long", "tcp", vip, port, &list, &monitor),
-    )
-    .unwrap();
-    let _rsbal = Rsbal::start(&conf, &[]);
 
-    let removed = read_pid(&dir.path().join("127.10.3.3.pid"));
-    let kept = read_pid(&dir.path().join("127.10.3.2.pid"));
+    let removed = read_pid(&rig.path("127.10.3.3.pid"));
+    let kept = read_pid(&rig.path("127.10.3.2.pid"));
     write_atomic(
-        dir.path(),
+        rig.dir.path(),
         "servers",
         &legacy_list(&[("127.10.3.2", 10, true)]),
     );
-    ipvsadm.assert_seen(&del("tcp", vip, "127.10.3.3", port), 1);
+    rig.ipvsadm.assert_seen(&rig.del("127.10.3.3"), 1);
     assert!(
         wait_until(T, || !alive(removed)),
         "command of the removed server still runs"

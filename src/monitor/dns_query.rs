@@ -9,7 +9,7 @@
 //! with another id are ignored until the deadline. The wire format is built
 //! and read with `simple-dns`; [`classify_reply`] is the pure part.
 
-use super::udp::{is_unreachable, unreachable_reason};
+use super::udp::{connected_socket, is_unreachable, unreachable_reason};
 use super::wake::SocketStop;
 use super::{MonitorContext, Waker};
 use crate::config::DnsQueryOptions;
@@ -18,7 +18,7 @@ use simple_dns::rdata::RData;
 use simple_dns::{header_buffer, Name, Packet, PacketFlag, Question, CLASS, RCODE, TYPE};
 use std::fmt;
 use std::io::{self, ErrorKind};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::LazyLock;
 use std::time::Instant;
 
@@ -188,19 +188,15 @@ impl DnsQuery {
         (DnsQuery { opts, stop }, waker)
     }
 
-    /// The monitor thread's body: fixed-rate checks, as ProxyFetch.
+    /// The monitor thread's body: one query on a fixed-rate schedule.
     pub fn run(self, ctx: MonitorContext) {
         let log_target = ctx.log_target(NAME);
         let host = ctx.target.host.clone();
         let histogram = REQUEST_DURATION.clone();
-        let mut next = Instant::now();
-        loop {
-            if !ctx.sleep_until(next) {
-                return;
-            }
+        ctx.every(self.opts.interval, || {
             let started = Instant::now();
             let (up, reason) = match self.check(ctx.target.addr()) {
-                Outcome::Stopped => return,
+                Outcome::Stopped => return false,
                 Outcome::Done { up, reason } => (up, reason),
             };
             let took = started.elapsed();
@@ -209,11 +205,8 @@ impl DnsQuery {
                 .with_label_values(&[ctx.target.service.as_str(), host.as_str(), NAME, result])
                 .observe(took.as_secs_f64());
             log::debug!(target: &log_target, "{host}: {reason} ({:.3} s)", took.as_secs_f64());
-            if !ctx.report(up, reason, Some(took)) {
-                return;
-            }
-            next = (started + self.opts.interval).max(Instant::now());
-        }
+            ctx.report(up, reason, Some(took))
+        });
     }
 
     /// One query for a random name and type.
@@ -268,12 +261,7 @@ impl DnsQuery {
         id: u16,
         deadline: Instant,
     ) -> io::Result<Option<Reply>> {
-        let local: IpAddr = match server {
-            SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
-            SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
-        };
-        let sock = UdpSocket::bind(SocketAddr::new(local, 0))?;
-        sock.connect(server)?;
+        let sock = connected_socket(server)?;
         if !self.stop.watch(&sock) {
             return Ok(None);
         }

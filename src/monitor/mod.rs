@@ -103,6 +103,20 @@ impl MonitorContext {
         self.sleep(deadline.saturating_duration_since(Instant::now()))
     }
 
+    /// Runs `check` at once and then on a fixed-rate schedule: the next
+    /// check is due `interval` after the previous one started, or at once if
+    /// that one overran. Ends when stopped or when `check` returns false.
+    pub fn every(&self, interval: Duration, mut check: impl FnMut() -> bool) {
+        let mut next = Instant::now();
+        while self.sleep_until(next) {
+            let started = Instant::now();
+            if !check() {
+                return;
+            }
+            next = (started + interval).max(Instant::now());
+        }
+    }
+
     /// The log target `<service> <Monitor>`.
     pub fn log_target(&self, monitor_name: &str) -> String {
         crate::logging::monitor_target(&self.target.service, monitor_name)

@@ -233,21 +233,17 @@ impl RunCommand {
         (monitor, waker)
     }
 
-    /// The monitor thread's body: a fixed-rate schedule, as ProxyFetch.
+    /// The monitor thread's body: runs on a fixed-rate schedule.
     pub fn run(self, ctx: MonitorContext) {
         let log_target = ctx.log_target(NAME);
         let host = ctx.target.host.clone();
         let histogram = RUN_DURATION.clone();
-        let mut next = Instant::now();
-        loop {
-            if !ctx.sleep_until(next) {
-                return;
-            }
+        ctx.every(self.opts.interval, || {
             let started = Instant::now();
             let (ended, stdout, stderr) = self.execute(&ctx, &log_target);
             let took = started.elapsed();
             if matches!(ended, Ended::Stopped) {
-                return;
+                return false;
             }
             if self.opts.log_output {
                 stdout.log(&log_target, &host, "stdout");
@@ -264,11 +260,8 @@ impl RunCommand {
                 ])
                 .observe(took.as_secs_f64());
             log::debug!(target: &log_target, "{host}: {} ({:.3} s)", verdict.reason, took.as_secs_f64());
-            if !ctx.report(verdict.up, verdict.reason, Some(took)) {
-                return;
-            }
-            next = (started + self.opts.interval).max(Instant::now());
-        }
+            ctx.report(verdict.up, verdict.reason, Some(took))
+        });
     }
 
     /// The command line, for log lines.

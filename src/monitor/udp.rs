@@ -79,9 +79,7 @@ impl Udp {
                 Wait::Quiet => self.wait_for_error(&sock, grace),
                 other => other,
             };
-            let mut keep = true;
-            match first {
-                Wait::Stopped => return,
+            let mut flow = match first {
                 Wait::Quiet => {
                     if quiet_long_enough(last_error, Instant::now(), self.opts.icmp_timeout) {
                         let reason = "no ICMP error received".to_string();
@@ -93,55 +91,28 @@ impl Udp {
                         log::debug!(target: &log_target,
                             "{host}: no new ICMP error, but the last one is less than icmp-timeout ago");
                     }
+                    Flow::Keep
                 }
-                Wait::Unreachable(e) => {
-                    last_error = Some(Instant::now());
-                    if !ctx.report(false, unreachable_reason(&e), None) {
-                        return;
-                    }
-                }
-                Wait::Failed(e) => {
-                    keep = false;
-                    if !ctx.report(false, format!("UDP socket error: {e}"), None) {
-                        return;
-                    }
-                }
-            }
+                failure => on_failure(&ctx, failure, &mut last_error),
+            };
             // Until the next check, report every ICMP error the moment it comes.
-            while keep {
+            while flow == Flow::Keep {
                 match self.wait_for_error(&sock, next) {
-                    Wait::Stopped => return,
                     Wait::Quiet => break,
-                    Wait::Unreachable(e) => {
-                        last_error = Some(Instant::now());
-                        if !ctx.report(false, unreachable_reason(&e), None) {
-                            return;
-                        }
-                    }
-                    Wait::Failed(e) => {
-                        keep = false;
-                        if !ctx.report(false, format!("UDP socket error: {e}"), None) {
-                            return;
-                        }
-                    }
+                    failure => flow = on_failure(&ctx, failure, &mut last_error),
                 }
             }
-            if keep {
-                socket = Some(sock);
-            } else {
-                self.stop.unwatch();
+            match flow {
+                Flow::Stop => return,
+                Flow::Keep => socket = Some(sock),
+                Flow::Reopen => self.stop.unwatch(),
             }
         }
     }
 
     /// A UDP socket connected to `addr` and registered with the waker.
     fn open(&self, addr: SocketAddr) -> io::Result<UdpSocket> {
-        let local: IpAddr = match addr {
-            SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
-            SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
-        };
-        let sock = UdpSocket::bind(SocketAddr::new(local, 0))?;
-        sock.connect(addr)?;
+        let sock = connected_socket(addr)?;
         self.stop.watch(&sock);
         Ok(sock)
     }
@@ -173,6 +144,44 @@ impl Udp {
             }
         }
     }
+}
+
+/// What to do with the socket after a wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    Keep,
+    /// A socket error other than an ICMP one: open a new socket next time.
+    Reopen,
+    Stop,
+}
+
+/// Reports a failed wait (an ICMP error is remembered in `last_error`).
+fn on_failure(ctx: &MonitorContext, failure: Wait, last_error: &mut Option<Instant>) -> Flow {
+    let (reason, flow) = match failure {
+        Wait::Quiet => return Flow::Keep,
+        Wait::Stopped => return Flow::Stop,
+        Wait::Unreachable(e) => {
+            *last_error = Some(Instant::now());
+            (unreachable_reason(&e), Flow::Keep)
+        }
+        Wait::Failed(e) => (format!("UDP socket error: {e}"), Flow::Reopen),
+    };
+    if ctx.report(false, reason, None) {
+        flow
+    } else {
+        Flow::Stop
+    }
+}
+
+/// A UDP socket bound to an ephemeral port and connected to `addr`.
+pub(super) fn connected_socket(addr: SocketAddr) -> io::Result<UdpSocket> {
+    let local: IpAddr = match addr {
+        SocketAddr::V4(_) => Ipv4Addr::UNSPECIFIED.into(),
+        SocketAddr::V6(_) => Ipv6Addr::UNSPECIFIED.into(),
+    };
+    let sock = UdpSocket::bind(SocketAddr::new(local, 0))?;
+    sock.connect(addr)?;
+    Ok(sock)
 }
 
 /// Whether a socket error stands for an ICMP destination unreachable.
