@@ -236,7 +236,11 @@ impl ServiceRunner {
 
     fn start_monitors(&mut self, host: &str) {
         self.servers.remove(host);
-        let Some(ip) = self.coordinator.server(host).and_then(|s| s.ip) else {
+        let Some((ip, weight)) = self
+            .coordinator
+            .server(host)
+            .and_then(|s| Some((s.ip?, s.weight)))
+        else {
             return;
         };
         let id = self.next_server_id;
@@ -248,6 +252,7 @@ impl ServiceRunner {
                 host: host.to_string(),
                 ip,
                 port: self.config.port,
+                weight,
             };
             match monitor::spawn(config, target, id, index, self.report_tx.clone()) {
                 Ok(handle) => handles.push(handle),

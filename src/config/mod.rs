@@ -198,6 +198,9 @@ pub struct ServiceConfig {
 pub enum MonitorConfig {
     IdleConnection(IdleConnectionOptions),
     ProxyFetch(ProxyFetchOptions),
+    RunCommand(RunCommandOptions),
+    DnsQuery(DnsQueryOptions),
+    Udp(UdpOptions),
 }
 
 impl MonitorConfig {
@@ -206,6 +209,9 @@ impl MonitorConfig {
         match self {
             MonitorConfig::IdleConnection(_) => "IdleConnection",
             MonitorConfig::ProxyFetch(_) => "ProxyFetch",
+            MonitorConfig::RunCommand(_) => "RunCommand",
+            MonitorConfig::DnsQuery(_) => "DNSQuery",
+            MonitorConfig::Udp(_) => "UDP",
         }
     }
 }
@@ -255,6 +261,44 @@ pub struct ProxyFetchOptions {
     pub max_failures: u32,
     /// `http_status` [200]: the status that means up.
     pub http_status: u16,
+}
+
+/// `runcommand.*` options.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunCommandOptions {
+    /// `interval` [60 s].
+    pub interval: Duration,
+    /// `timeout` [20 s]: the process group is killed after this long.
+    pub timeout: Duration,
+    /// `command` (required): the program to run, without a shell.
+    pub command: String,
+    /// `arguments` [none]: may contain the identifiers `server.host`,
+    /// `server.ip`, `server.port` and `server.weight`, replaced per server.
+    pub arguments: Vec<String>,
+    /// `log-output` [yes]: log what the command prints.
+    pub log_output: bool,
+}
+
+/// `dnsquery.*` options.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DnsQueryOptions {
+    /// `interval` [10 s].
+    pub interval: Duration,
+    /// `timeout` [5 s] of one query.
+    pub timeout: Duration,
+    /// `hostnames` (required, at least one): one is asked per check.
+    pub hostnames: Vec<String>,
+    /// `fail-on-nxdomain` [no]: an NXDOMAIN answer means down.
+    pub fail_on_nxdomain: bool,
+}
+
+/// `udp.*` options.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UdpOptions {
+    /// `interval` [10 s].
+    pub interval: Duration,
+    /// `icmp-timeout` [20 s]: up again once no ICMP error was seen this long.
+    pub icmp_timeout: Duration,
 }
 
 /// A problem found in a configuration file.

@@ -11,8 +11,9 @@
 use super::ini::{self, Entry, Ini, Section};
 use super::pyliteral::{self, PyValue};
 use super::{
-    Config, ConfigError, GlobalConfig, IdleConnectionOptions, Loaded, MonitorConfig, Protocol,
-    ProxyFetchOptions, ServiceConfig, SourceOptions, SourceUrl, SCHEDULERS,
+    Config, ConfigError, DnsQueryOptions, GlobalConfig, IdleConnectionOptions, Loaded,
+    MonitorConfig, Protocol, ProxyFetchOptions, RunCommandOptions, ServiceConfig, SourceOptions,
+    SourceUrl, UdpOptions, SCHEDULERS,
 };
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -75,6 +76,20 @@ const PROXY_FETCH_OPTIONS: &[&str] = &[
     "http_status",
 ];
 
+/// Options of the RunCommand monitor (`runcommand.<option>`).
+const RUN_COMMAND_OPTIONS: &[&str] = &["interval", "timeout", "command", "arguments", "log-output"];
+
+/// Options of the DNSQuery monitor (`dnsquery.<option>`).
+const DNS_QUERY_OPTIONS: &[&str] = &["interval", "timeout", "hostnames", "fail-on-nxdomain"];
+
+/// Options of the UDP monitor (`udp.<option>`).
+const UDP_OPTIONS: &[&str] = &["interval", "icmp-timeout"];
+
+/// The identifiers `runcommand.arguments` may use, replaced per server when
+/// the monitor starts (PyBal evaluated the list with `server` in scope).
+pub const SERVER_IDENTIFIERS: &[&str] =
+    &["server.host", "server.ip", "server.port", "server.weight"];
+
 /// Default ETCD client port for `etcd://host/key`.
 const ETCD_DEFAULT_PORT: u16 = 2379;
 
@@ -84,7 +99,7 @@ const ETCD_DEFAULT_PORT: u16 = 2379;
 // ---------------------------------------------------------------------------
 
 /// PyBal monitors that rsbal recognises but does not implement yet.
-const NOT_YET_SUPPORTED_MONITORS: &[&str] = &["RunCommand", "DNSQuery", "UDP"];
+const NOT_YET_SUPPORTED_MONITORS: &[&str] = &[];
 
 // ---------------------------------------------------------------------------
 
@@ -352,15 +367,27 @@ fn require_bgp_basics(r: &mut Reader, global: &GlobalConfig) {
 enum MonitorKind {
     IdleConnection,
     ProxyFetch,
+    RunCommand,
+    DnsQuery,
+    Udp,
 }
 
 impl MonitorKind {
-    const ALL: [MonitorKind; 2] = [MonitorKind::IdleConnection, MonitorKind::ProxyFetch];
+    const ALL: [MonitorKind; 5] = [
+        MonitorKind::IdleConnection,
+        MonitorKind::ProxyFetch,
+        MonitorKind::RunCommand,
+        MonitorKind::DnsQuery,
+        MonitorKind::Udp,
+    ];
 
     fn name(self) -> &'static str {
         match self {
             MonitorKind::IdleConnection => "IdleConnection",
             MonitorKind::ProxyFetch => "ProxyFetch",
+            MonitorKind::RunCommand => "RunCommand",
+            MonitorKind::DnsQuery => "DNSQuery",
+            MonitorKind::Udp => "UDP",
         }
     }
 
@@ -368,6 +395,9 @@ impl MonitorKind {
         match self {
             MonitorKind::IdleConnection => IDLE_CONNECTION_OPTIONS,
             MonitorKind::ProxyFetch => PROXY_FETCH_OPTIONS,
+            MonitorKind::RunCommand => RUN_COMMAND_OPTIONS,
+            MonitorKind::DnsQuery => DNS_QUERY_OPTIONS,
+            MonitorKind::Udp => UDP_OPTIONS,
         }
     }
 }
@@ -502,6 +532,9 @@ fn read_monitors(r: &mut Reader, kinds: &[MonitorKind]) -> Option<Vec<MonitorCon
                 read_idle_connection(r).map(MonitorConfig::IdleConnection)
             }
             MonitorKind::ProxyFetch => read_proxy_fetch(r).map(MonitorConfig::ProxyFetch),
+            MonitorKind::RunCommand => read_run_command(r).map(MonitorConfig::RunCommand),
+            MonitorKind::DnsQuery => read_dns_query(r).map(MonitorConfig::DnsQuery),
+            MonitorKind::Udp => read_udp(r).map(MonitorConfig::Udp),
         };
         match monitor {
             Some(monitor) => monitors.push(monitor),
@@ -529,6 +562,18 @@ impl<'r, 'a> OptionReader<'r, 'a> {
 
     fn key(&self, option: &str) -> String {
         format!("{}.{option}", self.prefix)
+    }
+
+    /// Records an error when `option` is absent; `monitor` names who needs it.
+    fn require(&mut self, option: &str, monitor: &str) {
+        let key = self.key(option);
+        if self.r.entry(&key).is_none() {
+            self.r.error(
+                &key,
+                format!("required by the {monitor} monitor is missing"),
+            );
+            self.valid = false;
+        }
     }
 
     fn get<T>(&mut self, option: &str, default: T, parse: impl Fn(&str) -> Result<T, String>) -> T {
@@ -564,14 +609,7 @@ fn read_idle_connection(r: &mut Reader) -> Option<IdleConnectionOptions> {
 
 fn read_proxy_fetch(r: &mut Reader) -> Option<ProxyFetchOptions> {
     let mut o = OptionReader::new(r, "proxyfetch");
-    let url_key = o.key("url");
-    if o.r.entry(&url_key).is_none() {
-        o.r.error(
-            &url_key,
-            "required by the ProxyFetch monitor is missing".to_string(),
-        );
-        o.valid = false;
-    }
+    o.require("url", "ProxyFetch");
     let options = ProxyFetchOptions {
         interval: o.get("interval", Duration::from_secs(10), parse_duration),
         timeout: o.get("timeout", Duration::from_secs(5), parse_duration),
@@ -579,6 +617,40 @@ fn read_proxy_fetch(r: &mut Reader) -> Option<ProxyFetchOptions> {
         check_all: o.get("check_all", false, parse_boolean),
         max_failures: o.get("max_failures", 0, parse_u32),
         http_status: o.get("http_status", 200, parse_http_status),
+    };
+    o.valid.then_some(options)
+}
+
+fn read_run_command(r: &mut Reader) -> Option<RunCommandOptions> {
+    let mut o = OptionReader::new(r, "runcommand");
+    o.require("command", "RunCommand");
+    let options = RunCommandOptions {
+        interval: o.get("interval", Duration::from_secs(60), parse_duration),
+        timeout: o.get("timeout", Duration::from_secs(20), parse_duration),
+        command: o.get("command", String::new(), parse_command),
+        arguments: o.get("arguments", Vec::new(), parse_arguments),
+        log_output: o.get("log-output", true, parse_boolean),
+    };
+    o.valid.then_some(options)
+}
+
+fn read_dns_query(r: &mut Reader) -> Option<DnsQueryOptions> {
+    let mut o = OptionReader::new(r, "dnsquery");
+    o.require("hostnames", "DNSQuery");
+    let options = DnsQueryOptions {
+        interval: o.get("interval", Duration::from_secs(10), parse_duration),
+        timeout: o.get("timeout", Duration::from_secs(5), parse_duration),
+        hostnames: o.get("hostnames", Vec::new(), parse_hostnames),
+        fail_on_nxdomain: o.get("fail-on-nxdomain", false, parse_boolean),
+    };
+    o.valid.then_some(options)
+}
+
+fn read_udp(r: &mut Reader) -> Option<UdpOptions> {
+    let mut o = OptionReader::new(r, "udp");
+    let options = UdpOptions {
+        interval: o.get("interval", Duration::from_secs(10), parse_duration),
+        icmp_timeout: o.get("icmp-timeout", Duration::from_secs(20), parse_duration),
     };
     o.valid.then_some(options)
 }
@@ -989,6 +1061,116 @@ fn strip_scheme<'u>(url: &'u str, scheme: &str) -> Option<&'u str> {
     head.eq_ignore_ascii_case(scheme)
         .then(|| url.get(scheme.len()..))
         .flatten()
+}
+
+/// `runcommand.command`: the program to run (a path or a name looked up in
+/// the command's `PATH`).
+fn parse_command(text: &str) -> Result<String, String> {
+    let command = scalar(text)?;
+    if command.is_empty() {
+        return Err("empty command".to_string());
+    }
+    if command.contains('\0') {
+        return Err(format!("{command:?} contains a NUL character"));
+    }
+    Ok(command)
+}
+
+/// `runcommand.arguments`: a Python list of strings in which the bare
+/// identifiers of [`SERVER_IDENTIFIERS`] may also stand unquoted, as in
+/// PyBal's `[ '--host', server.host ]`. They are kept as text and replaced
+/// per server when the monitor starts.
+fn parse_arguments(text: &str) -> Result<Vec<String>, String> {
+    let trimmed = text.trim();
+    if !trimmed.starts_with(['[', '(']) {
+        return parse_str_list(trimmed);
+    }
+    let arguments = parse_str_list(&quote_server_identifiers(trimmed)?)?;
+    if let Some(bad) = arguments.iter().find(|a| a.contains('\0')) {
+        return Err(format!("argument {bad:?} contains a NUL character"));
+    }
+    Ok(arguments)
+}
+
+/// `text` with every bare [`SERVER_IDENTIFIERS`] outside string literals put
+/// in quotes; an unknown `server.…` identifier is an error.
+fn quote_server_identifiers(text: &str) -> Result<String, String> {
+    let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '.';
+    let mut out = String::with_capacity(text.len() + 8);
+    let mut quote: Option<char> = None;
+    let mut chars = text.char_indices().peekable();
+    while let Some((start, c)) = chars.next() {
+        if let Some(q) = quote {
+            out.push(c);
+            if c == '\\' {
+                if let Some((_, escaped)) = chars.next() {
+                    out.push(escaped);
+                }
+            } else if c == q {
+                quote = None;
+            }
+        } else if c == '\'' || c == '"' {
+            quote = Some(c);
+            out.push(c);
+        } else if c.is_ascii_alphabetic() || c == '_' {
+            let mut end = start + c.len_utf8();
+            while let Some(&(at, next)) = chars.peek() {
+                if !is_ident(next) {
+                    break;
+                }
+                end = at + next.len_utf8();
+                chars.next();
+            }
+            let token = &text[start..end];
+            if SERVER_IDENTIFIERS.contains(&token) {
+                out.push('\'');
+                out.push_str(token);
+                out.push('\'');
+            } else if token.starts_with("server.") {
+                return Err(format!(
+                    "unknown identifier {token} (known: {})",
+                    SERVER_IDENTIFIERS.join(", ")
+                ));
+            } else {
+                out.push_str(token);
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Ok(out)
+}
+
+/// `dnsquery.hostnames`: one or more DNS names.
+fn parse_hostnames(text: &str) -> Result<Vec<String>, String> {
+    let names = parse_str_list(text)?;
+    if names.is_empty() {
+        return Err("at least one host name is needed".to_string());
+    }
+    names.iter().map(|name| check_dns_name(name)).collect()
+}
+
+/// A DNS name: labels of 1-63 bytes, at most 253 bytes, no white space; a
+/// trailing dot is dropped.
+fn check_dns_name(name: &str) -> Result<String, String> {
+    let bare = name.trim().strip_suffix('.').unwrap_or(name.trim());
+    let bad = |why: &str| Err(format!("{name:?} is not a DNS name: {why}"));
+    if bare.is_empty() {
+        return bad("empty");
+    }
+    if bare.len() > 253 {
+        return bad("longer than 253 characters");
+    }
+    if bare.contains(|c: char| c.is_whitespace() || c.is_control()) {
+        return bad("contains white space");
+    }
+    if bare
+        .split('.')
+        .any(|label| label.is_empty() || label.len() > 63)
+    {
+        return bad("each dot-separated label must have 1 to 63 characters");
+    }
+    Ok(bare.to_string())
 }
 
 /// `config = …`: where the server list comes from.
@@ -1456,14 +1638,11 @@ idleconnection.keepalive-retries = 5
         let with = |monitors: &str| service("svc", "").replace("['IdleConnection']", monitors);
         let config = load_ok(&with("'idleconnection'")).config;
         assert_eq!(config.services["svc"].monitors.len(), 1);
-        let errors = errors(&with(
-            "['RunCommand', 'Bogus', 'idleconnection', 'IdleConnection']",
-        ));
+        let errors = errors(&with("['Bogus', 'idleconnection', 'IdleConnection']"));
         let reasons: Vec<_> = errors.iter().map(|e| e.reason.as_str()).collect();
         assert_eq!(
             reasons,
             [
-                "monitor RunCommand is not supported by this version yet",
                 "unknown monitor Bogus",
                 "monitor IdleConnection is listed twice"
             ]
@@ -1491,6 +1670,216 @@ idleconnection.keepalive-retries = 5
             panic!("ProxyFetch");
         };
         assert_eq!(opts.urls, ["http://x/"]);
+    }
+
+    /// `service` with only `monitors` as its monitor list.
+    fn monitored(monitors: &str, extra: &str) -> String {
+        service("svc", extra).replace("['IdleConnection']", monitors)
+    }
+
+    #[test]
+    fn run_command_options() {
+        let config = load_ok(&monitored(
+            "['RunCommand']",
+            "runcommand.command = /usr/local/bin/check\n\
+             runcommand.arguments = [ '--host', server.host, \"--port=server.port\", server.ip, server.weight ]\n\
+             runcommand.interval = 30\nruncommand.timeout = 2.5\nruncommand.log-output = no\n",
+        ))
+        .config;
+        let MonitorConfig::RunCommand(rc) = &config.services["svc"].monitors[0] else {
+            panic!("RunCommand");
+        };
+        assert_eq!(
+            rc,
+            &RunCommandOptions {
+                interval: Duration::from_secs(30),
+                timeout: Duration::from_millis(2500),
+                command: "/usr/local/bin/check".into(),
+                arguments: vec![
+                    "--host".into(),
+                    "server.host".into(),
+                    "--port=server.port".into(),
+                    "server.ip".into(),
+                    "server.weight".into()
+                ],
+                log_output: false,
+            }
+        );
+        // Defaults.
+        let config = load_ok(&monitored(
+            "['RunCommand']",
+            "runcommand.command = 'check'\n",
+        ))
+        .config;
+        let MonitorConfig::RunCommand(rc) = &config.services["svc"].monitors[0] else {
+            panic!("RunCommand");
+        };
+        assert_eq!(rc.interval, Duration::from_secs(60));
+        assert_eq!(rc.timeout, Duration::from_secs(20));
+        assert_eq!(rc.command, "check");
+        assert!(rc.arguments.is_empty());
+        assert!(rc.log_output);
+    }
+
+    #[test]
+    fn run_command_errors_name_the_key() {
+        let errors = errors(&monitored("['RunCommand']", ""));
+        let e = find(&errors, "runcommand.command");
+        assert!(e.reason.contains("required"), "{}", e.reason);
+        assert_eq!(e.line, Some(1));
+        let errors = errors_of(&monitored(
+            "['RunCommand']",
+            "runcommand.command = ''\nruncommand.arguments = [ server.name ]\n\
+             runcommand.timeout = 0\nruncommand.log-output = perhaps\nruncommand.interval = x\n",
+        ));
+        let lines: Vec<_> = errors
+            .iter()
+            .map(|e| (e.key.as_deref().unwrap_or(""), e.line))
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                ("runcommand.command", Some(8)),
+                ("runcommand.arguments", Some(9)),
+                ("runcommand.timeout", Some(10)),
+                ("runcommand.log-output", Some(11)),
+                ("runcommand.interval", Some(12)),
+            ]
+        );
+        assert!(find(&errors, "runcommand.arguments")
+            .reason
+            .contains("unknown identifier server.name"));
+        let errors = errors_of(&monitored(
+            "['RunCommand']",
+            "runcommand.command = x\nruncommand.arguments = [ '--a', 80 ]\n",
+        ));
+        assert!(find(&errors, "runcommand.arguments").reason.contains("int"));
+    }
+
+    #[test]
+    fn server_identifiers_are_quoted_only_outside_strings() {
+        assert_eq!(
+            parse_arguments("[ server.host, 'server.ip', \"a 'server.port'\" ]"),
+            Ok(vec![
+                "server.host".to_string(),
+                "server.ip".to_string(),
+                "a 'server.port'".to_string()
+            ])
+        );
+        assert_eq!(
+            parse_arguments(r"( 'it\'s', server.port )"),
+            Ok(vec!["it's".to_string(), "server.port".to_string()])
+        );
+        assert_eq!(
+            parse_arguments("--verbose"),
+            Ok(vec!["--verbose".to_string()])
+        );
+        assert_eq!(parse_arguments("[]"), Ok(vec![]));
+        assert!(parse_arguments("[ server.ip + 1 ]").is_err());
+        assert!(parse_arguments("[ os.system ]").is_err());
+    }
+
+    #[test]
+    fn dns_query_options() {
+        let config = load_ok(&monitored(
+            "['DNSQuery']",
+            "dnsquery.hostnames = [ 'en.wikipedia.org', 'ns0.wikimedia.org.' ]\n\
+             dnsquery.interval = 2\ndnsquery.timeout = 1\ndnsquery.fail-on-nxdomain = yes\n",
+        ))
+        .config;
+        let MonitorConfig::DnsQuery(dq) = &config.services["svc"].monitors[0] else {
+            panic!("DNSQuery");
+        };
+        assert_eq!(
+            dq,
+            &DnsQueryOptions {
+                interval: Duration::from_secs(2),
+                timeout: Duration::from_secs(1),
+                hostnames: vec!["en.wikipedia.org".into(), "ns0.wikimedia.org".into()],
+                fail_on_nxdomain: true,
+            }
+        );
+        let config = load_ok(&monitored("'dnsquery'", "dnsquery.hostnames = a.example\n")).config;
+        let MonitorConfig::DnsQuery(dq) = &config.services["svc"].monitors[0] else {
+            panic!("DNSQuery");
+        };
+        assert_eq!(
+            (dq.interval, dq.timeout, dq.fail_on_nxdomain),
+            (Duration::from_secs(10), Duration::from_secs(5), false)
+        );
+        assert_eq!(dq.hostnames, ["a.example"]);
+
+        let errors = errors(&monitored("['DNSQuery']", ""));
+        assert!(find(&errors, "dnsquery.hostnames")
+            .reason
+            .contains("required"));
+        for bad in ["[]", "[ 'a..b' ]", "[ 'white space' ]", "'.'"] {
+            let text = monitored("['DNSQuery']", &format!("dnsquery.hostnames = {bad}\n"));
+            let errors = errors_of(&text);
+            assert_eq!(find(&errors, "dnsquery.hostnames").line, Some(8), "{bad}");
+        }
+        let long = format!("dnsquery.hostnames = '{}.org'\n", "x".repeat(64));
+        let errors = errors_of(&monitored("['DNSQuery']", &long));
+        assert!(find(&errors, "dnsquery.hostnames").reason.contains("63"));
+        let text = monitored(
+            "['DNSQuery']",
+            "dnsquery.hostnames = a\ndnsquery.fail-on-nxdomain = 2\ndnsquery.timeout = soon\n",
+        );
+        let errors = errors_of(&text);
+        assert_eq!(find(&errors, "dnsquery.fail-on-nxdomain").line, Some(9));
+        assert_eq!(find(&errors, "dnsquery.timeout").line, Some(10));
+    }
+
+    #[test]
+    fn udp_options() {
+        let config = load_ok(&monitored(
+            "['UDP']",
+            "udp.interval = 1\nudp.icmp-timeout = 2\n",
+        ))
+        .config;
+        assert_eq!(
+            config.services["svc"].monitors,
+            [MonitorConfig::Udp(UdpOptions {
+                interval: Duration::from_secs(1),
+                icmp_timeout: Duration::from_secs(2),
+            })]
+        );
+        let config = load_ok(&monitored("['udp']", "")).config;
+        assert_eq!(
+            config.services["svc"].monitors,
+            [MonitorConfig::Udp(UdpOptions {
+                interval: Duration::from_secs(10),
+                icmp_timeout: Duration::from_secs(20),
+            })]
+        );
+        let errors = errors(&monitored("['UDP']", "udp.icmp-timeout = -2\n"));
+        assert_eq!(find(&errors, "udp.icmp-timeout").line, Some(8));
+        let loaded = load_ok(&monitored("['UDP']", "udp.timeout = 2\n"));
+        assert!(loaded.warnings[0].reason.contains("unknown option"));
+    }
+
+    #[test]
+    fn all_monitors_together() {
+        let config = load_ok(&monitored(
+            "['IdleConnection', 'ProxyFetch', 'RunCommand', 'DNSQuery', 'UDP']",
+            "proxyfetch.url = http://x/\nruncommand.command = /bin/true\ndnsquery.hostnames = x\n",
+        ))
+        .config;
+        let names: Vec<_> = config.services["svc"]
+            .monitors
+            .iter()
+            .map(MonitorConfig::name)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "IdleConnection",
+                "ProxyFetch",
+                "RunCommand",
+                "DNSQuery",
+                "UDP"
+            ]
+        );
     }
 
     #[test]

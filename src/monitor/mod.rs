@@ -4,11 +4,16 @@
 //! A monitor thread owns only its own socket or timer. It never touches the
 //! coordinator: it sends a [`MonitorReport`] and the service thread decides.
 //! Stopping is by dropping the [`MonitorHandle`]: that disconnects the stop
-//! channel every sleep waits on and runs the monitor's waker (IdleConnection
-//! shuts its socket down so a blocked read returns at once).
+//! channel every sleep waits on and runs the monitor's waker (IdleConnection,
+//! DNSQuery and UDP shut their socket down so a blocked read returns at once;
+//! RunCommand kills the running command's process group).
 
+pub mod dns_query;
 pub mod idle_connection;
 pub mod proxy_fetch;
+pub mod run_command;
+pub mod udp;
+pub mod wake;
 
 use crate::config::MonitorConfig;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
@@ -28,6 +33,9 @@ pub struct MonitorTarget {
     pub ip: IpAddr,
     /// The service port (PyBal checks the real server on the service's port).
     pub port: u16,
+    /// The server's weight when the monitor was started (RunCommand's
+    /// `server.weight`).
+    pub weight: u32,
 }
 
 impl MonitorTarget {
@@ -95,6 +103,20 @@ impl MonitorContext {
         self.sleep(deadline.saturating_duration_since(Instant::now()))
     }
 
+    /// Runs `check` at once and then on a fixed-rate schedule: the next
+    /// check is due `interval` after the previous one started, or at once if
+    /// that one overran. Ends when stopped or when `check` returns false.
+    pub fn every(&self, interval: Duration, mut check: impl FnMut() -> bool) {
+        let mut next = Instant::now();
+        while self.sleep_until(next) {
+            let started = Instant::now();
+            if !check() {
+                return;
+            }
+            next = (started + interval).max(Instant::now());
+        }
+    }
+
     /// The log target `<service> <Monitor>`.
     pub fn log_target(&self, monitor_name: &str) -> String {
         crate::logging::monitor_target(&self.target.service, monitor_name)
@@ -150,6 +172,21 @@ pub fn spawn(
             let monitor = proxy_fetch::ProxyFetch::new(opts.clone(), &ctx.target);
             builder.spawn(move || monitor.run(ctx))?;
             None
+        }
+        MonitorConfig::RunCommand(opts) => {
+            let (monitor, waker) = run_command::RunCommand::new(opts.clone(), &ctx.target);
+            builder.spawn(move || monitor.run(ctx))?;
+            Some(waker)
+        }
+        MonitorConfig::DnsQuery(opts) => {
+            let (monitor, waker) = dns_query::DnsQuery::new(opts.clone());
+            builder.spawn(move || monitor.run(ctx))?;
+            Some(waker)
+        }
+        MonitorConfig::Udp(opts) => {
+            let (monitor, waker) = udp::Udp::new(opts.clone());
+            builder.spawn(move || monitor.run(ctx))?;
+            Some(waker)
         }
     };
     Ok(MonitorHandle {
