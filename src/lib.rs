@@ -18,3 +18,4 @@ pub mod serverlist;
 pub mod service;
 pub mod snapshot;
 pub mod source;
+pub mod tls;

@@ -53,6 +53,7 @@ impl ProxyFetch {
             // Every check opens a fresh connection, as a client would.
             .max_idle_connections(0)
             .max_idle_connections_per_host(0)
+            .tls_config(crate::tls::tls_config())
             .user_agent(concat!("rsbal/", env!("CARGO_PKG_VERSION"), " ProxyFetch"))
             .build();
         let agent = Agent::with_parts(

@@ -14,8 +14,9 @@
 //! Decoding responses and keeping the current view of the directory is pure
 //! code ([`View`]), tested without a server.
 
-use super::{tls_config, Backoff, ListKeeper, USER_AGENT};
+use super::{Backoff, ListKeeper, USER_AGENT};
 use crate::serverlist::ServerEntry;
+use crate::tls::tls_config;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -5,7 +5,8 @@
 //! connection error, a timeout or a truncated body is a failed fetch: the
 //! last good list stays.
 
-use super::{tls_config, ListKeeper, USER_AGENT};
+use super::{ListKeeper, USER_AGENT};
+use crate::tls::tls_config;
 use std::time::{Duration, Instant};
 use ureq::Agent;
 

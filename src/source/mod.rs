@@ -27,11 +27,9 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use prometheus::IntCounterVec;
 use std::collections::HashMap;
 use std::net::{IpAddr, ToSocketAddrs};
-use std::path::Path;
 use std::sync::LazyLock;
 use std::thread;
 use std::time::{Duration, Instant};
-use ureq::tls::{RootCerts, TlsConfig};
 
 /// Failed fetches and unusable documents, per service.
 static SOURCE_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
@@ -44,41 +42,6 @@ static SOURCE_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 
 /// User-Agent of HTTP and etcd sources.
 const USER_AGENT: &str = concat!("rsbal/", env!("CARGO_PKG_VERSION"), " server-list");
-
-/// Debian's bundle of trusted CAs (package `ca-certificates`, including
-/// local CAs added with `update-ca-certificates`).
-const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
-
-/// TLS settings of `https://` and `etcd://` sources: certificates are checked
-/// against the CAs of the PEM file `$SSL_CERT_FILE`, else of the system's
-/// bundle (so a site's internal CA installed on the host works), else against
-/// the Mozilla roots built into rsbal.
-fn tls_config() -> TlsConfig {
-    static ROOTS: LazyLock<RootCerts> = LazyLock::new(|| {
-        let path = std::env::var_os("SSL_CERT_FILE")
-            .map_or_else(|| SYSTEM_CA_BUNDLE.into(), std::path::PathBuf::from);
-        ca_bundle(&path).unwrap_or_else(|why| {
-            log::warn!(target: "source", "{}: {why}; HTTPS server lists trust the built-in Mozilla roots", path.display());
-            RootCerts::WebPki
-        })
-    });
-    TlsConfig::builder().root_certs(ROOTS.clone()).build()
-}
-
-/// The certificates of a PEM bundle.
-fn ca_bundle(path: &Path) -> Result<RootCerts, String> {
-    let pem = std::fs::read(path).map_err(|e| e.to_string())?;
-    let certs: Vec<_> = ureq::tls::parse_pem(&pem)
-        .filter_map(|item| match item {
-            Ok(ureq::tls::PemItem::Certificate(cert)) => Some(cert),
-            _ => None,
-        })
-        .collect();
-    if certs.is_empty() {
-        return Err("no certificates in it".to_string());
-    }
-    Ok(RootCerts::new_with_certs(&certs))
-}
 
 /// Owner's end of a source thread; dropping it stops the thread (an HTTP
 /// request in flight, such as an etcd long-poll, is cut at once).
@@ -386,21 +349,6 @@ mod tests {
         assert_eq!(delays, [1, 2, 4, 5, 5]);
         b.reset();
         assert_eq!(b.next_delay(), Duration::from_secs(1));
-    }
-
-    #[test]
-    fn ca_bundles() {
-        let dir = tempfile::tempdir().unwrap();
-        let junk = dir.path().join("junk.pem");
-        std::fs::write(&junk, "not a certificate\n").unwrap();
-        assert!(ca_bundle(&junk).unwrap_err().contains("no certificates"));
-        assert!(ca_bundle(&dir.path().join("missing")).is_err());
-        if Path::new(SYSTEM_CA_BUNDLE).exists() {
-            match ca_bundle(Path::new(SYSTEM_CA_BUNDLE)) {
-                Ok(RootCerts::Specific(certs)) => assert!(!certs.is_empty()),
-                other => panic!("{other:?}"),
-            }
-        }
     }
 
     #[test]
