@@ -15,8 +15,10 @@
 //! Routes follow PyBal's `pybal/instrumentation.py`: `/pools`,
 //! `/pools/<pool>`, `/pools/<pool>/<host>`, JSON when the request accepts
 //! `application/json`, plain text otherwise, and a 404 body of
-//! `The desired url was not found`. `/alerts`, `/metrics` and `/` are meant to
-//! become further arms of [`route`].
+//! `The desired url was not found`; `/alerts` (PyBal's pool health, see
+//! `alerts`), `/metrics` (Prometheus text format) and, beyond PyBal, `/`: the
+//! HTML status page (`status_page`), or the status document as JSON
+//! (`status_doc`) for `Accept: application/json`.
 
 use crate::coordinator::ServerState;
 use crate::snapshot::{ServiceSnapshot, SnapshotStore};
@@ -728,14 +730,16 @@ fn path_segments(path: &str) -> Option<Vec<String>> {
     inner.split('/').map(percent_decode).collect()
 }
 
-/// Picks the handler of a request. Further routes (`/alerts`, `/metrics`,
-/// `/`) are further arms here, each a function of the store and format.
+/// Picks the handler of a request; each route is a function of the store
+/// and the format.
 pub fn route(req: &Request, store: &SnapshotStore) -> Response {
     let Some(segments) = path_segments(&req.path) else {
         return Response::text(400, "Bad request\n");
     };
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     match segments.as_slice() {
+        [] => status(store, req.format),
+        ["alerts"] => alerts(store, req.format),
         ["pools"] => pools(store, req.format),
         ["pools", pool] => pool_servers(store, req.format, pool),
         ["pools", pool, host] => pool_server(store, req.format, pool, host),
@@ -752,6 +756,34 @@ pub fn not_found(format: Format) -> Response {
 /// `/metrics`: Prometheus text format, whatever the `Accept` header says.
 fn metrics() -> Response {
     Response::new(200, crate::metrics::CONTENT_TYPE, crate::metrics::render())
+}
+
+/// `/`: the status page, or the status document as JSON.
+fn status(store: &SnapshotStore, format: Format) -> Response {
+    let doc = crate::status_doc::build(store);
+    match format {
+        Format::Json => match serde_json::to_value(&doc) {
+            Ok(value) => Response::json(200, &value),
+            Err(e) => Response::text(500, &format!("cannot encode the status: {e}\n")),
+        },
+        Format::Text => Response::new(
+            200,
+            "text/html; charset=utf-8",
+            crate::status_page::render(&doc),
+        ),
+    }
+}
+
+/// `/alerts`: PyBal's `OK - All pools are healthy` / `{"status", "msg"}`.
+fn alerts(store: &SnapshotStore, format: Format) -> Response {
+    let pools = store.all();
+    let alert = crate::alerts::evaluate(pools.iter().map(|p| &**p));
+    Response::negotiated(
+        200,
+        format,
+        alert.text(),
+        &json!({"status": alert.level.lower(), "msg": alert.msg}),
+    )
 }
 
 /// `/pools`: the service names.
@@ -848,6 +880,7 @@ mod tests {
             depool_threshold: 0.5,
             can_depool: true,
             pooled_down: vec![],
+            could_not_depool_total: 0,
             monitor_names: vec!["ProxyFetch".into(), "IdleConnection".into()],
             servers,
         }
@@ -937,7 +970,6 @@ mod tests {
     #[test]
     fn not_found_everywhere() {
         for path in [
-            "/",
             "/nothing",
             "/pools/nope",
             "/pools/nope/mw1001",
@@ -945,7 +977,7 @@ mod tests {
             "/pools/apaches_80/mw1001/extra",
             "//pools",
             "/pools//",
-            "/alerts",
+            "/alerts/x",
         ] {
             let r = get(path, false);
             assert_eq!((r.status, r.body.as_str()), (404, NOT_FOUND), "{path}");
