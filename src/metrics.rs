@@ -18,7 +18,7 @@ use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
 };
 use std::collections::HashMap;
-use std::sync::{LazyLock, Mutex};
+use std::sync::{LazyLock, Mutex, RwLock};
 
 static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
 
@@ -48,9 +48,13 @@ fn register(collector: Box<dyn prometheus::core::Collector>, name: &str) {
 /// Removes the series of one family whose labels include all of `matches`.
 type Forgetter = Box<dyn Fn(&[(&str, &str)]) + Send + Sync>;
 
-/// Families with a `service` label, for [`forget`]; also the lock that
-/// orders [`forget`] against [`while_current`].
+/// Families with a `service` label, for [`forget`].
 static PER_SERVICE: LazyLock<Mutex<Vec<Forgetter>>> = LazyLock::new(|| Mutex::new(Vec::new()));
+
+/// Orders [`forget`] (writer) against [`while_current`] (readers). Always
+/// taken before `PER_SERVICE`, never while holding it: an update may declare
+/// (register) its family on first use.
+static ORDER: RwLock<()> = RwLock::new(());
 
 /// Registers `family` and, when it has a `service` label, remembers it for
 /// [`forget`].
@@ -94,6 +98,7 @@ fn remove_matching<T: MetricVecBuilder>(vec: &MetricVec<T>, matches: &[(&str, &s
 /// `[("service", s), ("host", h)]` for a removed server. Call it after the
 /// threads that update those series were told to stop.
 pub fn forget(matches: &[(&str, &str)]) {
+    let _order = ORDER.write().unwrap_or_else(|p| p.into_inner());
     let families = PER_SERVICE.lock().unwrap_or_else(|p| p.into_inner());
     for forget_in in families.iter() {
         forget_in(matches);
@@ -105,7 +110,7 @@ pub fn forget(matches: &[(&str, &str)]) {
 /// with its stop check, so that once its owner has stopped it and called
 /// [`forget`], no update can re-create a forgotten series.
 pub fn while_current(stopped: impl FnOnce() -> bool, update: impl FnOnce()) {
-    let _order = PER_SERVICE.lock().unwrap_or_else(|p| p.into_inner());
+    let _order = ORDER.read().unwrap_or_else(|p| p.into_inner());
     if !stopped() {
         update();
     }
@@ -181,5 +186,14 @@ mod tests {
         assert!(!render().contains(r#"service="db""#));
         while_current(|| false, || g.with_label_values(&["db", "x", "u"]).set(1.0));
         assert!(render().contains(r#"service="db""#));
+        // A family declared inside an update (first use) does not deadlock.
+        while_current(
+            || false,
+            || {
+                gauge_vec("rsbal_test_inner", "Declared late.", &["service"])
+                    .with_label_values(&["x"])
+                    .set(1.0)
+            },
+        );
     }
 }
