@@ -179,8 +179,8 @@ fn pool_section(h: &mut String, pool: &PoolDoc) {
         let _ = writeln!(h, "<p class=\"meta\">{}</p>", escape(pool.msg.trim_end()));
     }
     h.push_str(
-        "<div class=\"scroll\"><table>\n<thead><tr><th>Server</th><th>Address</th>\
-         <th>Weight</th><th>Enabled</th><th>Up</th><th>Pooled</th><th>Monitors</th></tr></thead>\n<tbody>\n",
+        "<div class=\"scroll\"><table>\n<thead><tr><th>Server</th><th>Enabled</th><th>Up</th>\
+         <th>Pooled</th><th>Weight</th><th>Address</th><th>Monitors</th></tr></thead>\n<tbody>\n",
     );
     for server in &pool.servers {
         server_row(h, server);
@@ -217,18 +217,23 @@ fn server_row(h: &mut String, s: &ServerDoc) {
             format!("{} {state}{reason}", escape(&m.name))
         })
         .collect();
+    // A disabled server out of the pool is as intended: no alarm colour.
+    let pooled = if s.enabled || s.pooled {
+        yes_no(s.pooled, "pooled", "not pooled")
+    } else {
+        "not pooled".to_string()
+    };
     let _ = writeln!(
         h,
-        "<tr class=\"{}\" data-host=\"{}\"><td>{}</td><td>{}</td><td class=\"num\">{}</td>\
-         <td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+        "<tr class=\"{}\" data-host=\"{}\"><td>{}</td><td>{}</td><td>{}</td><td>{pooled}</td>\
+         <td class=\"num\">{}</td><td>{}</td><td>{}</td></tr>",
         classes.join(" "),
         escape(&s.host),
         escape(&s.host),
-        s.ip.as_deref().map_or("unresolved".to_string(), escape),
-        s.weight,
         yes_no(s.enabled, "enabled", "disabled"),
         yes_no(s.up, "up", "down"),
-        yes_no(s.pooled, "pooled", "not pooled"),
+        s.weight,
+        s.ip.as_deref().map_or("unresolved".to_string(), escape),
         if monitors.is_empty() {
             "—".to_string()
         } else {

@@ -595,6 +595,28 @@ fn status_page_shows_every_pool_and_server() {
         s.get(&h8) == Some(&(true, false, true))
     });
     wait_pool(http, "edge", "every server up", all_up_and_pooled(2));
+    // Every monitor has reported (monitor states reach the page within a
+    // second), the downed appserver's ProxyFetch too.
+    let reported = wait_until(T, || {
+        let Some(doc) = get_json(http, "/") else {
+            return false;
+        };
+        let servers = doc["pools"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|p| p["servers"].as_array().cloned().unwrap_or_default());
+        let mut all_known = true;
+        let mut fetch_down = false;
+        for s in servers {
+            for m in s["monitors"].as_array().cloned().unwrap_or_default() {
+                all_known &= !m["up"].is_null();
+                fetch_down |= s["host"] == h3 && m["name"] == "ProxyFetch" && m["up"] == false;
+            }
+        }
+        all_known && fetch_down
+    });
+    assert!(reported, "monitor results never all reached the status page");
 
     let page = get_ok(http, "/", false).expect("GET /");
     assert!(page.contains("<meta http-equiv=\"refresh\""), "{page}");
@@ -628,7 +650,7 @@ fn status_page_shows_every_pool_and_server() {
     assert_eq!(doc["pools"].as_array().unwrap().len(), 3);
 
     let png = artifacts_dir().join("status-page.png");
-    screenshot(&format!("{}/", site.url()), &png, 1100, 1300);
+    screenshot(&format!("{}/", site.url()), &png, 1100, 1060);
     println!("status page screenshot: {}", png.display());
     let phone = artifacts_dir().join("status-page-phone.png");
     screenshot(&format!("{}/", site.url()), &phone, 390, 1400);
