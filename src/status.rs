@@ -196,7 +196,7 @@ pub fn render(doc: &StatusDoc, base: &str) -> String {
             };
             let _ = writeln!(
                 out,
-                "  -> {:<30} {:<7} {:<9} {:<13} {pooled}{note}{reasons}",
+                "  -> {:<30} {:<7} {:<9} {:<13} {pooled:<10}{note}{reasons}",
                 s.host, s.weight, enabled, up
             );
         }
