@@ -194,11 +194,11 @@ pub fn render(doc: &StatusDoc, base: &str) -> String {
                 [e, u, p] => (e, u, p),
                 _ => ("?", "?", "?"),
             };
-            let _ = writeln!(
-                out,
+            let row = format!(
                 "  -> {:<30} {:<7} {:<9} {:<13} {pooled:<10}{note}{reasons}",
                 s.host, s.weight, enabled, up
             );
+            let _ = writeln!(out, "{}", row.trim_end());
         }
     }
     out
@@ -207,8 +207,7 @@ pub fn render(doc: &StatusDoc, base: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::alerts::Level;
-    use crate::status_doc::{AlertDoc, BgpDoc, MonitorDoc, PoolDoc, ServerDoc};
+    use crate::status_doc::fixtures::doc;
 
     #[test]
     fn urls() {
@@ -244,66 +243,33 @@ mod tests {
 
     #[test]
     fn table() {
-        let server = |host: &str, status: &str, up: bool, pooled: bool| ServerDoc {
-            host: host.into(),
-            ip: Some("10.0.0.2".into()),
-            weight: 10,
-            enabled: true,
-            ready: true,
-            up,
-            pooled,
-            status: status.into(),
-            monitors: vec![MonitorDoc {
-                name: "IdleConnection".into(),
-                up: Some(up),
-                reason: (!up).then(|| "connection lost: reset".into()),
-            }],
-        };
-        let doc = StatusDoc {
-            version: "0.1.0".into(),
-            generated_at: 0.0,
-            started_at: 0.0,
-            config: String::new(),
-            alert: AlertDoc {
-                status: Level::Critical,
-                msg: "web: Servers b are marked down but pooled".into(),
-            },
-            last_reload: None,
-            bgp: BgpDoc {
-                enabled: false,
-                sessions: vec![],
-            },
-            pools: vec![PoolDoc {
-                name: "web".into(),
-                protocol: "tcp".into(),
-                vip: "192.0.2.1:80".into(),
-                scheduler: "wrr".into(),
-                depool_threshold: 0.5,
-                can_depool: false,
-                pooled_down: vec!["b".into()],
-                could_not_depool_total: 1,
-                status: Level::Critical,
-                msg: String::new(),
-                monitors: vec!["IdleConnection".into()],
-                servers: vec![
-                    server("a", "enabled/up/pooled", true, true),
-                    server("b", "enabled/down/pooled", false, true),
-                ],
-            }],
-        };
-        let text = render(&doc, "http://127.0.0.1:9090");
+        let text = render(&doc(), "http://127.0.0.1:9090");
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
             lines[0],
             "CRITICAL - web: Servers b are marked down but pooled"
         );
+        assert!(lines[1].contains("last reload: "), "{text}");
+        assert!(
+            lines[1].contains("REJECTED (rejected: bad 'port')"),
+            "{text}"
+        );
+        assert!(text.contains("BGP: 192.0.2.254 Established"), "{text}");
         assert!(text.contains("TCP  192.0.2.1:80"), "{text}");
         assert!(text.contains("web (0.5, no) CRITICAL"), "{text}");
-        let b = lines.iter().find(|l| l.contains("-> b ")).unwrap();
-        assert!(b.contains("DOWN BUT POOLED"), "{b}");
+        let row = |host: &str| {
+            *lines
+                .iter()
+                .find(|l| l.contains(&format!("-> {host} ")))
+                .unwrap()
+        };
+        assert!(row("a").ends_with("pooled"), "{text}");
+        assert!(row("b").contains("DOWN BUT POOLED"), "{text}");
         assert!(
-            b.contains("(IdleConnection: connection lost: reset)"),
-            "{b}"
+            row("b").contains("(ProxyFetch: HTTP status 500 <oops>)"),
+            "{text}"
         );
+        assert!(row("c").contains("not pooled  depooled"), "{text}");
+        assert!(row("d&e").contains("disabled"), "{text}");
     }
 }

@@ -220,3 +220,79 @@ pub fn format_time(unix: f64) -> String {
     let t = UNIX_EPOCH + std::time::Duration::from_secs(unix as u64);
     humantime::format_rfc3339_seconds(t).to_string()
 }
+
+/// A status document with every kind of row, for tests of its renderers.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::*;
+
+    fn server(host: &str, enabled: bool, up: bool, pooled: bool) -> ServerDoc {
+        ServerDoc {
+            host: host.into(),
+            ip: Some("10.0.0.1".into()),
+            weight: 10,
+            enabled,
+            ready: true,
+            up,
+            pooled,
+            status: format!(
+                "{}/{}/{}",
+                if enabled { "enabled" } else { "disabled" },
+                if up { "up" } else { "down" },
+                if pooled { "pooled" } else { "not pooled" }
+            ),
+            monitors: vec![MonitorDoc {
+                name: "ProxyFetch".into(),
+                up: Some(up),
+                reason: (!up).then(|| "HTTP status 500 <oops>".to_string()),
+            }],
+        }
+    }
+
+    pub(crate) fn doc() -> StatusDoc {
+        StatusDoc {
+            version: "0.1.0".into(),
+            generated_at: 1_800_000_000.0,
+            started_at: 1_799_999_000.0,
+            config: "/etc/rsbal/rsbal.conf".into(),
+            alert: AlertDoc {
+                status: Level::Critical,
+                msg: "web: Servers b are marked down but pooled".into(),
+            },
+            last_reload: Some(ReloadDoc {
+                at: 1_799_999_500.0,
+                ok: false,
+                message: "rejected: bad 'port'".into(),
+            }),
+            bgp: BgpDoc {
+                enabled: true,
+                sessions: vec![BgpSessionDoc {
+                    peer: "192.0.2.254".into(),
+                    local_asn: 64600,
+                    established: true,
+                    state: "Established".into(),
+                    since: 1_799_999_100.0,
+                }],
+            },
+            pools: vec![PoolDoc {
+                name: "web".into(),
+                protocol: "tcp".into(),
+                vip: "192.0.2.1:80".into(),
+                scheduler: "wrr".into(),
+                depool_threshold: 0.5,
+                can_depool: false,
+                pooled_down: vec!["b".into()],
+                could_not_depool_total: 1,
+                status: Level::Critical,
+                msg: "Servers b are marked down but pooled".into(),
+                monitors: vec!["ProxyFetch".into()],
+                servers: vec![
+                    server("a", true, true, true),
+                    server("b", true, false, true),
+                    server("c", true, false, false),
+                    server("d&e", false, true, false),
+                ],
+            }],
+        }
+    }
+}

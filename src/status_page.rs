@@ -272,76 +272,20 @@ fn bgp_section(h: &mut String, doc: &StatusDoc) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status_doc::{AlertDoc, BgpDoc, BgpSessionDoc, MonitorDoc, ReloadDoc};
+    use crate::status_doc::fixtures::doc;
+    use crate::status_doc::BgpDoc;
 
-    fn server(host: &str, enabled: bool, up: bool, pooled: bool) -> ServerDoc {
-        ServerDoc {
-            host: host.into(),
-            ip: Some("10.0.0.1".into()),
-            weight: 10,
-            enabled,
-            ready: true,
-            up,
-            pooled,
-            status: String::new(),
-            monitors: vec![MonitorDoc {
-                name: "ProxyFetch".into(),
-                up: Some(up),
-                reason: (!up).then(|| "HTTP status 500 <oops>".to_string()),
-            }],
-        }
-    }
-
-    fn doc() -> StatusDoc {
-        StatusDoc {
-            version: "0.1.0".into(),
-            generated_at: 1_800_000_000.0,
-            started_at: 1_799_999_000.0,
-            config: "/etc/rsbal/<x>.conf".into(),
-            alert: AlertDoc {
-                status: Level::Critical,
-                msg: "web: Servers b are marked down but pooled".into(),
-            },
-            last_reload: Some(ReloadDoc {
-                at: 1_799_999_500.0,
-                ok: false,
-                message: "rejected: bad 'port'".into(),
-            }),
-            bgp: BgpDoc {
-                enabled: true,
-                sessions: vec![BgpSessionDoc {
-                    peer: "192.0.2.254".into(),
-                    local_asn: 64600,
-                    established: true,
-                    state: "Established".into(),
-                    since: 1_799_999_100.0,
-                }],
-            },
-            pools: vec![PoolDoc {
-                name: "web<script>".into(),
-                protocol: "tcp".into(),
-                vip: "192.0.2.1:80".into(),
-                scheduler: "wrr".into(),
-                depool_threshold: 0.5,
-                can_depool: false,
-                pooled_down: vec!["b".into()],
-                could_not_depool_total: 1,
-                status: Level::Critical,
-                msg: "Servers b are marked down but pooled".into(),
-                monitors: vec!["ProxyFetch".into()],
-                servers: vec![
-                    server("a", true, true, true),
-                    server("b", true, false, true),
-                    server("c", true, false, false),
-                    server("d&e", false, true, false),
-                ],
-            }],
-        }
+    /// The shared fixture, with markup in every string that is shown.
+    fn hostile_doc() -> StatusDoc {
+        let mut d = doc();
+        d.config = "/etc/rsbal/<x>.conf".into();
+        d.pools[0].name = "web<script>".into();
+        d
     }
 
     #[test]
     fn page_has_every_part_and_escapes() {
-        let page = render(&doc());
+        let page = render(&hostile_doc());
         assert!(page.starts_with("<!DOCTYPE html>"));
         assert!(page.contains("<meta http-equiv=\"refresh\" content=\"10\">"));
         assert!(page.contains("name=\"viewport\""));

@@ -173,22 +173,33 @@ fn wait_alert(addr: SocketAddr, what: &str, cond: impl Fn(&str) -> bool) -> Stri
     last
 }
 
-// ---------------------------------------------------------------------------
-
-#[test]
-fn alerts_follow_real_backends() {
-    let site = Site::new(30, &[2, 3, 4, 5]);
+/// Four healthy backends 127.<net>.0.2–5 in the list `web`.
+fn four_servers(net: u8) -> Site {
+    let site = Site::new(net, &[2, 3, 4, 5]);
     site.list(
         "web",
         &[(2, 10, true), (3, 10, true), (4, 10, true), (5, 10, true)],
     );
-    let web = |threshold| Svc {
+    site
+}
+
+/// Service `web` on `vip` over the list `web`, checked by IdleConnection.
+fn web_svc(vip: &str, threshold: f64) -> Svc<'_> {
+    Svc {
         name: "web",
-        vip: "192.0.2.30",
+        vip,
         list: "web",
         threshold,
         monitors: "['IdleConnection']",
-    };
+    }
+}
+
+// ---------------------------------------------------------------------------
+
+#[test]
+fn alerts_follow_real_backends() {
+    let site = four_servers(30);
+    let web = |threshold| web_svc("192.0.2.30", threshold);
     let conf = site.config(&[web(0.5)]);
     let rsbal = Rsbal::start(&conf, &[]);
     let http = site.http();
@@ -616,7 +627,10 @@ fn status_page_shows_every_pool_and_server() {
         }
         all_known && fetch_down
     });
-    assert!(reported, "monitor results never all reached the status page");
+    assert!(
+        reported,
+        "monitor results never all reached the status page"
+    );
 
     let page = get_ok(http, "/", false).expect("GET /");
     assert!(page.contains("<meta http-equiv=\"refresh\""), "{page}");
@@ -690,18 +704,8 @@ fn wait_status(args: &[&str], code: i32) -> String {
 
 #[test]
 fn rsbal_status_exit_codes() {
-    let site = Site::new(33, &[2, 3, 4, 5]);
-    site.list(
-        "web",
-        &[(2, 10, true), (3, 10, true), (4, 10, true), (5, 10, true)],
-    );
-    let web = |threshold| Svc {
-        name: "web",
-        vip: "192.0.2.33",
-        list: "web",
-        threshold,
-        monitors: "['IdleConnection']",
-    };
+    let site = four_servers(33);
+    let web = |threshold| web_svc("192.0.2.33", threshold);
     let conf = site.config(&[web(0.5)]);
     let mut rsbal = Rsbal::start(&conf, &[]);
     let url = site.url();
