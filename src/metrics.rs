@@ -46,7 +46,7 @@ fn register(collector: Box<dyn prometheus::core::Collector>, name: &str) {
 }
 
 /// Removes the series of one family whose labels include all of `matches`.
-type Forgetter = Box<dyn Fn(&[(&str, &str)]) + Send + Sync>;
+type Forgetter = Box<dyn Fn(&dyn Fn(&HashMap<&str, &str>) -> bool) + Send + Sync>;
 
 /// Families with a `service` label, for [`forget`].
 static PER_SERVICE: LazyLock<Mutex<Vec<Forgetter>>> = LazyLock::new(|| Mutex::new(Vec::new()));
@@ -65,7 +65,7 @@ where
     register(Box::new(family.clone()), name);
     if labels.contains(&"service") {
         let vec = family.clone();
-        let forgetter: Forgetter = Box::new(move |matches| remove_matching(&vec, matches));
+        let forgetter: Forgetter = Box::new(move |doomed| remove_where(&vec, doomed));
         PER_SERVICE
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -74,8 +74,11 @@ where
     family
 }
 
-/// Removes every series of `vec` whose labels include all of `matches`.
-fn remove_matching<T: MetricVecBuilder>(vec: &MetricVec<T>, matches: &[(&str, &str)]) {
+/// Removes every series of `vec` whose labels satisfy `doomed`.
+fn remove_where<T: MetricVecBuilder>(
+    vec: &MetricVec<T>,
+    doomed: &dyn Fn(&HashMap<&str, &str>) -> bool,
+) {
     for family in vec.collect() {
         for metric in family.get_metric() {
             let labels: HashMap<&str, &str> = metric
@@ -83,10 +86,7 @@ fn remove_matching<T: MetricVecBuilder>(vec: &MetricVec<T>, matches: &[(&str, &s
                 .iter()
                 .map(|l| (l.name(), l.value()))
                 .collect();
-            if matches
-                .iter()
-                .all(|(name, value)| labels.get(name) == Some(value))
-            {
+            if doomed(&labels) {
                 let _ = vec.remove(&labels);
             }
         }
@@ -98,10 +98,20 @@ fn remove_matching<T: MetricVecBuilder>(vec: &MetricVec<T>, matches: &[(&str, &s
 /// `[("service", s), ("host", h)]` for a removed server. Call it after the
 /// threads that update those series were told to stop.
 pub fn forget(matches: &[(&str, &str)]) {
+    forget_where(&|labels| {
+        matches
+            .iter()
+            .all(|(name, value)| labels.get(name) == Some(value))
+    });
+}
+
+/// Like [`forget`], for any condition on the labels: one pass over every
+/// series however many servers go (a reload may drop thousands).
+pub fn forget_where(doomed: &dyn Fn(&HashMap<&str, &str>) -> bool) {
     let _order = ORDER.write().unwrap_or_else(|p| p.into_inner());
     let families = PER_SERVICE.lock().unwrap_or_else(|p| p.into_inner());
     for forget_in in families.iter() {
-        forget_in(matches);
+        forget_in(doomed);
     }
 }
 

@@ -238,8 +238,9 @@ impl ServiceRunner {
         }
         for host in &outcome.stop_monitors {
             self.servers.remove(host);
-            pool_metrics::forget_server(&self.config.name, host);
         }
+        let stopped: Vec<&str> = outcome.stop_monitors.iter().map(String::as_str).collect();
+        pool_metrics::forget_servers(&self.config.name, &stopped);
         for host in &outcome.start_monitors {
             self.start_monitors(host);
         }
@@ -291,9 +292,12 @@ impl ServiceRunner {
 
     fn restart_all_monitors(&mut self) {
         self.servers.clear();
-        for server in self.coordinator.servers() {
-            pool_metrics::forget_server(&self.config.name, &server.host);
-        }
+        let hosts: Vec<&str> = self
+            .coordinator
+            .servers()
+            .map(|s| s.host.as_str())
+            .collect();
+        pool_metrics::forget_servers(&self.config.name, &hosts);
         self.coordinator.reset_monitors(self.config.monitors.len());
         self.coordinator
             .set_monitor_names(monitor_names(&self.config));
