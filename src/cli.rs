@@ -13,6 +13,8 @@ pub enum Command {
     Check {
         config: PathBuf,
     },
+    /// `status`: query a running rsbal (see `status`).
+    Status(StatusOptions),
     Version,
     Help,
 }
@@ -27,9 +29,21 @@ pub struct RunOptions {
     pub debug: bool,
 }
 
+/// Options of `rsbal status`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StatusOptions {
+    /// `--url`: where rsbal's instrumentation server listens.
+    pub url: Option<String>,
+    /// `-c`: take the address from this config's instrumentation settings.
+    pub config: Option<PathBuf>,
+    /// `--json`: print the status document as JSON.
+    pub json: bool,
+}
+
 pub const USAGE: &str = "\
 Usage: rsbal [-c FILE] [-n] [-d]
        rsbal --check [-c FILE]
+       rsbal status [--json] [--url URL] [-c FILE]
        rsbal --version | --help
 
   -c, --config FILE  main config file (default /etc/rsbal/rsbal.conf;
@@ -37,6 +51,10 @@ Usage: rsbal [-c FILE] [-n] [-d]
   -n, --dryrun       never change IPVS state; log every command instead
   -d, --debug        log at debug level to stdout, log every IPVS command
       --check        validate the config and every local server list, exit 0/1
+  status             show the pools of a running rsbal; exit 0 healthy, 1 warning,
+                     2 critical, 3 unreachable (a monitoring-plugin check).
+                     --url URL (default from -c's instrumentation settings,
+                     else http://127.0.0.1:9090), --json for the raw document
       --version      print the version
   -h, --help         print this help
 
@@ -52,7 +70,11 @@ where
     let mut dry_run = false;
     let mut debug = false;
     let mut check = false;
-    let mut args = args.into_iter().map(Into::into);
+    let mut args = args.into_iter().map(Into::into).peekable();
+    if args.peek().map(String::as_str) == Some("status") {
+        args.next();
+        return parse_status(args);
+    }
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "-c" | "--config" => match args.next() {
@@ -82,6 +104,33 @@ where
             debug,
         }))
     }
+}
+
+fn parse_status(mut args: impl Iterator<Item = String>) -> Result<Command, String> {
+    let mut opts = StatusOptions::default();
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--json" => opts.json = true,
+            "--url" => match args.next() {
+                Some(url) => opts.url = Some(url),
+                None => return Err("--url needs a URL".into()),
+            },
+            "-c" | "--config" => match args.next() {
+                Some(path) => opts.config = Some(PathBuf::from(path)),
+                None => return Err(format!("{arg} needs a file name")),
+            },
+            other => {
+                if let Some(url) = other.strip_prefix("--url=") {
+                    opts.url = Some(url.to_string());
+                } else if let Some(path) = other.strip_prefix("--config=") {
+                    opts.config = Some(PathBuf::from(path));
+                } else {
+                    return Err(format!("unknown argument to status {other:?}"));
+                }
+            }
+        }
+    }
+    Ok(Command::Status(opts))
 }
 
 #[cfg(test)]
@@ -119,6 +168,24 @@ mod tests {
             }
         );
         assert_eq!(parse(["--version"]).unwrap(), Command::Version);
+    }
+
+    #[test]
+    fn status() {
+        assert_eq!(
+            parse(["status"]).unwrap(),
+            Command::Status(StatusOptions::default())
+        );
+        assert_eq!(
+            parse(["status", "--json", "--url", "http://[::1]:9090", "-c", "/x"]).unwrap(),
+            Command::Status(StatusOptions {
+                url: Some("http://[::1]:9090".into()),
+                config: Some(PathBuf::from("/x")),
+                json: true
+            })
+        );
+        assert!(parse(["status", "--url"]).is_err());
+        assert!(parse(["status", "-n"]).is_err());
     }
 
     #[test]

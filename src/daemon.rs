@@ -41,6 +41,7 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
             0
         }
         Ok(Command::Check { config }) => check(&config),
+        Ok(Command::Status(opts)) => crate::status::run(&opts),
         Ok(Command::Run(opts)) => run(opts),
     }
 }
@@ -168,6 +169,11 @@ pub fn run(opts: RunOptions) -> i32 {
         services: BTreeMap::new(),
         instrumentation: None,
     };
+    crate::daemon_status::started(
+        &daemon.store,
+        &daemon.opts.config.display().to_string(),
+        daemon.config.global.bgp,
+    );
     daemon.instrumentation = start_instrumentation(&daemon.config.global, &daemon.store);
     let names: Vec<String> = daemon.config.services.keys().cloned().collect();
     for name in names {
@@ -230,6 +236,9 @@ impl Daemon {
             Ok(loaded) => loaded,
             Err(errors) => {
                 log_config_errors("reload rejected, the running configuration stays", &errors);
+                let first = errors.first().map(|e| e.to_string()).unwrap_or_default();
+                let message = format!("rejected, {} error(s): {first}", errors.len());
+                crate::daemon_status::reload_finished(&self.store, false, message);
                 return;
             }
         };
@@ -240,11 +249,23 @@ impl Daemon {
         let d = diff::diff(&self.config, &new);
         if d.is_empty() {
             log::info!(target: LOG_TARGET, "reload: nothing changed");
+            crate::daemon_status::reload_finished(&self.store, true, "nothing changed".into());
             return;
         }
-        log::info!(target: LOG_TARGET, "reload: {} added, {} removed, {} changed, {} unchanged{}",
-            d.added.len(), d.removed.len(), d.changed.len(), d.unchanged.len(),
-            if d.global_changed { ", [global] changed" } else { "" });
+        let summary = format!(
+            "{} added, {} removed, {} changed, {} unchanged{}",
+            d.added.len(),
+            d.removed.len(),
+            d.changed.len(),
+            d.unchanged.len(),
+            if d.global_changed {
+                ", [global] changed"
+            } else {
+                ""
+            }
+        );
+        log::info!(target: LOG_TARGET, "reload: {summary}");
+        crate::daemon_status::reload_finished(&self.store, true, summary);
         let old_global = self.config.global.clone();
         self.config = new;
         for name in &d.removed {
@@ -273,6 +294,9 @@ impl Daemon {
             let _ = self
                 .writer
                 .send(WriterRequest::SetIpvsadm(new.ipvsadm.clone()));
+        }
+        if old.bgp != new.bgp {
+            crate::daemon_status::set_bgp_enabled(&self.store, new.bgp);
         }
         let instrumentation_changed = old.instrumentation != new.instrumentation
             || old.instrumentation_port != new.instrumentation_port

@@ -1,399 +1,33 @@
 //! Instrumentation HTTP server (SPEC 9): PyBal's read-only view of the pools.
 //!
-//! This module owns the small HTTP/1.x server behind `instrumentation = yes`,
-//! hand-written on `std::net` with blocking I/O:
+//! This module owns the small HTTP/1.x server behind `instrumentation = yes`:
+//! the sockets and threads are in `server` (see there); the answers come
+//! from pure functions here.
 //!
-//! - one accept thread per listening address hands connections over a
-//!   bounded channel to a fixed pool of worker threads; when the queue is
-//!   full the accept thread answers `503` at once and closes;
-//! - a worker reads one request head (at most [`MAX_HEAD`] bytes, within a
-//!   read deadline), answers it with `Connection: close` and closes;
-//! - requests are answered by pure functions ([`handle_request`] → [`route`]),
-//!   which read state only through [`SnapshotStore`] (cloned `Arc`s; no lock
-//!   is held while a socket is written).
+//! requests are answered by [`handle_request`] → [`route`], which read
+//! state only through [`SnapshotStore`] (cloned `Arc`s; no lock is held
+//! while a socket is written).
 //!
 //! Routes follow PyBal's `pybal/instrumentation.py`: `/pools`,
 //! `/pools/<pool>`, `/pools/<pool>/<host>`, JSON when the request accepts
 //! `application/json`, plain text otherwise, and a 404 body of
-//! `The desired url was not found`. `/alerts`, `/metrics` and `/` are meant to
-//! become further arms of [`route`].
+//! `The desired url was not found`; `/alerts` (PyBal's pool health, see
+//! `alerts`), `/metrics` (Prometheus text format) and, beyond PyBal, `/`: the
+//! HTML status page (`status_page`), or the status document as JSON
+//! (`status_doc`) for `Accept: application/json`.
+
+mod server;
+
+pub use server::{start, InstrumentationServer, MAX_HEAD};
 
 use crate::coordinator::ServerState;
 use crate::snapshot::{ServiceSnapshot, SnapshotStore};
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use serde_json::{json, Map, Value};
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-/// Largest accepted request head (request line and headers), in bytes.
-pub const MAX_HEAD: usize = 8 * 1024;
-
-/// How often blocked accept and read calls look at the stop flag.
-const POLL: Duration = Duration::from_millis(100);
+use std::io::{self, Write};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Body of every 404, as PyBal words it.
 const NOT_FOUND: &str = "The desired url was not found";
-
-/// Sizes and deadlines of the server.
-#[derive(Debug, Clone, Copy)]
-struct Limits {
-    workers: usize,
-    queue: usize,
-    /// Time a client has to send its whole request head.
-    read_timeout: Duration,
-    write_timeout: Duration,
-    /// Time spent discarding what the client still sends after the answer.
-    linger: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            workers: 4,
-            queue: 64,
-            read_timeout: Duration::from_secs(5),
-            write_timeout: Duration::from_secs(5),
-            linger: Duration::from_secs(1),
-        }
-    }
-}
-
-/// The running server: its threads and the addresses it listens on.
-pub struct InstrumentationServer {
-    stop: Arc<AtomicBool>,
-    addrs: Vec<SocketAddr>,
-    accepters: Vec<JoinHandle<()>>,
-    workers: Vec<JoinHandle<()>>,
-}
-
-/// Starts the server on every address of `addrs` that can be bound.
-///
-/// An address that cannot be bound (e.g. `::1` on a host without IPv6) is
-/// logged and skipped; the call fails only when none can be bound.
-pub fn start(addrs: &[SocketAddr], store: Arc<SnapshotStore>) -> io::Result<InstrumentationServer> {
-    start_with(addrs, store, Limits::default())
-}
-
-fn start_with(
-    addrs: &[SocketAddr],
-    store: Arc<SnapshotStore>,
-    limits: Limits,
-) -> io::Result<InstrumentationServer> {
-    let mut listeners = Vec::new();
-    let mut last_err = None;
-    for addr in addrs {
-        match bind(*addr) {
-            Ok(l) => listeners.push(l),
-            Err(e) => {
-                log::warn!("instrumentation: cannot listen on {addr}: {e}; skipping it");
-                last_err = Some(e);
-            }
-        }
-    }
-    if listeners.is_empty() {
-        return Err(last_err.unwrap_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "no instrumentation address given",
-            )
-        }));
-    }
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let (tx, rx) = crossbeam_channel::bounded::<TcpStream>(limits.queue.max(1));
-    let mut server = InstrumentationServer {
-        stop: stop.clone(),
-        addrs: Vec::new(),
-        accepters: Vec::new(),
-        workers: Vec::new(),
-    };
-    for i in 0..limits.workers.max(1) {
-        let (rx, store, stop) = (rx.clone(), store.clone(), stop.clone());
-        let spawned = std::thread::Builder::new()
-            .name(format!("instr-worker-{i}"))
-            .spawn(move || worker_loop(rx, store, stop, limits));
-        match spawned {
-            Ok(h) => server.workers.push(h),
-            Err(e) => {
-                server.shutdown();
-                return Err(e);
-            }
-        }
-    }
-    drop(rx);
-    for listener in listeners {
-        let addr = listener.local_addr()?;
-        let (tx, stop) = (tx.clone(), stop.clone());
-        let spawned = std::thread::Builder::new()
-            .name(format!("instr-accept-{addr}"))
-            .spawn(move || accept_loop(listener, tx, stop));
-        match spawned {
-            Ok(h) => {
-                server.accepters.push(h);
-                server.addrs.push(addr);
-            }
-            Err(e) => {
-                server.shutdown();
-                return Err(e);
-            }
-        }
-    }
-    log::info!(
-        "instrumentation: listening on {}",
-        server
-            .addrs
-            .iter()
-            .map(|a| a.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    Ok(server)
-}
-
-impl InstrumentationServer {
-    /// The addresses actually listened on (ports resolved when 0 was asked).
-    pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.addrs.clone()
-    }
-
-    /// Stops accepting, ends every thread and waits for them. Requests being
-    /// read are abandoned; this returns within a few hundred milliseconds.
-    pub fn stop(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        // Accept threads first: once they are gone, the channel is
-        // disconnected and idle workers leave as well.
-        for h in self.accepters.drain(..).chain(self.workers.drain(..)) {
-            if h.join().is_err() {
-                log::error!("instrumentation: a server thread panicked");
-            }
-        }
-    }
-}
-
-impl Drop for InstrumentationServer {
-    fn drop(&mut self) {
-        self.shutdown();
-    }
-}
-
-/// A listening socket whose `accept` wakes up every [`POLL`] (Linux honours
-/// `SO_RCVTIMEO` on `accept`), so the loop can see the stop flag.
-fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    use socket2::{Domain, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
-    if addr.is_ipv6() {
-        // `::` and `0.0.0.0` may both be configured.
-        socket.set_only_v6(true)?;
-    }
-    socket.bind(&addr.into())?;
-    socket.listen(128)?;
-    socket.set_read_timeout(Some(POLL))?;
-    Ok(socket.into())
-}
-
-fn accept_loop(listener: TcpListener, tx: Sender<TcpStream>, stop: Arc<AtomicBool>) {
-    while !stop.load(Ordering::SeqCst) {
-        match listener.accept() {
-            Ok((stream, peer)) => {
-                if stop.load(Ordering::SeqCst) {
-                    break;
-                }
-                match tx.try_send(stream) {
-                    Ok(()) => {}
-                    Err(TrySendError::Full(stream)) => {
-                        log::warn!("instrumentation: too many requests, refusing {peer}");
-                        refuse_busy(stream);
-                    }
-                    Err(TrySendError::Disconnected(_)) => break,
-                }
-            }
-            Err(e) => match e.kind() {
-                io::ErrorKind::WouldBlock
-                | io::ErrorKind::TimedOut
-                | io::ErrorKind::Interrupted
-                | io::ErrorKind::ConnectionAborted
-                | io::ErrorKind::ConnectionReset => {}
-                _ => {
-                    // E.g. out of file descriptors: do not spin.
-                    log::warn!("instrumentation: accept failed: {e}");
-                    std::thread::sleep(POLL);
-                }
-            },
-        }
-    }
-}
-
-/// Answers `503` without blocking the accept thread.
-fn refuse_busy(mut stream: TcpStream) {
-    let resp = Response::text(503, "Server busy, try again later\n")
-        .with_header("Retry-After", "1".into());
-    if stream.set_nonblocking(true).is_err() {
-        return;
-    }
-    // Take what the client already sent, so closing does not reset the
-    // connection before it reads the answer.
-    let mut buf = [0u8; MAX_HEAD];
-    let _ = stream.read(&mut buf);
-    let _ = stream.write_all(&resp.to_bytes());
-    let _ = stream.shutdown(Shutdown::Write);
-}
-
-fn worker_loop(
-    rx: Receiver<TcpStream>,
-    store: Arc<SnapshotStore>,
-    stop: Arc<AtomicBool>,
-    limits: Limits,
-) {
-    loop {
-        match rx.recv_timeout(POLL) {
-            Ok(stream) => {
-                if !stop.load(Ordering::SeqCst) {
-                    serve(stream, &store, &stop, limits);
-                }
-            }
-            Err(RecvTimeoutError::Timeout) => {
-                if stop.load(Ordering::SeqCst) {
-                    break;
-                }
-            }
-            Err(RecvTimeoutError::Disconnected) => break,
-        }
-    }
-}
-
-/// Why no request head could be read.
-#[derive(Debug, PartialEq, Eq)]
-enum ReadError {
-    /// The client closed (or reset) before sending anything.
-    Closed,
-    /// The client closed in the middle of the head.
-    Truncated,
-    TooLarge,
-    Timeout,
-    Stopped,
-}
-
-/// One connection: read a head, answer it, close.
-fn serve(mut stream: TcpStream, store: &SnapshotStore, stop: &AtomicBool, limits: Limits) {
-    let peer = stream
-        .peer_addr()
-        .map(|a| a.to_string())
-        .unwrap_or_else(|_| "?".into());
-    let _ = stream.set_write_timeout(Some(limits.write_timeout));
-    let deadline = Instant::now() + limits.read_timeout;
-    let resp = match read_head(&mut stream, deadline, stop) {
-        Ok(head) => handle_request(&head, store),
-        Err(ReadError::TooLarge) => Response::text(431, "Request header fields too large\n"),
-        Err(ReadError::Timeout) => Response::text(408, "Request timeout\n"),
-        Err(ReadError::Truncated) => Response::text(400, "Bad request\n"),
-        Err(ReadError::Closed) | Err(ReadError::Stopped) => return,
-    };
-    log::debug!("instrumentation: {peer}: {}", resp.status);
-    if let Err(e) = stream.write_all(&resp.to_bytes()) {
-        log::debug!("instrumentation: {peer}: cannot write answer: {e}");
-        return;
-    }
-    let _ = stream.shutdown(Shutdown::Write);
-    linger(&mut stream, limits.linger, stop);
-}
-
-/// Position just past the end of the head (`\r\n\r\n` or `\n\n`), ignoring
-/// empty lines before the request line.
-fn head_end(buf: &[u8]) -> Option<usize> {
-    let start = buf.iter().position(|b| *b != b'\r' && *b != b'\n')?;
-    let mut i = start;
-    while i < buf.len() {
-        if buf[i] == b'\n' {
-            match buf.get(i + 1) {
-                Some(b'\n') => return Some(i + 2),
-                Some(b'\r') if buf.get(i + 2) == Some(&b'\n') => return Some(i + 3),
-                _ => {}
-            }
-        }
-        i += 1;
-    }
-    None
-}
-
-/// Reads until the end of the request head, at most [`MAX_HEAD`] bytes,
-/// before `deadline`.
-fn read_head(
-    stream: &mut TcpStream,
-    deadline: Instant,
-    stop: &AtomicBool,
-) -> Result<Vec<u8>, ReadError> {
-    let mut buf = Vec::with_capacity(1024);
-    let mut chunk = [0u8; 2048];
-    loop {
-        if let Some(end) = head_end(&buf) {
-            if end > MAX_HEAD {
-                return Err(ReadError::TooLarge);
-            }
-            buf.truncate(end);
-            return Ok(buf);
-        }
-        if buf.len() > MAX_HEAD {
-            return Err(ReadError::TooLarge);
-        }
-        if stop.load(Ordering::SeqCst) {
-            return Err(ReadError::Stopped);
-        }
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(ReadError::Timeout);
-        }
-        if stream.set_read_timeout(Some(left.min(POLL))).is_err() {
-            return Err(ReadError::Closed);
-        }
-        match stream.read(&mut chunk) {
-            Ok(0) if buf.iter().all(|b| *b == b'\r' || *b == b'\n') => {
-                return Err(ReadError::Closed)
-            }
-            Ok(0) => return Err(ReadError::Truncated),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) => match e.kind() {
-                io::ErrorKind::WouldBlock
-                | io::ErrorKind::TimedOut
-                | io::ErrorKind::Interrupted => {}
-                _ => return Err(ReadError::Closed),
-            },
-        }
-    }
-}
-
-/// After answering, discards what the client still sends (until it closes,
-/// or for at most `limit`), so that closing does not reset the connection
-/// before the client has read the answer.
-fn linger(stream: &mut TcpStream, limit: Duration, stop: &AtomicBool) {
-    let deadline = Instant::now() + limit;
-    let mut chunk = [0u8; 4096];
-    let mut total = 0usize;
-    while total < 256 * 1024 && !stop.load(Ordering::SeqCst) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || stream.set_read_timeout(Some(left.min(POLL))).is_err() {
-            return;
-        }
-        match stream.read(&mut chunk) {
-            Ok(0) => return,
-            Ok(n) => total += n,
-            Err(e) => match e.kind() {
-                io::ErrorKind::WouldBlock
-                | io::ErrorKind::TimedOut
-                | io::ErrorKind::Interrupted => {}
-                _ => return,
-            },
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------
 // Requests and responses (pure).
@@ -728,14 +362,16 @@ fn path_segments(path: &str) -> Option<Vec<String>> {
     inner.split('/').map(percent_decode).collect()
 }
 
-/// Picks the handler of a request. Further routes (`/alerts`, `/metrics`,
-/// `/`) are further arms here, each a function of the store and format.
+/// Picks the handler of a request; each route is a function of the store
+/// and the format.
 pub fn route(req: &Request, store: &SnapshotStore) -> Response {
     let Some(segments) = path_segments(&req.path) else {
         return Response::text(400, "Bad request\n");
     };
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     match segments.as_slice() {
+        [] => status(store, req.format),
+        ["alerts"] => alerts(store, req.format),
         ["pools"] => pools(store, req.format),
         ["pools", pool] => pool_servers(store, req.format, pool),
         ["pools", pool, host] => pool_server(store, req.format, pool, host),
@@ -752,6 +388,34 @@ pub fn not_found(format: Format) -> Response {
 /// `/metrics`: Prometheus text format, whatever the `Accept` header says.
 fn metrics() -> Response {
     Response::new(200, crate::metrics::CONTENT_TYPE, crate::metrics::render())
+}
+
+/// `/`: the status page, or the status document as JSON.
+fn status(store: &SnapshotStore, format: Format) -> Response {
+    let doc = crate::status_doc::build(store);
+    match format {
+        Format::Json => match serde_json::to_value(&doc) {
+            Ok(value) => Response::json(200, &value),
+            Err(e) => Response::text(500, &format!("cannot encode the status: {e}\n")),
+        },
+        Format::Text => Response::new(
+            200,
+            "text/html; charset=utf-8",
+            crate::status_page::render(&doc),
+        ),
+    }
+}
+
+/// `/alerts`: PyBal's `OK - All pools are healthy` / `{"status", "msg"}`.
+fn alerts(store: &SnapshotStore, format: Format) -> Response {
+    let pools = store.all();
+    let alert = crate::alerts::evaluate(pools.iter().map(|p| &**p));
+    Response::negotiated(
+        200,
+        format,
+        alert.text(),
+        &json!({"status": alert.level.lower(), "msg": alert.msg}),
+    )
 }
 
 /// `/pools`: the service names.
@@ -807,11 +471,13 @@ fn server_json(s: &ServerState) -> Value {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::Protocol;
     use crate::coordinator::MonitorState;
     use std::net::Ipv4Addr;
+    use std::sync::Arc;
+    use std::time::Duration;
 
     fn server(
         host: &str,
@@ -848,12 +514,13 @@ mod tests {
             depool_threshold: 0.5,
             can_depool: true,
             pooled_down: vec![],
+            could_not_depool_total: 0,
             monitor_names: vec!["ProxyFetch".into(), "IdleConnection".into()],
             servers,
         }
     }
 
-    fn store() -> Arc<SnapshotStore> {
+    pub(crate) fn store() -> Arc<SnapshotStore> {
         let store = Arc::new(SnapshotStore::new());
         let mut mw2 = server("mw1002", false, false, false, &[Some(false), Some(true)]);
         mw2.weight = 5;
@@ -935,9 +602,57 @@ mod tests {
     }
 
     #[test]
+    fn alerts_text_and_json() {
+        let r = get("/alerts", false);
+        assert_eq!(
+            (r.status, r.body.as_str()),
+            (200, "OK - All pools are healthy")
+        );
+        assert_eq!(r.header("content-type"), Some("text/plain"));
+        let r = get("/alerts", true);
+        assert_eq!(
+            body_json(&r),
+            json!({"status": "ok", "msg": "All pools are healthy"})
+        );
+        let s = store();
+        let mut snap = ServiceSnapshot::clone(&s.get("apaches_80").unwrap());
+        snap.pooled_down = vec!["mw1003".into()];
+        s.publish(snap);
+        let r = handle_request(b"GET /alerts HTTP/1.0\r\n\r\n", &s);
+        assert_eq!(
+            r.body,
+            "CRITICAL - apaches_80: Servers mw1003 are marked down but pooled"
+        );
+        let r = handle_request(
+            b"GET /alerts HTTP/1.0\r\nAccept: application/json\r\n\r\n",
+            &s,
+        );
+        assert_eq!(
+            body_json(&r),
+            json!({"status": "critical", "msg": "apaches_80: Servers mw1003 are marked down but pooled"})
+        );
+    }
+
+    #[test]
+    fn status_page_html_and_json() {
+        let r = get("/", false);
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+        assert!(r.body.contains("<table>"), "{}", r.body);
+        for host in ["mw1001", "mw1002", "mw1003"] {
+            assert!(r.body.contains(&format!("data-host=\"{host}\"")), "{host}");
+        }
+        let r = get("/", true);
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        let doc: crate::status_doc::StatusDoc = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(doc.pools.len(), 2);
+        assert_eq!(doc.pools[0].servers.len(), 3);
+        assert_eq!(doc.alert.status, crate::alerts::Level::Ok);
+    }
+
+    #[test]
     fn not_found_everywhere() {
         for path in [
-            "/",
             "/nothing",
             "/pools/nope",
             "/pools/nope/mw1001",
@@ -945,7 +660,7 @@ mod tests {
             "/pools/apaches_80/mw1001/extra",
             "//pools",
             "/pools//",
-            "/alerts",
+            "/alerts/x",
         ] {
             let r = get(path, false);
             assert_eq!((r.status, r.body.as_str()), (404, NOT_FOUND), "{path}");
@@ -1037,17 +752,8 @@ mod tests {
             assert!(r.status >= 200);
             let raw: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
             let _ = handle_request(&raw, &s);
-            let _ = head_end(&raw);
+            let _ = server::head_end(&raw);
         }
-    }
-
-    #[test]
-    fn head_end_finds_terminators() {
-        assert_eq!(head_end(b"GET / HTTP/1.0\r\n\r\nrest"), Some(18));
-        assert_eq!(head_end(b"GET / HTTP/1.0\n\nrest"), Some(16));
-        assert_eq!(head_end(b"\r\n\r\nGET / HTTP/1.0\r\n\r\n"), Some(22));
-        assert_eq!(head_end(b"GET / HTTP/1.0\r\n"), None);
-        assert_eq!(head_end(b"\r\n"), None);
     }
 
     #[test]
@@ -1057,208 +763,5 @@ mod tests {
         assert_eq!(http_date(UNIX_EPOCH), "Thu, 01 Jan 1970 00:00:00 GMT");
         let t = UNIX_EPOCH + Duration::from_secs(1_709_208_000); // 2024-02-29 12:00
         assert_eq!(http_date(t), "Thu, 29 Feb 2024 12:00:00 GMT");
-    }
-
-    // --- The real server over TCP. ---
-
-    fn local() -> Vec<SocketAddr> {
-        vec!["127.0.0.1:0".parse().unwrap()]
-    }
-
-    /// Sends `raw`, reads until the server closes: (status, head, body).
-    fn exchange(addr: SocketAddr, raw: &[u8]) -> (u16, String, String) {
-        let mut s = TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        s.write_all(raw).unwrap();
-        let mut out = Vec::new();
-        s.read_to_end(&mut out).unwrap();
-        let text = String::from_utf8(out).unwrap();
-        let (head, body) = text.split_once("\r\n\r\n").unwrap();
-        let status = head[9..12].parse().unwrap();
-        (status, format!("{head}\r\n"), body.to_string())
-    }
-
-    fn http_get(addr: SocketAddr, path: &str, json: bool) -> (u16, String, String) {
-        let accept = if json {
-            "Accept: application/json\r\n"
-        } else {
-            ""
-        };
-        let raw = format!("GET {path} HTTP/1.1\r\nHost: test\r\n{accept}\r\n");
-        exchange(addr, raw.as_bytes())
-    }
-
-    #[test]
-    fn server_answers_every_route() {
-        let srv = start(&local(), store()).unwrap();
-        let addr = srv.local_addrs()[0];
-        assert_ne!(addr.port(), 0);
-
-        let (st, head, body) = http_get(addr, "/pools", false);
-        assert_eq!((st, body.as_str()), (200, "apaches_80\ntext_443\n"));
-        assert!(head.contains("Content-Type: text/plain\r\n"), "{head}");
-        assert!(head.contains("Connection: close\r\n"), "{head}");
-        assert!(head.contains("Content-Length: 20\r\n"), "{head}");
-        assert!(head.contains("Date: "), "{head}");
-        let (st, head, body) = http_get(addr, "/pools", true);
-        assert_eq!((st, body.as_str()), (200, r#"["apaches_80", "text_443"]"#));
-        assert!(
-            head.contains("Content-Type: application/json\r\n"),
-            "{head}"
-        );
-
-        let (st, _, body) = http_get(addr, "/pools/apaches_80", false);
-        assert_eq!(st, 200);
-        assert!(body.starts_with("mw1001:\tenabled/up/pooled\n"), "{body}");
-        let (st, _, body) = http_get(addr, "/pools/apaches_80", true);
-        assert_eq!(st, 200);
-        let v: Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(
-            v["mw1002"],
-            json!({"pooled": false, "weight": 5, "up": false, "enabled": false})
-        );
-
-        let (st, _, body) = http_get(addr, "/pools/apaches_80/mw1003", false);
-        assert_eq!((st, body.as_str()), (200, "enabled/down/pooled\n"));
-        let (st, _, body) = http_get(addr, "/pools/apaches_80/mw1003", true);
-        assert_eq!(st, 200);
-        let v: Value = serde_json::from_str(&body).unwrap();
-        assert_eq!(
-            v,
-            json!({"pooled": true, "weight": 10, "up": false, "enabled": true})
-        );
-
-        let (st, _, body) = http_get(addr, "/pools/apaches_80/nope", false);
-        assert_eq!((st, body.as_str()), (404, NOT_FOUND));
-        let (st, head, body) = http_get(addr, "/whatever", true);
-        assert_eq!(
-            (st, body.as_str()),
-            (404, r#"{"error": "The desired url was not found"}"#)
-        );
-        assert!(
-            head.contains("Content-Type: application/json\r\n"),
-            "{head}"
-        );
-
-        let (st, head, _) = exchange(
-            addr,
-            b"POST /pools HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n",
-        );
-        assert_eq!(st, 405);
-        assert!(head.contains("Allow: GET, HEAD\r\n"), "{head}");
-
-        let (st, head, body) = exchange(addr, b"HEAD /pools HTTP/1.0\r\n\r\n");
-        assert_eq!((st, body.as_str()), (200, ""));
-        assert!(head.contains("Content-Length: 20\r\n"), "{head}");
-
-        let (st, _, _) = exchange(addr, b"NONSENSE\r\n\r\n");
-        assert_eq!(st, 400);
-        srv.stop();
-    }
-
-    #[test]
-    fn server_refuses_oversized_heads() {
-        let srv = start(&local(), store()).unwrap();
-        let addr = srv.local_addrs()[0];
-        let big = format!(
-            "GET /pools HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
-            "a".repeat(3 * MAX_HEAD)
-        );
-        let (st, _, _) = exchange(addr, big.as_bytes());
-        assert_eq!(st, 431);
-        // Just under the limit is fine.
-        let filler = MAX_HEAD - 100;
-        let ok = format!(
-            "GET /pools HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
-            "a".repeat(filler)
-        );
-        let (st, _, _) = exchange(addr, ok.as_bytes());
-        assert_eq!(st, 200);
-        srv.stop();
-    }
-
-    #[test]
-    fn slow_client_does_not_block_others() {
-        let srv = start(&local(), store()).unwrap();
-        let addr = srv.local_addrs()[0];
-        let _silent = TcpStream::connect(addr).unwrap();
-        let _half = {
-            let mut s = TcpStream::connect(addr).unwrap();
-            s.write_all(b"GET /pools HTTP/1.1\r\n").unwrap();
-            s
-        };
-        std::thread::sleep(Duration::from_millis(100));
-        let t0 = Instant::now();
-        let (st, _, _) = http_get(addr, "/pools", false);
-        assert_eq!(st, 200);
-        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
-        let t0 = Instant::now();
-        srv.stop();
-        assert!(
-            t0.elapsed() < Duration::from_secs(2),
-            "stop took {:?}",
-            t0.elapsed()
-        );
-    }
-
-    #[test]
-    fn silent_client_times_out_with_408() {
-        let limits = Limits {
-            read_timeout: Duration::from_millis(300),
-            ..Limits::default()
-        };
-        let srv = start_with(&local(), store(), limits).unwrap();
-        let addr = srv.local_addrs()[0];
-        let mut s = TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        s.write_all(b"GET /po").unwrap();
-        let mut out = String::new();
-        s.read_to_string(&mut out).unwrap();
-        assert!(out.starts_with("HTTP/1.1 408 "), "{out}");
-        srv.stop();
-    }
-
-    #[test]
-    fn full_queue_gets_503() {
-        let limits = Limits {
-            workers: 1,
-            queue: 1,
-            ..Limits::default()
-        };
-        let srv = start_with(&local(), store(), limits).unwrap();
-        let addr = srv.local_addrs()[0];
-        // The only worker waits on the first client, the second waits in the
-        // queue, the third finds the queue full.
-        let _busy = TcpStream::connect(addr).unwrap();
-        std::thread::sleep(Duration::from_millis(300));
-        let _queued = TcpStream::connect(addr).unwrap();
-        std::thread::sleep(Duration::from_millis(300));
-        let (st, head, _) = http_get(addr, "/pools", false);
-        assert_eq!(st, 503);
-        assert!(head.contains("Retry-After: 1\r\n"), "{head}");
-        srv.stop();
-    }
-
-    #[test]
-    fn unbindable_addresses_are_skipped() {
-        // 192.0.2.1 (TEST-NET-1) is not an address of this host.
-        let foreign: SocketAddr = "192.0.2.1:0".parse().unwrap();
-        let srv = start(&[foreign, local()[0]], store()).unwrap();
-        assert_eq!(srv.local_addrs().len(), 1);
-        let (st, _, _) = http_get(srv.local_addrs()[0], "/pools", false);
-        assert_eq!(st, 200);
-        srv.stop();
-        assert!(start(&[foreign], store()).is_err());
-        assert!(start(&[], store()).is_err());
-    }
-
-    #[test]
-    fn stop_closes_the_listener() {
-        let srv = start(&local(), store()).unwrap();
-        let addr = srv.local_addrs()[0];
-        let t0 = Instant::now();
-        srv.stop();
-        assert!(t0.elapsed() < Duration::from_secs(1));
-        assert!(TcpStream::connect(addr).is_err());
     }
 }

@@ -6,13 +6,16 @@
 //! lists from the source thread, and monitor reports. Every decision comes
 //! from the Coordinator; this thread carries it out: writes the log lines,
 //! starts and stops monitors, sends the service's complete desired IPVS state
-//! to the IpvsWriter, and publishes a snapshot for the instrumentation server.
+//! to the IpvsWriter, publishes a snapshot for the instrumentation server,
+//! and keeps the service's `pybal_service_*` / `pybal_monitor_*` metrics
+//! (`pool_metrics`), removing a server's series when its monitors stop.
 
 use crate::config::ServiceConfig;
 use crate::coordinator::{Coordinator, Outcome};
 use crate::ipvs::writer::WriterRequest;
 use crate::ipvs::{ServiceKey, ServiceTable, VirtualService};
 use crate::monitor::{self, MonitorHandle, MonitorReport, MonitorTarget};
+use crate::pool_metrics;
 use crate::snapshot::{ServiceSnapshot, SnapshotStore};
 use crate::source::{self, ServerList, SourceHandle};
 use crossbeam_channel::{select, Receiver, Sender};
@@ -202,13 +205,29 @@ impl ServiceRunner {
             log::debug!(target: &target, "{} ({status}): {} {}", report.host,
                 if report.up { "up:" } else { "down:" }, report.reason);
         }
+        let before = self.monitor_state(&report.host, report.monitor);
         let outcome = self.coordinator.monitor_result(
             &report.host,
             report.monitor,
             report.up,
             &report.reason,
         );
+        let after = self.monitor_state(&report.host, report.monitor);
+        if let (Some(config), Some(effect)) = (
+            self.config.monitors.get(report.monitor),
+            pool_metrics::result_effect(&before, &after),
+        ) {
+            pool_metrics::record_result(&self.config.name, &report.host, config.name(), effect);
+        }
         self.carry_out(outcome, false);
+    }
+
+    fn monitor_state(&self, host: &str, monitor: usize) -> crate::coordinator::MonitorState {
+        self.coordinator
+            .server(host)
+            .and_then(|s| s.monitors.get(monitor))
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Does what the coordinator decided. `force_ipvs` sends the desired IPVS
@@ -220,6 +239,8 @@ impl ServiceRunner {
         for host in &outcome.stop_monitors {
             self.servers.remove(host);
         }
+        let stopped: Vec<&str> = outcome.stop_monitors.iter().map(String::as_str).collect();
+        pool_metrics::forget_servers(&self.config.name, &stopped);
         for host in &outcome.start_monitors {
             self.start_monitors(host);
         }
@@ -271,6 +292,12 @@ impl ServiceRunner {
 
     fn restart_all_monitors(&mut self) {
         self.servers.clear();
+        let hosts: Vec<&str> = self
+            .coordinator
+            .servers()
+            .map(|s| s.host.as_str())
+            .collect();
+        pool_metrics::forget_servers(&self.config.name, &hosts);
         self.coordinator.reset_monitors(self.config.monitors.len());
         self.coordinator
             .set_monitor_names(monitor_names(&self.config));
@@ -367,13 +394,14 @@ impl ServiceRunner {
                 name: self.config.name.clone(),
             });
             self.store.remove(&self.config.name);
+            pool_metrics::forget_service(&self.config.name);
         }
     }
 
     fn publish(&mut self) {
         self.dirty = false;
         let c = &self.config;
-        self.store.publish(ServiceSnapshot {
+        let snapshot = ServiceSnapshot {
             name: c.name.clone(),
             protocol: c.protocol,
             ip: c.ip,
@@ -382,8 +410,11 @@ impl ServiceRunner {
             depool_threshold: self.coordinator.depool_threshold(),
             can_depool: self.coordinator.can_depool(),
             pooled_down: self.coordinator.pooled_down(),
+            could_not_depool_total: self.coordinator.could_not_depool_total(),
             monitor_names: monitor_names(c),
             servers: self.coordinator.servers().cloned().collect(),
-        });
+        };
+        pool_metrics::publish(&snapshot);
+        self.store.publish(snapshot);
     }
 }

@@ -4,12 +4,16 @@
 //! change; readers (the instrumentation HTTP server) clone the `Arc`s and never
 //! hold a lock that a service or monitor thread waits on for longer than a
 //! map insert.
+//!
+//! Beside the services, the store holds one [`DaemonStatus`]: what the main
+//! thread (reloads) and the BGP speaker (sessions) publish about the daemon.
 
 use crate::config::Protocol;
 use crate::coordinator::ServerState;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
 
 /// One service at one instant.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,16 +27,64 @@ pub struct ServiceSnapshot {
     pub can_depool: bool,
     /// Hosts that are down but stay pooled because of the threshold, sorted.
     pub pooled_down: Vec<String>,
+    /// How many times a down server could not be depooled (threshold).
+    pub could_not_depool_total: u64,
     /// Monitor names in configuration order (index = `ServerState::monitors` index).
     pub monitor_names: Vec<String>,
     /// Servers sorted by host.
     pub servers: Vec<ServerState>,
 }
 
-/// Every service's latest snapshot, by service name.
+/// The outcome of the last SIGHUP reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadStatus {
+    pub at: SystemTime,
+    pub ok: bool,
+    /// What changed, or why the new config was rejected.
+    pub message: String,
+}
+
+/// One BGP session, as the BGP speaker publishes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BgpSessionStatus {
+    pub peer: String,
+    pub local_asn: u32,
+    pub established: bool,
+    /// The session's state in words (`Established`, `Connect`, `Idle`, …).
+    pub state: String,
+    /// When `established` last changed.
+    pub since: SystemTime,
+}
+
+/// What the daemon publishes about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DaemonStatus {
+    pub started_at: SystemTime,
+    pub config_path: String,
+    pub bgp_enabled: bool,
+    /// Sessions by peer address; empty when BGP is off.
+    pub bgp: BTreeMap<String, BgpSessionStatus>,
+    /// `None` until the first reload.
+    pub last_reload: Option<ReloadStatus>,
+}
+
+impl Default for DaemonStatus {
+    fn default() -> Self {
+        DaemonStatus {
+            started_at: SystemTime::now(),
+            config_path: String::new(),
+            bgp_enabled: false,
+            bgp: BTreeMap::new(),
+            last_reload: None,
+        }
+    }
+}
+
+/// Every service's latest snapshot, by service name, and the daemon's status.
 #[derive(Debug, Default)]
 pub struct SnapshotStore {
     inner: RwLock<BTreeMap<String, Arc<ServiceSnapshot>>>,
+    daemon: RwLock<Arc<DaemonStatus>>,
 }
 
 impl SnapshotStore {
@@ -62,5 +114,18 @@ impl SnapshotStore {
     pub fn all(&self) -> Vec<Arc<ServiceSnapshot>> {
         let map = self.inner.read().unwrap_or_else(|p| p.into_inner());
         map.values().cloned().collect()
+    }
+
+    /// The daemon's latest status.
+    pub fn daemon(&self) -> Arc<DaemonStatus> {
+        Arc::clone(&self.daemon.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Publishes a changed daemon status (copy, change, swap).
+    pub fn update_daemon(&self, change: impl FnOnce(&mut DaemonStatus)) {
+        let mut current = self.daemon.write().unwrap_or_else(|p| p.into_inner());
+        let mut next = DaemonStatus::clone(&current);
+        change(&mut next);
+        *current = Arc::new(next);
     }
 }

@@ -7,6 +7,10 @@
 //! is running are coalesced, the smallest diff is computed (`ipvs::diff`) and
 //! handed to the backend in one batch. Only services named in the config are
 //! ever touched.
+//!
+//! Metrics: `rsbal_ipvs_commands_applied_total` and
+//! `rsbal_ipvs_commands_failed_total` count the commands of batches the
+//! backend accepted or rejected (a dry run applies nothing).
 
 use super::diff::{apply, diff_service};
 use super::ipvsadm::{parse_save, restore_line};
@@ -16,7 +20,34 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::LazyLock;
 use std::thread;
+
+struct CommandCounters {
+    applied: prometheus::IntCounter,
+    failed: prometheus::IntCounter,
+}
+
+static COMMANDS: LazyLock<CommandCounters> = LazyLock::new(|| {
+    let counter = |name: &str, help: &str| {
+        crate::metrics::int_counter_vec(name, help, &[]).with_label_values(&[] as &[&str])
+    };
+    CommandCounters {
+        applied: counter(
+            "rsbal_ipvs_commands_applied_total",
+            "IPVS commands applied by the IpvsWriter",
+        ),
+        failed: counter(
+            "rsbal_ipvs_commands_failed_total",
+            "IPVS commands in batches the IPVS backend rejected",
+        ),
+    }
+});
+
+/// Makes the IPVS counters visible (at 0) before the first batch.
+pub fn declare_metrics() {
+    LazyLock::force(&COMMANDS);
+}
 
 const LOG_TARGET: &str = "IpvsWriter";
 
@@ -219,6 +250,12 @@ impl IpvsWriter {
                 WriteMode::DryRun => Ok(()),
                 WriteMode::Apply => self.backend.apply(&commands),
             };
+            let count = commands.len() as u64;
+            match (&result, self.mode) {
+                (Ok(()), WriteMode::Apply) => COMMANDS.applied.inc_by(count),
+                (Err(_), _) => COMMANDS.failed.inc_by(count),
+                (Ok(()), WriteMode::DryRun) => {}
+            }
             match result {
                 Ok(()) => {
                     for cmd in &commands {

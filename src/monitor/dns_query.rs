@@ -201,9 +201,12 @@ impl DnsQuery {
             };
             let took = started.elapsed();
             let result = if up { "successful" } else { "failed" };
-            histogram
-                .with_label_values(&[ctx.target.service.as_str(), host.as_str(), NAME, result])
-                .observe(took.as_secs_f64());
+            // Inside `observe`: no late update re-creates a forgotten series.
+            ctx.observe(NAME, |[service, host, monitor]| {
+                histogram
+                    .with_label_values(&[service, host, monitor, result])
+                    .observe(took.as_secs_f64())
+            });
             log::debug!(target: &log_target, "{host}: {reason} ({:.3} s)", took.as_secs_f64());
             ctx.report(up, reason, Some(took))
         });

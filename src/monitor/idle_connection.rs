@@ -6,16 +6,65 @@
 //! or a failed connect: down at once, then reconnect with exponential backoff
 //! (factor e, jitter, capped at `max-delay`). A clean close by the server gets
 //! one quick reconnect within `timeout-clean-reconnect`; down if that fails.
+//!
+//! Counters: `pybal_monitor_idleconnection_connections_failed_total`
+//! {service, host, monitor} counts failed connection attempts (quick
+//! reconnects included); `…_connections_lost_total` {…, reason} counts
+//! established connections that ended, `reason` being `reset`, `timeout`
+//! (keepalive gave up), `error` (anything else) or `closed` (clean close by
+//! the server).
 
 use super::{MonitorContext, Waker};
 use crate::config::IdleConnectionOptions;
+use prometheus::IntCounterVec;
 use socket2::{SockRef, TcpKeepalive};
 use std::io::{ErrorKind, Read};
 use std::net::{Shutdown, TcpStream};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 const NAME: &str = "IdleConnection";
+
+static CONNECTIONS_FAILED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    crate::metrics::int_counter_vec(
+        "pybal_monitor_idleconnection_connections_failed_total",
+        "Failed connection attempts",
+        &["service", "host", "monitor"],
+    )
+});
+
+static CONNECTIONS_LOST: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    crate::metrics::int_counter_vec(
+        "pybal_monitor_idleconnection_connections_lost_total",
+        "Established connections lost",
+        &["service", "host", "monitor", "reason"],
+    )
+});
+
+fn count_failed(ctx: &MonitorContext) {
+    ctx.observe(NAME, |labels| {
+        CONNECTIONS_FAILED.with_label_values(&labels).inc()
+    });
+}
+
+fn count_lost(ctx: &MonitorContext, reason: &str) {
+    ctx.observe(NAME, |[service, host, monitor]| {
+        CONNECTIONS_LOST
+            .with_label_values(&[service, host, monitor, reason])
+            .inc()
+    });
+}
+
+/// The `reason` label of a connection lost with `kind`.
+fn loss_label(kind: ErrorKind) -> &'static str {
+    match kind {
+        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe => {
+            "reset"
+        }
+        ErrorKind::TimedOut => "timeout",
+        _ => "error",
+    }
+}
 /// First reconnect delay after a failure (Twisted's ReconnectingClientFactory).
 const INITIAL_DELAY: Duration = Duration::from_secs(1);
 /// Backoff factor (Twisted's: e).
@@ -38,8 +87,8 @@ pub struct IdleConnection {
 enum Loss {
     /// The server closed it (EOF).
     Clean,
-    /// Reset or another error.
-    Unclean(String),
+    /// Reset or another error: what happened, and its `reason` label.
+    Unclean(String, &'static str),
     /// We are stopping.
     Stopped,
 }
@@ -75,6 +124,7 @@ impl IdleConnection {
                         stream
                     }
                     Err(e) => {
+                        count_failed(&ctx);
                         if !ctx.report(false, format!("connect failed: {e}"), None) {
                             return;
                         }
@@ -89,7 +139,8 @@ impl IdleConnection {
             delay = INITIAL_DELAY;
             match self.hold(&ctx, stream) {
                 Loss::Stopped => return,
-                Loss::Unclean(reason) => {
+                Loss::Unclean(reason, label) => {
+                    count_lost(&ctx, label);
                     if !ctx.report(false, format!("connection lost: {reason}"), None) {
                         return;
                     }
@@ -99,10 +150,12 @@ impl IdleConnection {
                     delay = next_delay(delay, self.opts.max_delay);
                 }
                 Loss::Clean => {
+                    count_lost(&ctx, "closed");
                     log::debug!(target: &target, "{}: connection closed cleanly, reconnecting", ctx.target.host);
                     match self.connect(&ctx, self.opts.timeout_clean_reconnect) {
                         Ok(stream) => pending = Some(stream),
                         Err(e) => {
+                            count_failed(&ctx);
                             let reason = format!("connection closed and reconnect failed: {e}");
                             if !ctx.report(false, reason, None) {
                                 return;
@@ -134,7 +187,7 @@ impl IdleConnection {
     fn hold(&self, ctx: &MonitorContext, stream: TcpStream) -> Loss {
         let mut reader = match stream.try_clone() {
             Ok(reader) => reader,
-            Err(e) => return Loss::Unclean(format!("cannot use socket: {e}")),
+            Err(e) => return Loss::Unclean(format!("cannot use socket: {e}"), "error"),
         };
         {
             let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
@@ -150,7 +203,7 @@ impl IdleConnection {
                 Ok(0) => break Loss::Clean,
                 Ok(_) => continue, // An idle connection; whatever the server says is ignored.
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => break Loss::Unclean(e.to_string()),
+                Err(e) => break Loss::Unclean(e.to_string(), loss_label(e.kind())),
             }
         };
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = None;

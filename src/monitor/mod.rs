@@ -90,6 +90,18 @@ impl MonitorContext {
         matches!(self.stop.try_recv(), Err(TryRecvError::Disconnected))
     }
 
+    /// Updates this monitor's own metric series (`update` gets the
+    /// `service`, `host` and `monitor` label values), unless the monitor was
+    /// stopped: once its service thread stopped it and removed the server's
+    /// series, no late update can bring them back (see
+    /// [`crate::metrics::while_current`]).
+    pub fn observe(&self, monitor_name: &str, update: impl FnOnce([&str; 3])) {
+        crate::metrics::while_current(
+            || self.stopped(),
+            || update([&self.target.service, &self.target.host, monitor_name]),
+        );
+    }
+
     /// Sleeps for `d` unless stopped first; returns false when stopped.
     pub fn sleep(&self, d: Duration) -> bool {
         !matches!(

@@ -5,16 +5,30 @@
 //!
 //! Each server's ProxyFetch runs on its own thread with its own schedule, so a
 //! server that accepts and never answers delays only its own next check.
+//!
+//! Every fetch sets `pybal_monitor_proxyfetch_request_duration_seconds`
+//! {service, host, monitor, result, url}, a gauge of the last fetch's
+//! duration as PyBal has it (`result` is `successful` or `failed`).
 
 use super::{MonitorContext, MonitorTarget};
 use crate::config::ProxyFetchOptions;
+use prometheus::GaugeVec;
 use std::net::SocketAddr;
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 use ureq::Agent;
 
 const NAME: &str = "ProxyFetch";
+
+static REQUEST_DURATION: LazyLock<GaugeVec> = LazyLock::new(|| {
+    crate::metrics::gauge_vec(
+        "pybal_monitor_proxyfetch_request_duration_seconds",
+        "HTTP(S) request duration",
+        &["service", "host", "monitor", "result", "url"],
+    )
+});
 
 /// Sends every request to one fixed address, whatever host the URL names.
 #[derive(Debug)]
@@ -42,6 +56,16 @@ pub struct ProxyFetch {
 struct Fetch {
     ok: bool,
     reason: String,
+}
+
+/// Sets the duration gauge of one fetch.
+fn observe_fetch(ctx: &MonitorContext, url: &str, fetch: &Fetch, took: Duration) {
+    let result = if fetch.ok { "successful" } else { "failed" };
+    ctx.observe(NAME, |[service, host, monitor]| {
+        REQUEST_DURATION
+            .with_label_values(&[service, host, monitor, result, url])
+            .set(took.as_secs_f64());
+    });
 }
 
 impl ProxyFetch {
@@ -75,7 +99,7 @@ impl ProxyFetch {
                 return;
             }
             let started = Instant::now();
-            let (up, reason) = self.check();
+            let (up, reason) = self.check(&ctx);
             let took = started.elapsed();
             log::debug!(target: &log_target, "{}: {} ({} ms)", ctx.target.host, reason, took.as_millis());
             if !ctx.report(up, reason, Some(took)) {
@@ -86,9 +110,14 @@ impl ProxyFetch {
     }
 
     /// One check: one URL at random, or all of them with `check_all`.
-    fn check(&self) -> (bool, String) {
+    fn check(&self, ctx: &MonitorContext) -> (bool, String) {
         if self.opts.check_all {
-            let results: Vec<Fetch> = self.opts.urls.iter().map(|u| self.fetch(u)).collect();
+            let results: Vec<Fetch> = self
+                .opts
+                .urls
+                .iter()
+                .map(|u| self.timed_fetch(ctx, u))
+                .collect();
             let failures: Vec<&Fetch> = results.iter().filter(|f| !f.ok).collect();
             let up = failures.len() as u64 <= u64::from(self.opts.max_failures);
             let reason = if failures.is_empty() {
@@ -109,9 +138,16 @@ impl ProxyFetch {
                 0 => return (false, "no URL configured".to_string()),
                 n => &self.opts.urls[fastrand::usize(..n)],
             };
-            let fetch = self.fetch(url);
+            let fetch = self.timed_fetch(ctx, url);
             (fetch.ok, fetch.reason)
         }
+    }
+
+    fn timed_fetch(&self, ctx: &MonitorContext, url: &str) -> Fetch {
+        let started = Instant::now();
+        let fetch = self.fetch(url);
+        observe_fetch(ctx, url, &fetch, started.elapsed());
+        fetch
     }
 
     fn fetch(&self, url: &str) -> Fetch {

@@ -250,15 +250,18 @@ impl RunCommand {
                 stderr.log(&log_target, &host, "stderr");
             }
             let verdict = verdict(&ended);
-            histogram
-                .with_label_values(&[
-                    ctx.target.service.as_str(),
-                    host.as_str(),
-                    NAME,
-                    verdict.result,
-                    verdict.exitcode.as_str(),
-                ])
-                .observe(took.as_secs_f64());
+            // Inside `observe`: no late update re-creates a forgotten series.
+            ctx.observe(NAME, |[service, host, monitor]| {
+                histogram
+                    .with_label_values(&[
+                        service,
+                        host,
+                        monitor,
+                        verdict.result,
+                        verdict.exitcode.as_str(),
+                    ])
+                    .observe(took.as_secs_f64())
+            });
             log::debug!(target: &log_target, "{host}: {} ({:.3} s)", verdict.reason, took.as_secs_f64());
             ctx.report(verdict.up, verdict.reason, Some(took))
         });

@@ -1,0 +1,193 @@
+//! Pool health as PyBal's `/alerts` judges it (SPEC 9), pure.
+//!
+//! - **critical**: a pool has servers that are down but stay pooled because
+//!   of the depool threshold: `<pool>: Servers a, b are marked down but
+//!   pooled`, pools joined with `; `;
+//! - **warning**: a pool of more than one server is too small to depool any
+//!   (`total < total × threshold + 1`): `Pool <pool> is too small to allow
+//!   depooling. ` once per pool, concatenated (PyBal's words, trailing space
+//!   included);
+//! - **ok**: `All pools are healthy`.
+//!
+//! PyBal also warns about pools of zero or one server; SPEC 9 leaves those
+//! out (a one-server pool can never depool, by design, and is not news).
+
+use crate::snapshot::ServiceSnapshot;
+use serde::{Deserialize, Serialize};
+
+/// Severity, ordered: `Ok < Warning < Critical`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Level {
+    Ok,
+    Warning,
+    Critical,
+}
+
+impl Level {
+    /// `OK`, `WARNING`, `CRITICAL`.
+    pub fn upper(self) -> &'static str {
+        match self {
+            Level::Ok => "OK",
+            Level::Warning => "WARNING",
+            Level::Critical => "CRITICAL",
+        }
+    }
+
+    /// `ok`, `warning`, `critical` (the JSON `status`).
+    pub fn lower(self) -> &'static str {
+        match self {
+            Level::Ok => "ok",
+            Level::Warning => "warning",
+            Level::Critical => "critical",
+        }
+    }
+
+    /// Monitoring-plugin exit code: 0, 1, 2.
+    pub fn exit_code(self) -> i32 {
+        match self {
+            Level::Ok => 0,
+            Level::Warning => 1,
+            Level::Critical => 2,
+        }
+    }
+}
+
+/// The answer of `/alerts`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Alert {
+    pub level: Level,
+    pub msg: String,
+}
+
+impl Alert {
+    /// `OK - All pools are healthy`, `CRITICAL - …`.
+    pub fn text(&self) -> String {
+        format!("{} - {}", self.level.upper(), self.msg)
+    }
+}
+
+/// One pool's own level and message (`Ok` with an empty message when healthy).
+pub fn pool_alert(snap: &ServiceSnapshot) -> Alert {
+    let total = snap.servers.len() as f64;
+    if !snap.pooled_down.is_empty() {
+        Alert {
+            level: Level::Critical,
+            msg: format!(
+                "Servers {} are marked down but pooled",
+                snap.pooled_down.join(", ")
+            ),
+        }
+    } else if snap.servers.len() > 1 && total < total * snap.depool_threshold + 1.0 {
+        Alert {
+            level: Level::Warning,
+            msg: format!("Pool {} is too small to allow depooling. ", snap.name),
+        }
+    } else {
+        Alert {
+            level: Level::Ok,
+            msg: String::new(),
+        }
+    }
+}
+
+/// The daemon-wide alert over every pool (PyBal's `Alerts.render_GET`).
+pub fn evaluate<'a>(pools: impl IntoIterator<Item = &'a ServiceSnapshot>) -> Alert {
+    let mut critical = Vec::new();
+    let mut warning = String::new();
+    for snap in pools {
+        let alert = pool_alert(snap);
+        match alert.level {
+            Level::Critical => critical.push(format!("{}: {}", snap.name, alert.msg)),
+            Level::Warning => warning.push_str(&alert.msg),
+            Level::Ok => {}
+        }
+    }
+    if !critical.is_empty() {
+        Alert {
+            level: Level::Critical,
+            msg: critical.join("; "),
+        }
+    } else if !warning.is_empty() {
+        Alert {
+            level: Level::Warning,
+            msg: warning,
+        }
+    } else {
+        Alert {
+            level: Level::Ok,
+            msg: "All pools are healthy".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Protocol;
+    use crate::coordinator::ServerState;
+
+    fn pool(name: &str, servers: usize, threshold: f64, pooled_down: &[&str]) -> ServiceSnapshot {
+        ServiceSnapshot {
+            name: name.into(),
+            protocol: Protocol::Tcp,
+            ip: "192.0.2.1".parse().unwrap(),
+            port: 80,
+            scheduler: "wrr".into(),
+            depool_threshold: threshold,
+            can_depool: true,
+            pooled_down: pooled_down.iter().map(|s| s.to_string()).collect(),
+            could_not_depool_total: 0,
+            monitor_names: vec![],
+            servers: (0..servers)
+                .map(|i| ServerState {
+                    host: format!("h{i}"),
+                    ip: None,
+                    weight: 10,
+                    enabled: true,
+                    ready: true,
+                    up: true,
+                    pooled: true,
+                    monitors: vec![],
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn healthy() {
+        let a = evaluate([&pool("a", 4, 0.5, &[]), &pool("b", 0, 0.5, &[])]);
+        assert_eq!(a.level, Level::Ok);
+        assert_eq!(a.text(), "OK - All pools are healthy");
+        // One server: never a warning (SPEC 9).
+        assert_eq!(evaluate([&pool("one", 1, 0.5, &[])]).level, Level::Ok);
+    }
+
+    #[test]
+    fn warning_when_too_small_to_depool() {
+        // 2 servers, threshold 0.5: 2 < 2 × 0.5 + 1 is false → ok.
+        assert_eq!(evaluate([&pool("a", 2, 0.5, &[])]).level, Level::Ok);
+        // 3 servers, threshold 0.7: 3 < 3.1 → warning.
+        let a = evaluate([&pool("a", 3, 0.7, &[]), &pool("b", 2, 1.0, &[])]);
+        assert_eq!(a.level, Level::Warning);
+        assert_eq!(
+            a.text(),
+            "WARNING - Pool a is too small to allow depooling. Pool b is too small to allow depooling. "
+        );
+    }
+
+    #[test]
+    fn critical_wins_and_lists_every_pool() {
+        let a = evaluate([
+            &pool("a", 3, 0.7, &[]),
+            &pool("b", 4, 0.5, &["h1", "h2"]),
+            &pool("c", 4, 0.5, &["h3"]),
+        ]);
+        assert_eq!(a.level, Level::Critical);
+        assert_eq!(
+            a.text(),
+            "CRITICAL - b: Servers h1, h2 are marked down but pooled; c: Servers h3 are marked down but pooled"
+        );
+        assert!(Level::Critical > Level::Warning && Level::Warning > Level::Ok);
+    }
+}

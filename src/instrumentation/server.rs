@@ -1,0 +1,717 @@
+//! The instrumentation server's sockets: a small HTTP/1.x server on
+//! `std::net`, built so that no client can stall it.
+//!
+//! - One I/O thread polls every listening socket and every connection whose
+//!   request head is still arriving (non-blocking reads, `poll(2)`). A slow
+//!   or silent client costs a slot in that set, never a thread: at most
+//!   [`Limits::max_pending`] such connections, each dropped with `408` after
+//!   [`Limits::read_timeout`]; a head over [`MAX_HEAD`] bytes gets `431`.
+//! - A complete head goes over a bounded channel to a fixed pool of worker
+//!   threads, which answer it ([`super::handle_request`], reading only the
+//!   snapshot store) with `Connection: close`, bounded by a write timeout.
+//! - Over either limit (too many pending connections, worker queue full) the
+//!   I/O thread answers `503` at once without blocking.
+//!
+//! Nothing here takes a lock a service thread holds: workers clone `Arc`s
+//! from the store.
+
+use super::{handle_request, Response};
+use crate::snapshot::SnapshotStore;
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
+use nix::poll::{poll, PollFd, PollFlags};
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Largest accepted request head (request line and headers), in bytes.
+pub const MAX_HEAD: usize = 8 * 1024;
+
+/// How often the threads look at the stop flag.
+const POLL: Duration = Duration::from_millis(100);
+
+/// Sizes and deadlines of the server.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Limits {
+    pub workers: usize,
+    /// Complete requests waiting for a worker.
+    pub queue: usize,
+    /// Connections whose request head is still being read.
+    pub max_pending: usize,
+    /// Time a client has to send its whole request head.
+    pub read_timeout: Duration,
+    pub write_timeout: Duration,
+    /// Time spent discarding what the client still sends after the answer.
+    pub linger: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            workers: 4,
+            queue: 64,
+            max_pending: 256,
+            read_timeout: Duration::from_secs(5),
+            write_timeout: Duration::from_secs(5),
+            linger: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The running server: its threads and the addresses it listens on.
+pub struct InstrumentationServer {
+    stop: Arc<AtomicBool>,
+    addrs: Vec<SocketAddr>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// Starts the server on every address of `addrs` that can be bound.
+///
+/// An address that cannot be bound (e.g. `::1` on a host without IPv6) is
+/// logged and skipped; the call fails only when none can be bound.
+pub fn start(addrs: &[SocketAddr], store: Arc<SnapshotStore>) -> io::Result<InstrumentationServer> {
+    start_with(addrs, store, Limits::default())
+}
+
+pub(super) fn start_with(
+    addrs: &[SocketAddr],
+    store: Arc<SnapshotStore>,
+    limits: Limits,
+) -> io::Result<InstrumentationServer> {
+    let mut listeners = Vec::new();
+    let mut last_err = None;
+    for addr in addrs {
+        match bind(*addr) {
+            Ok(l) => listeners.push(l),
+            Err(e) => {
+                log::warn!("instrumentation: cannot listen on {addr}: {e}; skipping it");
+                last_err = Some(e);
+            }
+        }
+    }
+    if listeners.is_empty() {
+        return Err(last_err.unwrap_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "no instrumentation address given",
+            )
+        }));
+    }
+    let addrs = listeners
+        .iter()
+        .map(TcpListener::local_addr)
+        .collect::<io::Result<Vec<_>>>()?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (tx, rx) = crossbeam_channel::bounded::<Job>(limits.queue.max(1));
+    let mut server = InstrumentationServer {
+        stop: stop.clone(),
+        addrs,
+        threads: Vec::new(),
+    };
+    for i in 0..limits.workers.max(1) {
+        let (rx, store, stop) = (rx.clone(), store.clone(), stop.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("instr-worker-{i}"))
+            .spawn(move || worker_loop(rx, store, stop, limits));
+        match spawned {
+            Ok(h) => server.threads.push(h),
+            Err(e) => {
+                server.shutdown();
+                return Err(e);
+            }
+        }
+    }
+    drop(rx);
+    let io_stop = stop.clone();
+    let spawned = std::thread::Builder::new()
+        .name("instr-io".into())
+        .spawn(move || io_loop(listeners, tx, io_stop, limits));
+    match spawned {
+        Ok(h) => server.threads.push(h),
+        Err(e) => {
+            server.shutdown();
+            return Err(e);
+        }
+    }
+    log::info!(
+        "instrumentation: listening on {}",
+        server
+            .addrs
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    Ok(server)
+}
+
+impl InstrumentationServer {
+    /// The addresses actually listened on (ports resolved when 0 was asked).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.addrs.clone()
+    }
+
+    /// Stops accepting, ends every thread and waits for them. Requests being
+    /// read are abandoned; this returns within a few hundred milliseconds.
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        for h in self.threads.drain(..) {
+            if h.join().is_err() {
+                log::error!("instrumentation: a server thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for InstrumentationServer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// A non-blocking listening socket.
+fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        // `::` and `0.0.0.0` may both be configured.
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(128)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
+}
+
+/// Work for a worker thread.
+enum Job {
+    /// A complete request head to answer.
+    Request(TcpStream, Vec<u8>),
+    /// An answer decided while reading (408, 431, 400).
+    Answer(TcpStream, Response),
+}
+
+/// A connection whose request head is still arriving.
+struct Pending {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    deadline: Instant,
+    eof: bool,
+    failed: bool,
+}
+
+/// What became of a pending connection.
+enum Settled {
+    Waiting,
+    Head(Vec<u8>),
+    Answer(Response),
+    /// Closed or reset by the client before a request: nothing to answer.
+    Gone,
+}
+
+impl Pending {
+    /// Reads what is there without blocking.
+    fn read_available(&mut self) {
+        let mut chunk = [0u8; 4096];
+        while self.buf.len() <= MAX_HEAD && head_end(&self.buf).is_none() {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => {
+                    self.eof = true;
+                    return;
+                }
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => {
+                    self.failed = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn settle(&mut self, now: Instant) -> Settled {
+        if let Some(end) = head_end(&self.buf) {
+            if end > MAX_HEAD {
+                return Settled::Answer(Response::text(431, "Request header fields too large\n"));
+            }
+            self.buf.truncate(end);
+            return Settled::Head(std::mem::take(&mut self.buf));
+        }
+        if self.buf.len() > MAX_HEAD {
+            Settled::Answer(Response::text(431, "Request header fields too large\n"))
+        } else if self.failed || (self.eof && self.buf.iter().all(|b| *b == b'\r' || *b == b'\n')) {
+            Settled::Gone
+        } else if self.eof {
+            Settled::Answer(Response::text(400, "Bad request\n"))
+        } else if now >= self.deadline {
+            Settled::Answer(Response::text(408, "Request timeout\n"))
+        } else {
+            Settled::Waiting
+        }
+    }
+}
+
+/// The I/O thread: accepts, reads request heads of every pending connection
+/// as bytes arrive, hands complete ones to the workers.
+fn io_loop(listeners: Vec<TcpListener>, jobs: Sender<Job>, stop: Arc<AtomicBool>, limits: Limits) {
+    let mut pending: Vec<Pending> = Vec::new();
+    while !stop.load(Ordering::SeqCst) {
+        let now = Instant::now();
+        let wait = pending
+            .iter()
+            .map(|p| p.deadline.saturating_duration_since(now))
+            .fold(POLL, Duration::min);
+        let wait_ms = u16::try_from(wait.as_millis()).unwrap_or(u16::MAX);
+        let ready: Vec<bool> = {
+            let mut fds: Vec<PollFd> = listeners
+                .iter()
+                .map(|l| PollFd::new(l.as_fd(), PollFlags::POLLIN))
+                .chain(
+                    pending
+                        .iter()
+                        .map(|p| PollFd::new(p.stream.as_fd(), PollFlags::POLLIN)),
+                )
+                .collect();
+            match poll(&mut fds, wait_ms) {
+                Ok(_) => fds.iter().map(|f| f.any().unwrap_or(true)).collect(),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => {
+                    log::warn!("instrumentation: poll failed: {e}");
+                    std::thread::sleep(POLL);
+                    continue;
+                }
+            }
+        };
+        let (ready_listeners, ready_pending) = ready.split_at(listeners.len());
+        for (p, ready) in pending.iter_mut().zip(ready_pending) {
+            if *ready {
+                p.read_available();
+            }
+        }
+        for (listener, ready) in listeners.iter().zip(ready_listeners) {
+            if *ready {
+                accept_all(listener, &mut pending, &limits);
+            }
+        }
+        let now = Instant::now();
+        let mut i = 0;
+        while i < pending.len() {
+            let job = match pending[i].settle(now) {
+                Settled::Waiting => {
+                    i += 1;
+                    continue;
+                }
+                Settled::Head(head) => Job::Request(pending.swap_remove(i).stream, head),
+                Settled::Answer(resp) => Job::Answer(pending.swap_remove(i).stream, resp),
+                Settled::Gone => {
+                    pending.swap_remove(i);
+                    continue;
+                }
+            };
+            match jobs.try_send(job) {
+                Ok(()) => {}
+                Err(TrySendError::Full(Job::Request(stream, _) | Job::Answer(stream, _))) => {
+                    log::warn!("instrumentation: every worker is busy, refusing a request");
+                    refuse_busy(stream);
+                }
+                Err(TrySendError::Disconnected(_)) => return,
+            }
+        }
+    }
+}
+
+/// Takes every connection waiting on `listener`.
+fn accept_all(listener: &TcpListener, pending: &mut Vec<Pending>, limits: &Limits) {
+    loop {
+        match listener.accept() {
+            Ok((stream, peer)) => {
+                if pending.len() >= limits.max_pending {
+                    log::warn!("instrumentation: too many connections, refusing {peer}");
+                    refuse_busy(stream);
+                } else if stream.set_nonblocking(true).is_ok() {
+                    pending.push(Pending {
+                        stream,
+                        buf: Vec::new(),
+                        deadline: Instant::now() + limits.read_timeout,
+                        eof: false,
+                        failed: false,
+                    });
+                }
+            }
+            Err(e) => match e.kind() {
+                io::ErrorKind::WouldBlock => return,
+                io::ErrorKind::Interrupted
+                | io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::ConnectionReset => {}
+                _ => {
+                    // E.g. out of file descriptors: try again on the next round.
+                    log::warn!("instrumentation: accept failed: {e}");
+                    return;
+                }
+            },
+        }
+    }
+}
+
+/// Answers `503` without blocking.
+fn refuse_busy(mut stream: TcpStream) {
+    let resp = Response::text(503, "Server busy, try again later\n")
+        .with_header("Retry-After", "1".into());
+    if stream.set_nonblocking(true).is_err() {
+        return;
+    }
+    // Take what the client already sent, so closing does not reset the
+    // connection before it reads the answer.
+    let mut buf = [0u8; MAX_HEAD];
+    let _ = stream.read(&mut buf);
+    let _ = stream.write_all(&resp.to_bytes());
+    let _ = stream.shutdown(Shutdown::Write);
+}
+
+fn worker_loop(
+    rx: Receiver<Job>,
+    store: Arc<SnapshotStore>,
+    stop: Arc<AtomicBool>,
+    limits: Limits,
+) {
+    loop {
+        match rx.recv_timeout(POLL) {
+            Ok(job) => {
+                if !stop.load(Ordering::SeqCst) {
+                    answer(job, &store, &stop, limits);
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                if stop.load(Ordering::SeqCst) {
+                    break;
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+}
+
+/// Writes the answer to one request and closes the connection.
+fn answer(job: Job, store: &SnapshotStore, stop: &AtomicBool, limits: Limits) {
+    let (mut stream, resp) = match job {
+        Job::Request(stream, head) => (stream, handle_request(&head, store)),
+        Job::Answer(stream, resp) => (stream, resp),
+    };
+    let peer = stream
+        .peer_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_else(|_| "?".into());
+    if stream.set_nonblocking(false).is_err()
+        || stream
+            .set_write_timeout(Some(limits.write_timeout))
+            .is_err()
+    {
+        return;
+    }
+    log::debug!("instrumentation: {peer}: {}", resp.status);
+    if let Err(e) = stream.write_all(&resp.to_bytes()) {
+        log::debug!("instrumentation: {peer}: cannot write answer: {e}");
+        return;
+    }
+    let _ = stream.shutdown(Shutdown::Write);
+    linger(&mut stream, limits.linger, stop);
+}
+
+/// Position just past the end of the head (`\r\n\r\n` or `\n\n`), ignoring
+/// empty lines before the request line.
+pub(super) fn head_end(buf: &[u8]) -> Option<usize> {
+    let start = buf.iter().position(|b| *b != b'\r' && *b != b'\n')?;
+    let mut i = start;
+    while i < buf.len() {
+        if buf[i] == b'\n' {
+            match buf.get(i + 1) {
+                Some(b'\n') => return Some(i + 2),
+                Some(b'\r') if buf.get(i + 2) == Some(&b'\n') => return Some(i + 3),
+                _ => {}
+            }
+        }
+        i += 1;
+    }
+    None
+}
+
+/// After answering, discards what the client still sends (until it closes,
+/// or for at most `limit`), so that closing does not reset the connection
+/// before the client has read the answer.
+fn linger(stream: &mut TcpStream, limit: Duration, stop: &AtomicBool) {
+    let deadline = Instant::now() + limit;
+    let mut chunk = [0u8; 4096];
+    let mut total = 0usize;
+    while total < 256 * 1024 && !stop.load(Ordering::SeqCst) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left.min(POLL))).is_err() {
+            return;
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => return,
+            Ok(n) => total += n,
+            Err(e) => match e.kind() {
+                io::ErrorKind::WouldBlock
+                | io::ErrorKind::TimedOut
+                | io::ErrorKind::Interrupted => {}
+                _ => return,
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::instrumentation::tests::store;
+    use serde_json::{json, Value};
+
+    const NOT_FOUND: &str = "The desired url was not found";
+
+    #[test]
+    fn head_end_finds_terminators() {
+        assert_eq!(head_end(b"GET / HTTP/1.0\r\n\r\nrest"), Some(18));
+        assert_eq!(head_end(b"GET / HTTP/1.0\n\nrest"), Some(16));
+        assert_eq!(head_end(b"\r\n\r\nGET / HTTP/1.0\r\n\r\n"), Some(22));
+        assert_eq!(head_end(b"GET / HTTP/1.0\r\n"), None);
+        assert_eq!(head_end(b"\r\n"), None);
+    }
+
+    // --- The real server over TCP. ---
+
+    fn local() -> Vec<SocketAddr> {
+        vec!["127.0.0.1:0".parse().unwrap()]
+    }
+
+    /// Sends `raw`, reads until the server closes: (status, head, body).
+    fn exchange(addr: SocketAddr, raw: &[u8]) -> (u16, String, String) {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(raw).unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        let status = head[9..12].parse().unwrap();
+        (status, format!("{head}\r\n"), body.to_string())
+    }
+
+    fn http_get(addr: SocketAddr, path: &str, json: bool) -> (u16, String, String) {
+        let accept = if json {
+            "Accept: application/json\r\n"
+        } else {
+            ""
+        };
+        let raw = format!("GET {path} HTTP/1.1\r\nHost: test\r\n{accept}\r\n");
+        exchange(addr, raw.as_bytes())
+    }
+
+    #[test]
+    fn server_answers_every_route() {
+        let srv = start(&local(), store()).unwrap();
+        let addr = srv.local_addrs()[0];
+        assert_ne!(addr.port(), 0);
+
+        let (st, head, body) = http_get(addr, "/pools", false);
+        assert_eq!((st, body.as_str()), (200, "apaches_80\ntext_443\n"));
+        assert!(head.contains("Content-Type: text/plain\r\n"), "{head}");
+        assert!(head.contains("Connection: close\r\n"), "{head}");
+        assert!(head.contains("Content-Length: 20\r\n"), "{head}");
+        assert!(head.contains("Date: "), "{head}");
+        let (st, head, body) = http_get(addr, "/pools", true);
+        assert_eq!((st, body.as_str()), (200, r#"["apaches_80", "text_443"]"#));
+        assert!(
+            head.contains("Content-Type: application/json\r\n"),
+            "{head}"
+        );
+
+        let (st, _, body) = http_get(addr, "/pools/apaches_80", false);
+        assert_eq!(st, 200);
+        assert!(body.starts_with("mw1001:\tenabled/up/pooled\n"), "{body}");
+        let (st, _, body) = http_get(addr, "/pools/apaches_80", true);
+        assert_eq!(st, 200);
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            v["mw1002"],
+            json!({"pooled": false, "weight": 5, "up": false, "enabled": false})
+        );
+
+        let (st, _, body) = http_get(addr, "/pools/apaches_80/mw1003", false);
+        assert_eq!((st, body.as_str()), (200, "enabled/down/pooled\n"));
+        let (st, _, body) = http_get(addr, "/pools/apaches_80/mw1003", true);
+        assert_eq!(st, 200);
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            v,
+            json!({"pooled": true, "weight": 10, "up": false, "enabled": true})
+        );
+
+        let (st, _, body) = http_get(addr, "/pools/apaches_80/nope", false);
+        assert_eq!((st, body.as_str()), (404, NOT_FOUND));
+        let (st, head, body) = http_get(addr, "/whatever", true);
+        assert_eq!(
+            (st, body.as_str()),
+            (404, r#"{"error": "The desired url was not found"}"#)
+        );
+        assert!(
+            head.contains("Content-Type: application/json\r\n"),
+            "{head}"
+        );
+
+        let (st, head, _) = exchange(
+            addr,
+            b"POST /pools HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n",
+        );
+        assert_eq!(st, 405);
+        assert!(head.contains("Allow: GET, HEAD\r\n"), "{head}");
+
+        let (st, head, body) = exchange(addr, b"HEAD /pools HTTP/1.0\r\n\r\n");
+        assert_eq!((st, body.as_str()), (200, ""));
+        assert!(head.contains("Content-Length: 20\r\n"), "{head}");
+
+        let (st, _, _) = exchange(addr, b"NONSENSE\r\n\r\n");
+        assert_eq!(st, 400);
+        srv.stop();
+    }
+
+    #[test]
+    fn server_refuses_oversized_heads() {
+        let srv = start(&local(), store()).unwrap();
+        let addr = srv.local_addrs()[0];
+        let big = format!(
+            "GET /pools HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
+            "a".repeat(3 * MAX_HEAD)
+        );
+        let (st, _, _) = exchange(addr, big.as_bytes());
+        assert_eq!(st, 431);
+        // Just under the limit is fine.
+        let filler = MAX_HEAD - 100;
+        let ok = format!(
+            "GET /pools HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
+            "a".repeat(filler)
+        );
+        let (st, _, _) = exchange(addr, ok.as_bytes());
+        assert_eq!(st, 200);
+        srv.stop();
+    }
+
+    #[test]
+    fn slow_client_does_not_block_others() {
+        let srv = start(&local(), store()).unwrap();
+        let addr = srv.local_addrs()[0];
+        let _silent = TcpStream::connect(addr).unwrap();
+        let _half = {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(b"GET /pools HTTP/1.1\r\n").unwrap();
+            s
+        };
+        std::thread::sleep(Duration::from_millis(100));
+        let t0 = Instant::now();
+        let (st, _, _) = http_get(addr, "/pools", false);
+        assert_eq!(st, 200);
+        assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+        let t0 = Instant::now();
+        srv.stop();
+        assert!(
+            t0.elapsed() < Duration::from_secs(2),
+            "stop took {:?}",
+            t0.elapsed()
+        );
+    }
+
+    #[test]
+    fn silent_client_times_out_with_408() {
+        let limits = Limits {
+            read_timeout: Duration::from_millis(300),
+            ..Limits::default()
+        };
+        let srv = start_with(&local(), store(), limits).unwrap();
+        let addr = srv.local_addrs()[0];
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"GET /po").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        assert!(out.starts_with("HTTP/1.1 408 "), "{out}");
+        srv.stop();
+    }
+
+    #[test]
+    fn too_many_pending_connections_get_503() {
+        let limits = Limits {
+            max_pending: 2,
+            ..Limits::default()
+        };
+        let srv = start_with(&local(), store(), limits).unwrap();
+        let addr = srv.local_addrs()[0];
+        // Two silent clients fill the pending set; the third is refused.
+        let _a = TcpStream::connect(addr).unwrap();
+        let _b = TcpStream::connect(addr).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        let (st, head, _) = http_get(addr, "/pools", false);
+        assert_eq!(st, 503);
+        assert!(head.contains("Retry-After: 1\r\n"), "{head}");
+        srv.stop();
+    }
+
+    #[test]
+    fn more_slow_clients_than_workers_do_not_block_others() {
+        let limits = Limits {
+            workers: 2,
+            ..Limits::default()
+        };
+        let srv = start_with(&local(), store(), limits).unwrap();
+        let addr = srv.local_addrs()[0];
+        let slow: Vec<TcpStream> = (0..20)
+            .map(|i| {
+                let mut s = TcpStream::connect(addr).unwrap();
+                if i % 2 == 0 {
+                    s.write_all(b"GET /pools HTTP/1.1\r\nHost: x\r\n").unwrap();
+                }
+                s
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(200));
+        for _ in 0..5 {
+            let t0 = Instant::now();
+            let (st, _, _) = http_get(addr, "/pools", false);
+            assert_eq!(st, 200);
+            assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+        }
+        drop(slow);
+        srv.stop();
+    }
+
+    #[test]
+    fn unbindable_addresses_are_skipped() {
+        // 192.0.2.1 (TEST-NET-1) is not an address of this host.
+        let foreign: SocketAddr = "192.0.2.1:0".parse().unwrap();
+        let srv = start(&[foreign, local()[0]], store()).unwrap();
+        assert_eq!(srv.local_addrs().len(), 1);
+        let (st, _, _) = http_get(srv.local_addrs()[0], "/pools", false);
+        assert_eq!(st, 200);
+        srv.stop();
+        assert!(start(&[foreign], store()).is_err());
+        assert!(start(&[], store()).is_err());
+    }
+
+    #[test]
+    fn stop_closes_the_listener() {
+        let srv = start(&local(), store()).unwrap();
+        let addr = srv.local_addrs()[0];
+        let t0 = Instant::now();
+        srv.stop();
+        assert!(t0.elapsed() < Duration::from_secs(1));
+        assert!(TcpStream::connect(addr).is_err());
+    }
+}

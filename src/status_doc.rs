@@ -1,0 +1,298 @@
+//! The status document: everything the status page shows, as one
+//! serialisable value built from the snapshot store (pure).
+//!
+//! The instrumentation server renders it as HTML on `/` and sends it as JSON
+//! on `/` with `Accept: application/json`; `rsbal status` reads that JSON
+//! back into the same type, so both ends share one definition.
+
+use crate::alerts::{self, Level};
+use crate::snapshot::{ServiceSnapshot, SnapshotStore};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusDoc {
+    pub version: String,
+    /// Unix time the document was made.
+    pub generated_at: f64,
+    pub started_at: f64,
+    pub config: String,
+    /// What `/alerts` says.
+    pub alert: AlertDoc,
+    #[serde(default)]
+    pub last_reload: Option<ReloadDoc>,
+    pub bgp: BgpDoc,
+    pub pools: Vec<PoolDoc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlertDoc {
+    pub status: Level,
+    pub msg: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReloadDoc {
+    pub at: f64,
+    pub ok: bool,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BgpDoc {
+    pub enabled: bool,
+    #[serde(default)]
+    pub sessions: Vec<BgpSessionDoc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BgpSessionDoc {
+    pub peer: String,
+    pub local_asn: u32,
+    pub established: bool,
+    pub state: String,
+    pub since: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PoolDoc {
+    pub name: String,
+    pub protocol: String,
+    /// `192.0.2.1:80`, `[2001:db8::1]:443`.
+    pub vip: String,
+    pub scheduler: String,
+    pub depool_threshold: f64,
+    /// Whether another server may be depooled now.
+    pub can_depool: bool,
+    pub pooled_down: Vec<String>,
+    pub could_not_depool_total: u64,
+    /// This pool's own alert level and message (empty when ok).
+    pub status: Level,
+    pub msg: String,
+    pub monitors: Vec<String>,
+    pub servers: Vec<ServerDoc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerDoc {
+    pub host: String,
+    /// Resolved address; `None` when the name does not resolve.
+    pub ip: Option<String>,
+    pub weight: u32,
+    pub enabled: bool,
+    pub ready: bool,
+    pub up: bool,
+    pub pooled: bool,
+    /// PyBal's `enabled/up/pooled` text.
+    pub status: String,
+    pub monitors: Vec<MonitorDoc>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonitorDoc {
+    pub name: String,
+    /// `None` until the first result.
+    pub up: Option<bool>,
+    /// Why it last went down.
+    pub reason: Option<String>,
+}
+
+/// How a server row should look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerHealth {
+    /// Pooled and up, or disabled and out as it should be.
+    Fine,
+    /// Enabled but not pooled (depooled by a monitor, or unresolved).
+    Depooled,
+    /// Pooled although down: the depool threshold kept it in.
+    DownButPooled,
+}
+
+impl ServerDoc {
+    pub fn health(&self) -> ServerHealth {
+        if self.pooled && !self.up {
+            ServerHealth::DownButPooled
+        } else if !self.pooled && self.enabled {
+            ServerHealth::Depooled
+        } else {
+            ServerHealth::Fine
+        }
+    }
+}
+
+fn unix_secs(t: SystemTime) -> f64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+fn pool_doc(snap: &ServiceSnapshot) -> PoolDoc {
+    let alert = alerts::pool_alert(snap);
+    PoolDoc {
+        name: snap.name.clone(),
+        protocol: snap.protocol.to_string(),
+        vip: SocketAddr::new(snap.ip, snap.port).to_string(),
+        scheduler: snap.scheduler.clone(),
+        depool_threshold: snap.depool_threshold,
+        can_depool: snap.can_depool,
+        pooled_down: snap.pooled_down.clone(),
+        could_not_depool_total: snap.could_not_depool_total,
+        status: alert.level,
+        msg: alert.msg,
+        monitors: snap.monitor_names.clone(),
+        servers: snap
+            .servers
+            .iter()
+            .map(|s| ServerDoc {
+                host: s.host.clone(),
+                ip: s.ip.map(|ip| ip.to_string()),
+                weight: s.weight,
+                enabled: s.enabled,
+                ready: s.ready,
+                up: s.up,
+                pooled: s.pooled,
+                status: s.text_status(),
+                monitors: s
+                    .monitors
+                    .iter()
+                    .enumerate()
+                    .map(|(i, m)| MonitorDoc {
+                        name: snap
+                            .monitor_names
+                            .get(i)
+                            .cloned()
+                            .unwrap_or_else(|| format!("#{i}")),
+                        up: m.up,
+                        reason: if m.up == Some(false) {
+                            m.last_reason.clone()
+                        } else {
+                            None
+                        },
+                    })
+                    .collect(),
+            })
+            .collect(),
+    }
+}
+
+/// The document for the store's current state.
+pub fn build(store: &SnapshotStore) -> StatusDoc {
+    let pools = store.all();
+    let alert = alerts::evaluate(pools.iter().map(|p| &**p));
+    let daemon = store.daemon();
+    StatusDoc {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        generated_at: unix_secs(SystemTime::now()),
+        started_at: unix_secs(daemon.started_at),
+        config: daemon.config_path.clone(),
+        alert: AlertDoc {
+            status: alert.level,
+            msg: alert.msg,
+        },
+        last_reload: daemon.last_reload.as_ref().map(|r| ReloadDoc {
+            at: unix_secs(r.at),
+            ok: r.ok,
+            message: r.message.clone(),
+        }),
+        bgp: BgpDoc {
+            enabled: daemon.bgp_enabled,
+            sessions: daemon
+                .bgp
+                .values()
+                .map(|s| BgpSessionDoc {
+                    peer: s.peer.clone(),
+                    local_asn: s.local_asn,
+                    established: s.established,
+                    state: s.state.clone(),
+                    since: unix_secs(s.since),
+                })
+                .collect(),
+        },
+        pools: pools.iter().map(|p| pool_doc(p)).collect(),
+    }
+}
+
+/// `2026-11-02T10:00:00Z` for a Unix time.
+pub fn format_time(unix: f64) -> String {
+    if !unix.is_finite() || unix < 0.0 {
+        return "?".into();
+    }
+    let t = UNIX_EPOCH + std::time::Duration::from_secs(unix as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// A status document with every kind of row, for tests of its renderers.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::*;
+
+    fn server(host: &str, enabled: bool, up: bool, pooled: bool) -> ServerDoc {
+        ServerDoc {
+            host: host.into(),
+            ip: Some("10.0.0.1".into()),
+            weight: 10,
+            enabled,
+            ready: true,
+            up,
+            pooled,
+            status: format!(
+                "{}/{}/{}",
+                if enabled { "enabled" } else { "disabled" },
+                if up { "up" } else { "down" },
+                if pooled { "pooled" } else { "not pooled" }
+            ),
+            monitors: vec![MonitorDoc {
+                name: "ProxyFetch".into(),
+                up: Some(up),
+                reason: (!up).then(|| "HTTP status 500 <oops>".to_string()),
+            }],
+        }
+    }
+
+    pub(crate) fn doc() -> StatusDoc {
+        StatusDoc {
+            version: "0.1.0".into(),
+            generated_at: 1_800_000_000.0,
+            started_at: 1_799_999_000.0,
+            config: "/etc/rsbal/rsbal.conf".into(),
+            alert: AlertDoc {
+                status: Level::Critical,
+                msg: "web: Servers b are marked down but pooled".into(),
+            },
+            last_reload: Some(ReloadDoc {
+                at: 1_799_999_500.0,
+                ok: false,
+                message: "rejected: bad 'port'".into(),
+            }),
+            bgp: BgpDoc {
+                enabled: true,
+                sessions: vec![BgpSessionDoc {
+                    peer: "192.0.2.254".into(),
+                    local_asn: 64600,
+                    established: true,
+                    state: "Established".into(),
+                    since: 1_799_999_100.0,
+                }],
+            },
+            pools: vec![PoolDoc {
+                name: "web".into(),
+                protocol: "tcp".into(),
+                vip: "192.0.2.1:80".into(),
+                scheduler: "wrr".into(),
+                depool_threshold: 0.5,
+                can_depool: false,
+                pooled_down: vec!["b".into()],
+                could_not_depool_total: 1,
+                status: Level::Critical,
+                msg: "Servers b are marked down but pooled".into(),
+                monitors: vec!["ProxyFetch".into()],
+                servers: vec![
+                    server("a", true, true, true),
+                    server("b", true, false, true),
+                    server("c", true, false, false),
+                    server("d&e", false, true, false),
+                ],
+            }],
+        }
+    }
+}
