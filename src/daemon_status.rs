@@ -4,8 +4,8 @@
 //! Metrics: `rsbal_build_info{version}` (1), `rsbal_reloads_total{result}`
 //! (`success` / `failure`), `rsbal_last_reload_successful`,
 //! `rsbal_last_reload_timestamp_seconds`, and PyBal's `pybal_bgp_enabled` and
-//! `pybal_bgp_session_established{local_asn,peer}` (PyBal's label names,
-//! `pybal/bgp/peering.py`).
+//! `pybal_bgp_session_established{asn,peer}` (the label names SPEC 9 and
+//! the BGP issue fix; `asn` is rsbal's local ASN).
 //!
 //! The BGP speaker reports each session with [`bgp_session`] (and
 //! [`bgp_session_removed`] when a peer leaves the config): that sets the
@@ -51,7 +51,7 @@ static FAMILIES: LazyLock<Families> = LazyLock::new(|| Families {
     bgp_session_established: metrics::gauge_vec(
         "pybal_bgp_session_established",
         "BGP session established",
-        &["local_asn", "peer"],
+        &["asn", "peer"],
     ),
 });
 
@@ -172,7 +172,7 @@ mod tests {
         let text = metrics::render();
         assert!(
             text.contains(
-                r#"pybal_bgp_session_established{local_asn="64600",peer="192.0.2.254"} 1"#
+                r#"pybal_bgp_session_established{asn="64600",peer="192.0.2.254"} 1"#
             ),
             "{text}"
         );
