@@ -171,9 +171,7 @@ mod tests {
         assert!(d.bgp["192.0.2.254"].since >= first);
         let text = metrics::render();
         assert!(
-            text.contains(
-                r#"pybal_bgp_session_established{asn="64600",peer="192.0.2.254"} 1"#
-            ),
+            text.contains(r#"pybal_bgp_session_established{asn="64600",peer="192.0.2.254"} 1"#),
             "{text}"
         );
         assert!(text.contains("pybal_bgp_enabled 1"), "{text}");
