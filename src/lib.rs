@@ -25,3 +25,4 @@ pub mod status;
 pub mod status_doc;
 pub mod status_page;
 pub mod tls;
+pub mod systemd;
