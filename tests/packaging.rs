@@ -193,7 +193,10 @@ impl Root {
     fn fresh(name: &str) -> Root {
         let template = bookworm_template();
         let path = work_dir().join(name);
-        let _ = Command::new("umount").arg("-l").arg(path.join("proc")).output();
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(path.join("proc"))
+            .output();
         let _ = Command::new("rm")
             .args(["-rf", "--one-file-system"])
             .arg(&path)
@@ -298,7 +301,9 @@ fn package_builds_and_lintian_finds_no_error_or_unexplained_warning() {
         "lintian found errors or warnings:\n{report}"
     );
     assert!(
-        !report.lines().any(|l| l.starts_with("E: ") || l.starts_with("W: ")),
+        !report
+            .lines()
+            .any(|l| l.starts_with("E: ") || l.starts_with("W: ")),
         "{report}"
     );
     // Every override carries its reason: a comment right above it.
@@ -317,8 +322,10 @@ fn package_builds_and_lintian_finds_no_error_or_unexplained_warning() {
 
 #[test]
 fn package_installs_into_a_fresh_debian_root_runs_there_and_purges_cleanly() {
-    let deb = build_deb("install");
+    // The root first: on a cold cache its debootstrap then overlaps the
+    // release build that the lintian test starts meanwhile.
     let mut root = Root::fresh("root-install");
+    let deb = build_deb("install");
     fs::copy(&deb, root.file("/tmp/rsbal.deb")).expect("copy .deb into the root");
 
     // The README's way: apt installs the file and its dependencies (ipvsadm).
@@ -374,7 +381,10 @@ fn package_installs_into_a_fresh_debian_root_runs_there_and_purges_cleanly() {
         format!("rsbal {}", env!("CARGO_PKG_VERSION"))
     );
     let check = stdout(&root.chroot(&["rsbal", "--check"]));
-    assert!(check.contains("/etc/rsbal/rsbal.conf: configuration OK"), "{check}");
+    assert!(
+        check.contains("/etc/rsbal/rsbal.conf: configuration OK"),
+        "{check}"
+    );
     let man = stdout(&root.chroot(&["man", "-w", "rsbal"]));
     assert_eq!(man.trim(), "/usr/share/man/man8/rsbal.8.gz");
 
@@ -386,7 +396,10 @@ fn package_installs_into_a_fresh_debian_root_runs_there_and_purges_cleanly() {
         String::from_utf8_lossy(&verify.stdout),
         String::from_utf8_lossy(&verify.stderr)
     );
-    assert!(complaints.trim().is_empty(), "systemd-analyze verify:\n{complaints}");
+    assert!(
+        complaints.trim().is_empty(),
+        "systemd-analyze verify:\n{complaints}"
+    );
 
     // The init script: start, status, reload (SIGHUP), stop, as on a system
     // without systemd. start-stop-daemon needs /proc.
@@ -404,10 +417,14 @@ fn package_installs_into_a_fresh_debian_root_runs_there_and_purges_cleanly() {
     root.chroot(&["/etc/init.d/rsbal", "start"]);
     let log = root.file("/var/log/rsbal.log");
     let log_has = |text: &str| fs::read_to_string(&log).unwrap_or_default().contains(text);
-    assert!(wait_until(Duration::from_secs(10), || log_has("started with 0 service(s)")));
+    assert!(wait_until(Duration::from_secs(10), || log_has(
+        "started with 0 service(s)"
+    )));
     root.chroot(&["/etc/init.d/rsbal", "status"]);
     root.chroot(&["/etc/init.d/rsbal", "reload"]);
-    assert!(wait_until(Duration::from_secs(10), || log_has("SIGHUP: reloading")));
+    assert!(wait_until(Duration::from_secs(10), || log_has(
+        "SIGHUP: reloading"
+    )));
     root.chroot(&["/etc/init.d/rsbal", "stop"]);
     assert!(log_has("stopped"));
     assert!(!root.has("/run/rsbal.pid"));
@@ -666,11 +683,7 @@ fn notify_config(services: &[(&str, &str)], ipvsadm: &Path) -> String {
         ipvsadm.display()
     );
     for (name, vip) in services {
-        text.push_str(
-            &NOTIFY_SERVICE
-                .replace("{name}", name)
-                .replace("{vip}", vip),
-        );
+        text.push_str(&NOTIFY_SERVICE.replace("{name}", name).replace("{vip}", vip));
     }
     text
 }
