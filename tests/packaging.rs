@@ -182,8 +182,7 @@ fn bookworm_template() -> PathBuf {
     template
 }
 
-/// A fresh copy of the template, removed (after unmounting /proc, if this
-/// test mounted it) when dropped.
+/// A fresh copy of the template, discarded when dropped.
 struct Root {
     path: PathBuf,
     proc_mounted: bool,
@@ -193,14 +192,7 @@ impl Root {
     fn fresh(name: &str) -> Root {
         let template = bookworm_template();
         let path = work_dir().join(name);
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(path.join("proc"))
-            .output();
-        let _ = Command::new("rm")
-            .args(["-rf", "--one-file-system"])
-            .arg(&path)
-            .status();
+        discard(&path);
         run(Command::new("cp").arg("-a").arg(&template).arg(&path));
         fs::copy("/etc/resolv.conf", path.join("etc/resolv.conf")).expect("copy resolv.conf");
         Root {
@@ -245,17 +237,26 @@ impl Root {
 
 impl Drop for Root {
     fn drop(&mut self) {
-        if self.proc_mounted {
-            let _ = Command::new("umount")
-                .arg("-l")
-                .arg(self.file("/proc"))
-                .status();
-        }
-        let _ = Command::new("rm")
-            .args(["-rf", "--one-file-system"])
-            .arg(&self.path)
-            .status();
+        discard(&self.path);
     }
+}
+
+/// Removes a root left by this or an earlier run, /proc unmounted first
+/// (lazily, in case something still uses it); never crosses into a mount.
+fn discard(root: &Path) {
+    let proc = root.join("proc");
+    if Command::new("mountpoint")
+        .arg("-q")
+        .arg(&proc)
+        .status()
+        .is_ok_and(|s| s.success())
+    {
+        let _ = Command::new("umount").arg("-l").arg(&proc).status();
+    }
+    let _ = Command::new("rm")
+        .args(["-rf", "--one-file-system"])
+        .arg(root)
+        .status();
 }
 
 /// The dpkg status word of `package` in `root` ("installed", "config-files", …).
