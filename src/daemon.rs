@@ -12,6 +12,7 @@ use crate::logging;
 use crate::serverlist;
 use crate::service::{self, ServiceHandle};
 use crate::snapshot::SnapshotStore;
+use crate::systemd;
 use crossbeam_channel::Sender;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -182,12 +183,18 @@ pub fn run(opts: RunOptions) -> i32 {
     log::info!(target: LOG_TARGET, "rsbal {} started with {} service(s) from {}{}",
         env!("CARGO_PKG_VERSION"), daemon.services.len(), daemon.opts.config.display(),
         if daemon.opts.dry_run { " (dry run: IPVS is not changed)" } else { "" });
+    systemd::ready(&daemon.status());
     for signal in signals.forever() {
         match signal {
-            SIGHUP => daemon.reload(),
+            SIGHUP => {
+                systemd::reloading();
+                daemon.reload();
+                systemd::ready(&daemon.status());
+            }
             _ => break,
         }
     }
+    systemd::stopping();
     daemon.shutdown();
     0
 }
@@ -217,6 +224,15 @@ fn start_instrumentation(
 }
 
 impl Daemon {
+    /// One line for `systemctl status`.
+    fn status(&self) -> String {
+        format!(
+            "{} service(s) from {}",
+            self.services.len(),
+            self.opts.config.display()
+        )
+    }
+
     fn start_service(&mut self, name: &str) {
         let Some(config) = self.config.services.get(name) else {
             return;

@@ -24,4 +24,5 @@ pub mod source;
 pub mod status;
 pub mod status_doc;
 pub mod status_page;
+pub mod systemd;
 pub mod tls;
