@@ -5,4 +5,5 @@
 //! `session` runs one peer in its own thread and `speaker` owns the desired
 //! announcements, the listening sockets and the sessions.
 
+pub mod fsm;
 pub mod message;
