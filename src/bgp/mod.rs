@@ -8,3 +8,7 @@
 pub mod fsm;
 pub mod message;
 pub mod routes;
+pub mod session;
+pub mod speaker;
+
+pub use speaker::{reconcile, Speaker};
