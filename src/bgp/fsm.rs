@@ -248,7 +248,7 @@ impl Fsm {
                 State::Connect => {
                     self.last_error = Some("connection attempt timed out".to_string());
                     actions.push(Action::AbortConnect);
-                    self.to_active(now);
+                    self.enter_active(now);
                 }
                 State::Active => {
                     actions.push(Action::Connect);
@@ -277,7 +277,7 @@ impl Fsm {
             (Connect, Event::Accepted) => self.send_open(now, vec![Action::AbortConnect]),
             (Connect, Event::TcpFailed(reason)) => {
                 self.last_error = Some(reason);
-                self.to_active(now);
+                self.enter_active(now);
                 Vec::new()
             }
             (OpenSent | OpenConfirm | Established, Event::TcpFailed(reason)) => {
@@ -376,7 +376,7 @@ impl Fsm {
 
     /// Connect failed: wait (backoff) in Active, where an incoming
     /// connection is still taken.
-    fn to_active(&mut self, now: Instant) {
+    fn enter_active(&mut self, now: Instant) {
         self.state = State::Active;
         let delay = self.next_backoff();
         self.connect_retry = Some(now + delay);

@@ -711,6 +711,7 @@ impl Session {
             for family in &negotiated.families {
                 self.send(id, &Message::Update(Update::end_of_rib(*family)), queue);
             }
+            log::info!(target: LOG_TARGET, "peer {}: End-of-RIB sent for {}", self.peer(), families.join(" and "));
         }
     }
 
