@@ -369,8 +369,20 @@ fn graceful_restart_keeps_routes_while_rsbal_restarts() {
         polls += 1;
         bird.graceful_restart_active() && polls >= 10
     });
-    let _rsbal = start_rsbal(&config);
+    let rsbal = start_rsbal(&config);
     keeps_routes_until(&bird, &kept, "after the second restart", |rib| {
         *rib == expected(false) && !bird.graceful_restart_active() && bird.established()
     });
+
+    // Turning BGP off by reload is no restart: the routes are withdrawn.
+    let off = lab
+        .global(&[lab.ip(2)], gr)
+        .replace("bgp = yes", "bgp = no");
+    lab.write_config(&(off + &lab.services(false)));
+    rsbal.signal(Signal::SIGHUP);
+    assert_rib("BIRD after bgp = no", &Rib::new(), || bird.rib());
+    assert!(!bird.graceful_restart_active());
+    assert!(bird
+        .protocol()
+        .contains("Received: Administrative shutdown"));
 }

@@ -116,8 +116,12 @@ pub enum Input {
     Routes(Arc<RouteSet>),
     /// A TCP connection the peer opened to rsbal.
     Incoming(TcpStream),
-    /// Withdraw (unless graceful restart), close, reply, end.
-    Stop(Sender<()>),
+    /// Close, reply, end. Routes are withdrawn first unless `restarting`
+    /// and graceful restart is on.
+    Stop {
+        reply: Sender<()>,
+        restarting: bool,
+    },
     /// From helper threads, tagged with the stream's id.
     Connected {
         stream: u64,
@@ -165,10 +169,12 @@ impl SessionHandle {
     }
 
     /// Asks the session to stop; the returned receiver gets `()` once it
-    /// has withdrawn and closed. Pass it to [`SessionHandle::join`].
-    pub fn begin_stop(&self) -> Receiver<()> {
+    /// has closed. `restarting`: rsbal (or this session) comes back soon,
+    /// so with graceful restart on the routes are left with the peer;
+    /// otherwise they are withdrawn. Pass the receiver to [`SessionHandle::join`].
+    pub fn begin_stop(&self, restarting: bool) -> Receiver<()> {
         let (reply, done) = crossbeam_channel::bounded(1);
-        let _ = self.tx.send(Input::Stop(reply));
+        let _ = self.tx.send(Input::Stop { reply, restarting });
         done
     }
 
@@ -181,12 +187,6 @@ impl SessionHandle {
         } else {
             log::warn!(target: LOG_TARGET, "peer {}: session did not stop in time", self.settings.peer);
         }
-    }
-
-    /// Stops and waits up to `timeout`.
-    pub fn stop(self, timeout: Duration) {
-        let done = self.begin_stop();
-        self.join(&done, Instant::now() + timeout);
     }
 }
 
@@ -250,6 +250,14 @@ impl Session {
             .set(if up { 1.0 } else { 0.0 });
     }
 
+    /// A peer that is gone leaves no series behind.
+    fn forget_metric(&self) {
+        let _ = SESSION_ESTABLISHED.remove_label_values(&[
+            &self.settings.local_asn.to_string(),
+            &self.peer().to_string(),
+        ]);
+    }
+
     fn run(mut self, rx: Receiver<Input>) {
         self.set_metric(false);
         log::info!(target: LOG_TARGET, "peer {}: starting BGP session (port {}, local AS {}, id {})",
@@ -261,15 +269,17 @@ impl Session {
                 None => rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
             };
             match input {
-                Ok(Input::Stop(reply)) => {
-                    self.shutdown(&rx);
+                Ok(Input::Stop { reply, restarting }) => {
+                    self.shutdown(&rx, restarting);
+                    self.forget_metric();
                     let _ = reply.send(());
                     return;
                 }
                 Ok(input) => self.on_input(input),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
-                    self.shutdown(&rx);
+                    self.shutdown(&rx, false);
+                    self.forget_metric();
                     return;
                 }
             }
@@ -346,7 +356,7 @@ impl Session {
         match input {
             Input::Routes(routes) => self.set_routes(routes),
             Input::Incoming(stream) => self.on_incoming(stream),
-            Input::Stop(_) => {}
+            Input::Stop { .. } => {}
             Input::Connected { stream, result } => {
                 let Some(id) = self
                     .conns
@@ -410,11 +420,13 @@ impl Session {
         if self.stopping {
             return;
         }
-        let main = &self.conns[0];
-        let id = if matches!(
-            main.fsm.state(),
-            State::Idle | State::Connect | State::Active
-        ) {
+        let waiting = self.conns.first().filter(|main| {
+            matches!(
+                main.fsm.state(),
+                State::Idle | State::Connect | State::Active
+            )
+        });
+        let id = if let Some(main) = waiting {
             main.id
         } else {
             if let Some(second) = self.conns.get(1) {
@@ -763,16 +775,16 @@ impl Session {
         }
     }
 
-    /// Withdraws and sends Cease, or with graceful restart just closes;
-    /// then waits (briefly) for the peer to close.
-    fn shutdown(&mut self, rx: &Receiver<Input>) {
+    /// Withdraws and sends Cease, or when `restarting` with graceful
+    /// restart on, just closes; then waits (briefly) for the peer to close.
+    fn shutdown(&mut self, rx: &Receiver<Input>, restarting: bool) {
         self.stopping = true;
         let mut queue = VecDeque::new();
         let established = self.established();
         for id in self.conns.iter().map(|c| c.id).collect::<Vec<_>>() {
             let mut notification = Some(Notification::shutdown("rsbal is shutting down"));
             if let Some((est, families)) = established.as_ref().filter(|(est, _)| *est == id) {
-                match self.settings.graceful_restart {
+                match self.settings.graceful_restart.filter(|_| restarting) {
                     Some(restart_time) => {
                         let peer_n_bit = self
                             .conn(*est)

@@ -45,7 +45,7 @@ pub fn reconcile(speaker: &mut Option<Speaker>, config: &Config) {
         (Some(_), false) => {
             log::info!(target: LOG_TARGET, "BGP turned off: withdrawing and closing every session");
             if let Some(running) = speaker.take() {
-                running.stop();
+                running.stop_withdrawing();
             }
         }
         (None, true) => *speaker = Some(Speaker::start(config)),
@@ -109,11 +109,24 @@ impl Speaker {
                 dispatch.remove(peer);
             }
         }
-        if !gone.is_empty() {
-            let peers: Vec<String> = gone.keys().map(|p| p.to_string()).collect();
-            log::info!(target: LOG_TARGET, "reload: closing the session(s) with {} (removed or settings changed)",
-                peers.join(", "));
-            stop_sessions(gone.into_values().collect());
+        // A removed peer gets its routes withdrawn; a changed one restarts
+        // (gracefully, when graceful restart is on).
+        let (changed, removed): (Vec<_>, Vec<_>) = gone
+            .into_values()
+            .partition(|handle| wanted.contains_key(&handle.settings.peer));
+        for (sessions, restarting, what) in [
+            (removed, false, "removed"),
+            (changed, true, "settings changed"),
+        ] {
+            if sessions.is_empty() {
+                continue;
+            }
+            let peers: Vec<String> = sessions
+                .iter()
+                .map(|h| h.settings.peer.to_string())
+                .collect();
+            log::info!(target: LOG_TARGET, "reload: closing the session(s) with {} ({what})", peers.join(", "));
+            stop_sessions(sessions, restarting);
         }
         let routes = Arc::new(routes::from_config(config));
         if routes != self.routes {
@@ -135,21 +148,34 @@ impl Speaker {
         }
     }
 
-    /// Withdraws (or, with graceful restart, leaves) the routes, closes
-    /// every session and the listeners; waits a few seconds at most.
-    pub fn stop(mut self) {
+    /// rsbal is stopping (and will be back): withdraws the routes, or with
+    /// graceful restart on leaves them with the peers; closes every session
+    /// and the listeners; waits a few seconds at most.
+    pub fn stop(self) {
+        self.close_all(true);
+    }
+
+    /// BGP is turned off: withdraws the routes whatever graceful restart says.
+    pub fn stop_withdrawing(self) {
+        self.close_all(false);
+    }
+
+    fn close_all(mut self, restarting: bool) {
         std::mem::take(&mut self.listeners).stop();
-        stop_sessions(std::mem::take(&mut self.sessions).into_values().collect());
+        stop_sessions(
+            std::mem::take(&mut self.sessions).into_values().collect(),
+            restarting,
+        );
     }
 }
 
 /// Stops sessions in parallel.
-fn stop_sessions(sessions: Vec<SessionHandle>) {
+fn stop_sessions(sessions: Vec<SessionHandle>, restarting: bool) {
     let deadline = Instant::now() + STOP_TIMEOUT;
     let stopping: Vec<_> = sessions
         .into_iter()
         .map(|s| {
-            let done = s.begin_stop();
+            let done = s.begin_stop(restarting);
             (s, done)
         })
         .collect();
