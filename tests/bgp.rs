@@ -3,14 +3,16 @@
 //!
 //! Each test has its own /24 in 127.40.0.0/16: rsbal on .1, BIRD on .2,
 //! GoBGP on .3. Next hops are documentation addresses (GoBGP refuses
-//! loopback next hops).
+//! loopback next hops). The last tests script the peer's side by hand
+//! (collisions, malformed input, hold timer).
 
 mod common;
 
-use common::bgp::{Bird, GoBgp, PeerConfig, Rib, SeenRoute};
+use common::bgp::{scripted_open, Bird, GoBgp, PeerConfig, Rib, SeenRoute, Wire};
 use common::*;
 use nix::sys::signal::Signal;
-use std::net::{IpAddr, SocketAddr};
+use rsbal::bgp::message::{error, Message, Notification, Open};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -385,4 +387,171 @@ fn graceful_restart_keeps_routes_while_rsbal_restarts() {
     assert!(bird
         .protocol()
         .contains("Received: Administrative shutdown"));
+}
+
+// ---- scripted peers: the peer's side written message by message ----
+
+/// Accepts one connection on `listener` (non-blocking, polled).
+fn accept(listener: &TcpListener) -> TcpStream {
+    listener.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + T;
+    loop {
+        match listener.accept() {
+            Ok((stream, _)) => {
+                stream.set_nonblocking(false).unwrap();
+                return stream;
+            }
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Err(e) => panic!("rsbal did not connect: {e}"),
+        }
+    }
+}
+
+/// A TCP connection from `from` to `to`.
+fn connect_from(from: IpAddr, to: SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&SocketAddr::new(from, 0).into()).unwrap();
+    socket.connect_timeout(&to.into(), T).unwrap();
+    socket.into()
+}
+
+/// rsbal with the usual services and one peer at `.2`, where the test
+/// listens itself.
+fn scripted(net: u8) -> (Lab, TcpListener, Rsbal) {
+    let lab = Lab::new(net);
+    let listener = TcpListener::bind((lab.ip(2), lab.peer_port)).unwrap();
+    let config = lab.write_config(&(lab.global(&[lab.ip(2)], "") + &lab.services(true)));
+    let rsbal = Rsbal::start(&config, &[]);
+    (lab, listener, rsbal)
+}
+
+fn expect_open(wire: &mut Wire, lab: &Lab) -> Open {
+    match wire.recv(T) {
+        Ok(Message::Open(open)) => {
+            assert_eq!(IpAddr::V4(open.bgp_id), lab.rsbal_ip());
+            assert_eq!(open.asn, RSBAL_ASN);
+            open
+        }
+        other => panic!("expected OPEN, got {other:?}"),
+    }
+}
+
+/// The next NOTIFICATION, skipping KEEPALIVEs and UPDATEs.
+fn expect_notification(wire: &mut Wire) -> Notification {
+    loop {
+        match wire.recv(T) {
+            Ok(Message::Notification(n)) => return n,
+            Ok(Message::Keepalive | Message::Update(_)) => continue,
+            other => panic!("expected NOTIFICATION, got {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn connection_collision_keeps_the_connection_of_the_higher_identifier() {
+    // rsbal's identifier is 127.40.N.1: a peer above it keeps its own
+    // (incoming) connection, a peer below keeps rsbal's (outgoing) one.
+    for (net, peer_id, outgoing_loses) in [
+        (5, Ipv4Addr::new(127, 40, 5, 200), true),
+        (6, Ipv4Addr::new(10, 0, 0, 1), false),
+    ] {
+        let (lab, listener, rsbal) = scripted(net);
+        let mut outgoing = Wire::new(accept(&listener));
+        expect_open(&mut outgoing, &lab);
+        let mut incoming = Wire::new(connect_from(
+            lab.ip(2),
+            SocketAddr::new(lab.rsbal_ip(), lab.rsbal_port),
+        ));
+        expect_open(&mut incoming, &lab);
+        let open = Message::Open(scripted_open(BIRD_ASN, peer_id, 90));
+        outgoing.send(&open);
+        incoming.send(&open);
+        assert_eq!(outgoing.recv(T), Ok(Message::Keepalive));
+        assert_eq!(incoming.recv(T), Ok(Message::Keepalive));
+        let (mut loser, mut winner) = if outgoing_loses {
+            (outgoing, incoming)
+        } else {
+            (incoming, outgoing)
+        };
+        assert_eq!(
+            loser.recv_skipping_keepalives(T),
+            Ok(Message::Notification(Notification::cease(
+                error::CEASE_COLLISION
+            )))
+        );
+        assert_eq!(loser.recv(T), Err("eof".to_string()));
+        winner.send(&Message::Keepalive);
+        match winner.recv_skipping_keepalives(T) {
+            Ok(Message::Update(update)) => assert!(!update.nlri.is_empty()),
+            other => panic!("expected the routes, got {other:?}"),
+        }
+        assert!(rsbal.log_text().contains("connection collision"));
+    }
+}
+
+#[test]
+fn malformed_update_gets_the_matching_notification_then_a_reconnect() {
+    let (lab, listener, rsbal) = scripted(7);
+    let mut wire = Wire::new(accept(&listener));
+    expect_open(&mut wire, &lab);
+    wire.send(&Message::Open(scripted_open(
+        BIRD_ASN,
+        Ipv4Addr::new(192, 0, 2, 7),
+        90,
+    )));
+    wire.send(&Message::Keepalive);
+    // An UPDATE whose ORIGIN is flagged optional.
+    let mut bad = vec![0xff; 16];
+    bad.extend_from_slice(&[
+        0x00, 0x1b, 0x02, 0x00, 0x00, 0x00, 0x04, 0xc0, 0x01, 0x01, 0x00,
+    ]);
+    wire.send_raw(&bad);
+    assert_eq!(
+        expect_notification(&mut wire),
+        Notification::new(
+            error::UPDATE,
+            error::UPDATE_ATTRIBUTE_FLAGS,
+            vec![0xc0, 1, 1, 0]
+        )
+    );
+    // rsbal closes, then tries again after its backoff.
+    while wire.recv(T).is_ok() {}
+    let mut again = Wire::new(accept(&listener));
+    expect_open(&mut again, &lab);
+    let log = rsbal.log_text();
+    assert!(
+        log.contains("sending NOTIFICATION UPDATE Message Error / Attribute Flags Error (3/4)"),
+        "{log}"
+    );
+}
+
+#[test]
+fn a_silent_peer_gets_hold_timer_expired() {
+    let (lab, listener, _rsbal) = scripted(8);
+    let mut wire = Wire::new(accept(&listener));
+    expect_open(&mut wire, &lab);
+    // Hold time 3 s: rsbal keeps alive every second, and gives up after 3 s
+    // without a word from the peer.
+    wire.send(&Message::Open(scripted_open(
+        BIRD_ASN,
+        Ipv4Addr::new(192, 0, 2, 8),
+        3,
+    )));
+    wire.send(&Message::Keepalive);
+    let silent_since = Instant::now();
+    let mut keepalives = 0;
+    let notification = loop {
+        match wire.recv(T) {
+            Ok(Message::Keepalive) => keepalives += 1,
+            Ok(Message::Update(_)) => {}
+            Ok(Message::Notification(n)) => break n,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(
+        notification,
+        Notification::new(error::HOLD_TIMER_EXPIRED, 0, vec![])
+    );
+    assert!(silent_since.elapsed() >= Duration::from_secs(2));
+    assert!(keepalives >= 2, "{keepalives} keepalives");
 }

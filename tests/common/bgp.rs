@@ -444,3 +444,87 @@ pub fn parse_gobgp_rib(value: &serde_json::Value) -> Rib {
     }
     rib
 }
+
+/// A hand-driven BGP connection for tests that script the peer's side
+/// message by message (collisions, malformed input, timers).
+pub struct Wire {
+    pub stream: std::net::TcpStream,
+    pub codec: rsbal::bgp::message::Codec,
+}
+
+impl Wire {
+    pub fn new(stream: std::net::TcpStream) -> Wire {
+        Wire {
+            stream,
+            codec: rsbal::bgp::message::Codec {
+                four_octet_as: true,
+            },
+        }
+    }
+
+    pub fn send(&mut self, msg: &rsbal::bgp::message::Message) {
+        let bytes = self.codec.encode(msg);
+        self.send_raw(&bytes);
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        use std::io::Write;
+        self.stream.write_all(bytes).expect("write to rsbal");
+    }
+
+    /// The next message, `Err("eof")` when rsbal closed, `Err("timeout")`.
+    pub fn recv(&mut self, timeout: Duration) -> Result<rsbal::bgp::message::Message, String> {
+        use rsbal::bgp::message::{parse_header, HEADER_LEN};
+        use std::io::Read;
+        self.stream.set_read_timeout(Some(timeout)).unwrap();
+        let mut bytes = vec![0u8; HEADER_LEN];
+        let read = |stream: &mut std::net::TcpStream, buf: &mut [u8]| {
+            stream.read_exact(buf).map_err(|e| match e.kind() {
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset => {
+                    "eof".to_string()
+                }
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => {
+                    "timeout".to_string()
+                }
+                _ => e.to_string(),
+            })
+        };
+        read(&mut self.stream, &mut bytes)?;
+        let header = parse_header(&bytes).map_err(|n| n.to_string())?;
+        bytes.resize(header.len, 0);
+        read(&mut self.stream, &mut bytes[HEADER_LEN..])?;
+        self.codec.decode(&bytes).map_err(|n| n.to_string())
+    }
+
+    /// The next message that is not a KEEPALIVE.
+    pub fn recv_skipping_keepalives(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<rsbal::bgp::message::Message, String> {
+        loop {
+            match self.recv(timeout)? {
+                rsbal::bgp::message::Message::Keepalive => continue,
+                other => return Ok(other),
+            }
+        }
+    }
+}
+
+/// The OPEN a scripted peer sends: IPv4 and IPv6 unicast, 4-octet ASNs.
+pub fn scripted_open(
+    asn: u32,
+    bgp_id: std::net::Ipv4Addr,
+    hold_time: u16,
+) -> rsbal::bgp::message::Open {
+    use rsbal::bgp::message::{Capability, Family, Open};
+    Open {
+        asn,
+        hold_time,
+        bgp_id,
+        capabilities: vec![
+            Capability::Multiprotocol(Family::IPV4_UNICAST),
+            Capability::Multiprotocol(Family::IPV6_UNICAST),
+            Capability::FourOctetAs(asn),
+        ],
+    }
+}
