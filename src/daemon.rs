@@ -183,7 +183,7 @@ pub fn run(opts: RunOptions) -> i32 {
     for name in names {
         daemon.start_service(&name);
     }
-    crate::bgp::reconcile(&mut daemon.bgp, &daemon.config);
+    crate::bgp::reconcile(&mut daemon.bgp, &daemon.config, &daemon.store);
     log::info!(target: LOG_TARGET, "rsbal {} started with {} service(s) from {}{}",
         env!("CARGO_PKG_VERSION"), daemon.services.len(), daemon.opts.config.display(),
         if daemon.opts.dry_run { " (dry run: IPVS is not changed)" } else { "" });
@@ -307,7 +307,7 @@ impl Daemon {
             self.apply_global(&old_global);
         }
         // The speaker announces the new set and withdraws what is gone.
-        crate::bgp::reconcile(&mut self.bgp, &self.config);
+        crate::bgp::reconcile(&mut self.bgp, &self.config, &self.store);
     }
 
     fn apply_global(&mut self, old: &GlobalConfig) {

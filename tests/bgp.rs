@@ -188,7 +188,7 @@ fn announces_to_bird_and_gobgp_and_withdraws_on_reload_and_shutdown() {
     assert_rib("GoBGP", &expected(true), || gobgp.rib());
 
     let gauge = |peer: IpAddr| {
-        format!("pybal_bgp_session_established{{asn=\"{RSBAL_ASN}\",peer=\"{peer}\"}} 1")
+        format!("pybal_bgp_session_established{{local_asn=\"{RSBAL_ASN}\",peer=\"{peer}\"}} 1")
     };
     assert_within("session metrics", || {
         let m = lab.metrics();
@@ -196,6 +196,22 @@ fn announces_to_bird_and_gobgp_and_withdraws_on_reload_and_shutdown() {
             && m.contains(&gauge(lab.ip(2)))
             && m.contains(&gauge(lab.ip(3)))
     });
+
+    // The status document (status page, `rsbal status`) lists both sessions.
+    let http = SocketAddr::new(lab.rsbal_ip(), lab.http_port);
+    let (_, doc) = http_get(http, "/", true).expect("status document");
+    let doc: serde_json::Value = serde_json::from_str(&doc).unwrap();
+    let sessions = doc["bgp"]["sessions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(sessions.len(), 2, "{doc}");
+    assert!(
+        sessions
+            .iter()
+            .all(|s| s["established"] == true && s["state"] == "Established"),
+        "{doc}"
+    );
 
     // A service removed by SIGHUP is withdrawn; the others stay.
     lab.write_config(&(lab.global(&peers, "") + &lab.services(false)));

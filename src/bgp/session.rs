@@ -18,12 +18,13 @@ use super::message::{
     self, Capability, Codec, Family, GracefulRestart, Message, Notification, Open, Update,
 };
 use super::routes::{self, RouteSet};
+use crate::daemon_status;
+use crate::snapshot::SnapshotStore;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use prometheus::GaugeVec;
 use std::collections::{BTreeSet, VecDeque};
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Shutdown, SocketAddr, TcpStream};
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -40,14 +41,6 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// that it reads everything (a close with unread data would send a reset).
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 const HELPER_STACK: usize = 128 * 1024;
-
-static SESSION_ESTABLISHED: LazyLock<GaugeVec> = LazyLock::new(|| {
-    crate::metrics::gauge_vec(
-        "pybal_bgp_session_established",
-        "BGP session established",
-        &["asn", "peer"],
-    )
-});
 
 /// Everything a session needs to know about its peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,9 +139,13 @@ pub struct SessionHandle {
 
 impl SessionHandle {
     /// Starts the session thread; it connects out at once.
-    pub fn spawn(settings: PeerSettings, routes: Arc<RouteSet>) -> io::Result<SessionHandle> {
+    pub fn spawn(
+        settings: PeerSettings,
+        routes: Arc<RouteSet>,
+        store: Arc<SnapshotStore>,
+    ) -> io::Result<SessionHandle> {
         let (tx, rx) = crossbeam_channel::unbounded();
-        let session = Session::new(settings.clone(), tx.clone(), routes);
+        let session = Session::new(settings.clone(), tx.clone(), routes, store);
         let thread = thread::Builder::new()
             .name(format!("bgp:{}", settings.peer))
             .spawn(move || session.run(rx))?;
@@ -211,6 +208,10 @@ struct Closing {
 
 struct Session {
     settings: PeerSettings,
+    /// Where the session's state is published (status page, metrics).
+    store: Arc<SnapshotStore>,
+    /// The state last published.
+    published: Option<State>,
     inbox: Sender<Input>,
     desired: Arc<RouteSet>,
     /// `conns[0]` is the main connection; a second one exists only while
@@ -224,9 +225,16 @@ struct Session {
 }
 
 impl Session {
-    fn new(settings: PeerSettings, inbox: Sender<Input>, desired: Arc<RouteSet>) -> Session {
+    fn new(
+        settings: PeerSettings,
+        inbox: Sender<Input>,
+        desired: Arc<RouteSet>,
+        store: Arc<SnapshotStore>,
+    ) -> Session {
         Session {
             settings,
+            store,
+            published: None,
             inbox,
             desired,
             conns: Vec::new(),
@@ -241,28 +249,50 @@ impl Session {
         self.settings.peer
     }
 
-    fn set_metric(&self, up: bool) {
-        SESSION_ESTABLISHED
-            .with_label_values(&[
-                &self.settings.local_asn.to_string(),
-                &self.peer().to_string(),
-            ])
-            .set(if up { 1.0 } else { 0.0 });
+    /// The peer's state: that of its most advanced connection.
+    fn state(&self) -> State {
+        let rank = |s: State| match s {
+            State::Idle => 0,
+            State::Active => 1,
+            State::Connect => 2,
+            State::OpenSent => 3,
+            State::OpenConfirm => 4,
+            State::Established => 5,
+        };
+        self.conns
+            .iter()
+            .map(|c| c.fsm.state())
+            .max_by_key(|s| rank(*s))
+            .unwrap_or(State::Idle)
     }
 
-    /// A peer that is gone leaves no series behind.
-    fn forget_metric(&self) {
-        let _ = SESSION_ESTABLISHED.remove_label_values(&[
-            &self.settings.local_asn.to_string(),
+    /// Publishes the state (status page, `pybal_bgp_session_established`)
+    /// when it changed.
+    fn publish(&mut self) {
+        let state = self.state();
+        if self.published == Some(state) {
+            return;
+        }
+        self.published = Some(state);
+        daemon_status::bgp_session(
+            &self.store,
+            self.settings.local_asn,
             &self.peer().to_string(),
-        ]);
+            state == State::Established,
+            &state.to_string(),
+        );
+    }
+
+    /// The session ends: its status and series go away.
+    fn unpublish(&self) {
+        daemon_status::bgp_session_removed(&self.store, &self.peer().to_string());
     }
 
     fn run(mut self, rx: Receiver<Input>) {
-        self.set_metric(false);
         log::info!(target: LOG_TARGET, "peer {}: starting BGP session (port {}, local AS {}, id {})",
             self.peer(), self.settings.port, self.settings.local_asn, self.settings.bgp_id);
         self.maintain();
+        self.publish();
         loop {
             let input = match self.next_deadline() {
                 Some(deadline) => rx.recv_deadline(deadline),
@@ -271,7 +301,7 @@ impl Session {
             match input {
                 Ok(Input::Stop { reply, restarting }) => {
                     self.shutdown(&rx, restarting);
-                    self.forget_metric();
+                    self.unpublish();
                     let _ = reply.send(());
                     return;
                 }
@@ -279,12 +309,13 @@ impl Session {
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => {
                     self.shutdown(&rx, false);
-                    self.forget_metric();
+                    self.unpublish();
                     return;
                 }
             }
             self.poll_timers();
             self.maintain();
+            self.publish();
         }
     }
 
@@ -589,7 +620,6 @@ impl Session {
             }
             Action::Close => self.close(id),
             Action::Down(reason) => {
-                self.set_metric(false);
                 self.advertised.clear();
                 log::info!(target: LOG_TARGET, "peer {}: BGP session down: {reason}", self.peer());
             }
@@ -693,7 +723,6 @@ impl Session {
         negotiated: &Negotiated,
         queue: &mut VecDeque<(u64, Event)>,
     ) {
-        self.set_metric(true);
         let families: Vec<String> = negotiated.families.iter().map(|f| f.to_string()).collect();
         log::info!(target: LOG_TARGET, "peer {}: BGP session established (peer AS {}, id {}, hold time {} s, {}, {}-octet AS numbers)",
             self.peer(), negotiated.peer.asn, negotiated.peer.bgp_id, negotiated.hold_time.as_secs(),
@@ -807,7 +836,6 @@ impl Session {
             queue.push_back((id, Event::Stop(notification)));
         }
         self.drain(queue);
-        self.set_metric(false);
         let deadline = Instant::now() + CLOSE_LINGER;
         while !self.closing.is_empty() {
             match rx.recv_deadline(deadline) {

@@ -12,13 +12,13 @@
 use super::routes::{self, RouteSet};
 use super::session::{Input, PeerSettings, SessionHandle};
 use crate::config::{Config, GlobalConfig};
+use crate::snapshot::SnapshotStore;
 use crossbeam_channel::Sender;
-use prometheus::GaugeVec;
 use std::collections::BTreeMap;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -28,18 +28,13 @@ const ACCEPT_POLL: Duration = Duration::from_millis(250);
 /// How long stopping waits for every session to withdraw and close.
 const STOP_TIMEOUT: Duration = Duration::from_secs(3);
 
-static BGP_ENABLED: LazyLock<GaugeVec> =
-    LazyLock::new(|| crate::metrics::gauge_vec("pybal_bgp_enabled", "BGP Enabled", &[]));
-
 /// Peer address → the inbox of its session, shared with the accept threads.
 type Dispatch = Arc<Mutex<BTreeMap<IpAddr, Sender<Input>>>>;
 
 /// Brings the speaker in line with `config`: starts it, reconfigures it,
-/// or stops it (withdrawing every route) when BGP is turned off.
-pub fn reconcile(speaker: &mut Option<Speaker>, config: &Config) {
-    BGP_ENABLED
-        .with_label_values::<&str>(&[])
-        .set(if config.global.bgp { 1.0 } else { 0.0 });
+/// or stops it (withdrawing every route) when BGP is turned off. Sessions
+/// report their state into `store` (status page and metrics).
+pub fn reconcile(speaker: &mut Option<Speaker>, config: &Config, store: &Arc<SnapshotStore>) {
     match (speaker.as_mut(), config.global.bgp) {
         (Some(running), true) => running.reconfigure(config),
         (Some(_), false) => {
@@ -48,13 +43,14 @@ pub fn reconcile(speaker: &mut Option<Speaker>, config: &Config) {
                 running.stop_withdrawing();
             }
         }
-        (None, true) => *speaker = Some(Speaker::start(config)),
+        (None, true) => *speaker = Some(Speaker::start(config, store)),
         (None, false) => {}
     }
 }
 
 /// The running speaker.
 pub struct Speaker {
+    store: Arc<SnapshotStore>,
     routes: Arc<RouteSet>,
     sessions: BTreeMap<IpAddr, SessionHandle>,
     dispatch: Dispatch,
@@ -63,10 +59,11 @@ pub struct Speaker {
 
 impl Speaker {
     /// Starts a session per peer and the listeners.
-    pub fn start(config: &Config) -> Speaker {
+    pub fn start(config: &Config, store: &Arc<SnapshotStore>) -> Speaker {
         let routes = Arc::new(routes::from_config(config));
         log_routes(&routes);
         let mut speaker = Speaker {
+            store: Arc::clone(store),
             routes,
             sessions: BTreeMap::new(),
             dispatch: Arc::new(Mutex::new(BTreeMap::new())),
@@ -81,7 +78,7 @@ impl Speaker {
 
     fn start_session(&mut self, settings: PeerSettings) {
         let peer = settings.peer;
-        match SessionHandle::spawn(settings, Arc::clone(&self.routes)) {
+        match SessionHandle::spawn(settings, Arc::clone(&self.routes), Arc::clone(&self.store)) {
             Ok(handle) => {
                 lock(&self.dispatch).insert(peer, handle.sender());
                 self.sessions.insert(peer, handle);
