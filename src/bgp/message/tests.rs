@@ -447,73 +447,172 @@ fn notification_and_route_refresh() {
 
 #[test]
 fn update_errors() {
+    const ORIGIN: &str = "40 01 01 00";
+    const PATH: &str = "40 02 06 02 01 0000fc58";
+    const NH: &str = "40 03 04 c00002fe";
+    const NLRI: &str = "20 c6336401";
+    const V6_HOP: &str = "20010db8000000000000000000000254";
     let up = |attrs: &str, nlri: &str| message(2, &update_body(&[], &hex(attrs), &hex(nlri)));
-    let origin = "40 01 01 00";
-    let path = "40 02 06 02 01 0000fc58";
-    let nh = "40 03 04 c00002fe";
-    let nlri = "20 c6336401";
     assert!(FOUR
-        .decode(&up(&format!("{origin} {path} {nh}"), nlri))
+        .decode(&up(&format!("{ORIGIN} {PATH} {NH}"), NLRI))
         .is_ok());
-
-    // Flags: ORIGIN marked optional; MED marked transitive; partial on a well-known.
-    assert_eq!(
-        decode_err(FOUR, &up(&format!("c0 01 01 00 {path} {nh}"), nlri)),
-        (3, 4, hex("c0 01 01 00"))
-    );
-    assert_eq!(
-        decode_err(
-            FOUR,
-            &up(&format!("{origin} {path} {nh} c0 04 04 00000000"), nlri)
-        )
-        .1,
-        error::UPDATE_ATTRIBUTE_FLAGS
-    );
-    assert_eq!(
-        decode_err(FOUR, &up(&format!("60 01 01 00 {path} {nh}"), nlri)).1,
-        error::UPDATE_ATTRIBUTE_FLAGS
-    );
-    // Lengths: ORIGIN of 2 bytes, NEXT_HOP of 3.
-    assert_eq!(
-        decode_err(FOUR, &up(&format!("40 01 02 0000 {path} {nh}"), nlri)),
-        (3, 5, hex("40 01 02 0000"))
-    );
-    assert_eq!(
-        decode_err(FOUR, &up(&format!("{origin} {path} 40 03 03 c00002"), nlri)).1,
-        error::UPDATE_ATTRIBUTE_LENGTH
-    );
-    // ORIGIN 3.
-    assert_eq!(
-        decode_err(FOUR, &up(&format!("40 01 01 03 {path} {nh}"), nlri)),
-        (3, 6, hex("40 01 01 03"))
-    );
-    // Missing NEXT_HOP, missing ORIGIN: data = the type code.
-    assert_eq!(
-        decode_err(FOUR, &up(&format!("{origin} {path}"), nlri)),
-        (3, 3, vec![3])
-    );
-    assert_eq!(
-        decode_err(FOUR, &up(&format!("{path} {nh}"), nlri)),
-        (3, 3, vec![1])
-    );
     // Without NLRI nothing is mandatory (a withdrawal).
     assert!(FOUR.decode(&up("", "")).is_ok());
-    // The same attribute twice.
-    assert_eq!(
-        decode_err(FOUR, &up(&format!("{origin} {origin} {path} {nh}"), nlri)),
-        (3, 1, vec![])
-    );
-    // Unknown well-known attribute (not optional).
-    assert_eq!(
-        decode_err(
-            FOUR,
-            &up(&format!("{origin} {path} {nh} 40 63 01 00"), nlri)
+
+    // (what, attributes, NLRI, subcode, data: None = not checked)
+    let cases: Vec<(&str, String, &str, u8, Option<Vec<u8>>)> = vec![
+        (
+            "ORIGIN flagged optional",
+            format!("c0 01 01 00 {PATH} {NH}"),
+            NLRI,
+            error::UPDATE_ATTRIBUTE_FLAGS,
+            Some(hex("c0 01 01 00")),
         ),
-        (3, 2, hex("40 63 01 00"))
-    );
+        (
+            "MED flagged transitive",
+            format!("{ORIGIN} {PATH} {NH} c0 04 04 00000000"),
+            NLRI,
+            error::UPDATE_ATTRIBUTE_FLAGS,
+            None,
+        ),
+        (
+            "partial bit on a well-known attribute",
+            format!("60 01 01 00 {PATH} {NH}"),
+            NLRI,
+            error::UPDATE_ATTRIBUTE_FLAGS,
+            None,
+        ),
+        (
+            "ORIGIN of 2 bytes",
+            format!("40 01 02 0000 {PATH} {NH}"),
+            NLRI,
+            error::UPDATE_ATTRIBUTE_LENGTH,
+            Some(hex("40 01 02 0000")),
+        ),
+        (
+            "NEXT_HOP of 3 bytes",
+            format!("{ORIGIN} {PATH} 40 03 03 c00002"),
+            NLRI,
+            error::UPDATE_ATTRIBUTE_LENGTH,
+            None,
+        ),
+        (
+            "ORIGIN 3",
+            format!("40 01 01 03 {PATH} {NH}"),
+            NLRI,
+            error::UPDATE_INVALID_ORIGIN,
+            Some(hex("40 01 01 03")),
+        ),
+        (
+            "missing NEXT_HOP (data: type code)",
+            format!("{ORIGIN} {PATH}"),
+            NLRI,
+            error::UPDATE_MISSING_WELL_KNOWN,
+            Some(vec![3]),
+        ),
+        (
+            "missing ORIGIN",
+            format!("{PATH} {NH}"),
+            NLRI,
+            error::UPDATE_MISSING_WELL_KNOWN,
+            Some(vec![1]),
+        ),
+        (
+            "the same attribute twice",
+            format!("{ORIGIN} {ORIGIN} {PATH} {NH}"),
+            NLRI,
+            error::UPDATE_MALFORMED_ATTRIBUTE_LIST,
+            Some(vec![]),
+        ),
+        (
+            "unknown well-known attribute",
+            format!("{ORIGIN} {PATH} {NH} 40 63 01 00"),
+            NLRI,
+            error::UPDATE_UNRECOGNIZED_WELL_KNOWN,
+            Some(hex("40 63 01 00")),
+        ),
+        (
+            "NEXT_HOP 0.0.0.0",
+            format!("{ORIGIN} {PATH} 40 03 04 00000000"),
+            NLRI,
+            error::UPDATE_INVALID_NEXT_HOP,
+            None,
+        ),
+        (
+            "AS_PATH segment type 9",
+            format!("{ORIGIN} 40 02 06 09 01 0000fc58 {NH}"),
+            NLRI,
+            error::UPDATE_MALFORMED_AS_PATH,
+            None,
+        ),
+        (
+            "AS_PATH segment longer than the attribute",
+            format!("{ORIGIN} 40 02 06 02 02 0000fc58 {NH}"),
+            NLRI,
+            error::UPDATE_MALFORMED_AS_PATH,
+            None,
+        ),
+        (
+            "2-octet AS_PATH read as 4-octet",
+            format!("{ORIGIN} 40 02 04 02 01 fc58 {NH}"),
+            NLRI,
+            error::UPDATE_MALFORMED_AS_PATH,
+            None,
+        ),
+        (
+            "attribute longer than the list",
+            format!("{ORIGIN} 40 02 40 02 01"),
+            NLRI,
+            error::UPDATE_MALFORMED_ATTRIBUTE_LIST,
+            Some(vec![]),
+        ),
+        (
+            "NLRI /33",
+            format!("{ORIGIN} {PATH} {NH}"),
+            "21 c6336401 00",
+            error::UPDATE_INVALID_NETWORK,
+            Some(vec![]),
+        ),
+        (
+            "NLRI prefix cut short",
+            format!("{ORIGIN} {PATH} {NH}"),
+            "20 c63364",
+            error::UPDATE_INVALID_NETWORK,
+            None,
+        ),
+        (
+            "MP_REACH_NLRI next hop of 5 bytes",
+            format!("{ORIGIN} {PATH} 80 0e 0b 0002 01 05 0000000000 00 00"),
+            "",
+            error::UPDATE_OPTIONAL_ATTRIBUTE,
+            None,
+        ),
+        (
+            "MP_REACH_NLRI /129",
+            format!("{ORIGIN} {PATH} 80 0e 16 0002 01 10 {V6_HOP} 00 81"),
+            "",
+            error::UPDATE_OPTIONAL_ATTRIBUTE,
+            None,
+        ),
+        (
+            "MP_REACH_NLRI prefixes without ORIGIN",
+            format!("{PATH} 80 0e 17 0002 01 10 {V6_HOP} 00 08 20"),
+            "",
+            error::UPDATE_MISSING_WELL_KNOWN,
+            Some(vec![1]),
+        ),
+    ];
+    for (what, attrs, nlri, subcode, data) in cases {
+        let (code, sub, got) = decode_err(FOUR, &up(&attrs, nlri));
+        assert_eq!((code, sub), (error::UPDATE, subcode), "{what}");
+        if let Some(data) = data {
+            assert_eq!(got, data, "{what}");
+        }
+    }
+
     // Unknown optional attributes are kept.
     let Ok(Message::Update(u)) =
-        FOUR.decode(&up(&format!("{origin} {path} {nh} c0 63 01 07"), nlri))
+        FOUR.decode(&up(&format!("{ORIGIN} {PATH} {NH} c0 63 01 07"), NLRI))
     else {
         panic!("not an UPDATE")
     };
@@ -522,94 +621,6 @@ fn update_errors() {
         code: 0x63,
         data: vec![7]
     }));
-    // NEXT_HOP 0.0.0.0.
-    assert_eq!(
-        decode_err(
-            FOUR,
-            &up(&format!("{origin} {path} 40 03 04 00000000"), nlri)
-        )
-        .1,
-        error::UPDATE_INVALID_NEXT_HOP
-    );
-    // Malformed AS_PATH: segment type 9; segment longer than the attribute;
-    // a 2-octet path read as 4-octet.
-    assert_eq!(
-        decode_err(
-            FOUR,
-            &up(&format!("{origin} 40 02 06 09 01 0000fc58 {nh}"), nlri)
-        )
-        .1,
-        error::UPDATE_MALFORMED_AS_PATH
-    );
-    assert_eq!(
-        decode_err(
-            FOUR,
-            &up(&format!("{origin} 40 02 06 02 02 0000fc58 {nh}"), nlri)
-        )
-        .1,
-        error::UPDATE_MALFORMED_AS_PATH
-    );
-    assert_eq!(
-        decode_err(
-            FOUR,
-            &up(&format!("{origin} 40 02 04 02 01 fc58 {nh}"), nlri)
-        )
-        .1,
-        error::UPDATE_MALFORMED_AS_PATH
-    );
-    // Attribute longer than the attribute list.
-    assert_eq!(
-        decode_err(FOUR, &up(&format!("{origin} 40 02 40 02 01"), nlri)),
-        (3, 1, vec![])
-    );
-    // NLRI: /33, and a prefix cut short.
-    assert_eq!(
-        decode_err(
-            FOUR,
-            &up(&format!("{origin} {path} {nh}"), "21 c6336401 00")
-        ),
-        (3, 10, vec![])
-    );
-    assert_eq!(
-        decode_err(FOUR, &up(&format!("{origin} {path} {nh}"), "20 c63364")).1,
-        error::UPDATE_INVALID_NETWORK
-    );
-    // MP_REACH_NLRI with a next hop of 5 bytes, or a /129.
-    assert_eq!(
-        decode_err(
-            FOUR,
-            &up(
-                &format!("{origin} {path} 80 0e 0b 0002 01 05 0000000000 00 00"),
-                ""
-            )
-        )
-        .1,
-        error::UPDATE_OPTIONAL_ATTRIBUTE
-    );
-    assert_eq!(
-        decode_err(
-            FOUR,
-            &up(
-                &format!(
-                    "{origin} {path} 80 0e 16 0002 01 10 20010db8000000000000000000000254 00 81"
-                ),
-                ""
-            )
-        )
-        .1,
-        error::UPDATE_OPTIONAL_ATTRIBUTE
-    );
-    // MP_REACH_NLRI with prefixes but no ORIGIN.
-    assert_eq!(
-        decode_err(
-            FOUR,
-            &up(
-                &format!("{path} 80 0e 17 0002 01 10 20010db8000000000000000000000254 00 08 20"),
-                ""
-            )
-        ),
-        (3, 3, vec![1])
-    );
     // Withdrawn-routes length beyond the message.
     let mut body = update_body(&[], &[], &[]);
     body[1] = 9;
@@ -619,7 +630,7 @@ fn update_errors() {
     assert_eq!(decode_err(FOUR, &message(2, &body)), (3, 1, vec![]));
     // Unknown families are kept opaque (a VPN route in MP_REACH_NLRI).
     let Ok(Message::Update(u)) = FOUR.decode(&up(
-        &format!("{origin} {path} 80 0e 0b 0001 80 04 0a000001 00 ff 00"),
+        &format!("{ORIGIN} {PATH} 80 0e 0b 0001 80 04 0a000001 00 ff 00"),
         "",
     )) else {
         panic!("not an UPDATE")
