@@ -460,7 +460,8 @@ fn update_errors() {
     assert!(FOUR.decode(&up("", "")).is_ok());
 
     // (what, attributes, NLRI, subcode, data: None = not checked)
-    let cases: Vec<(&str, String, &str, u8, Option<Vec<u8>>)> = vec![
+    type Case<'a> = (&'a str, String, &'a str, u8, Option<Vec<u8>>);
+    let cases: Vec<Case> = vec![
         (
             "ORIGIN flagged optional",
             format!("c0 01 01 00 {PATH} {NH}"),
