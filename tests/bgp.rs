@@ -12,6 +12,7 @@ use common::bgp::{scripted_open, Bird, GoBgp, PeerConfig, Rib, SeenRoute, Wire};
 use common::*;
 use nix::sys::signal::Signal;
 use rsbal::bgp::message::{error, Message, Notification, Open};
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -403,6 +404,57 @@ fn graceful_restart_keeps_routes_while_rsbal_restarts() {
     assert!(bird
         .protocol()
         .contains("Received: Administrative shutdown"));
+}
+
+#[test]
+fn graceful_restart_with_gobgp_ends_with_cease_and_the_n_bit() {
+    let lab = Lab::new(9);
+    let gobgp = GoBgp::start(
+        &lab.subdir("gobgp"),
+        lab.peer(3, GOBGP_ASN, true),
+        free_port(),
+    );
+    let gr = "bgp-graceful-restart = 60";
+    let config = lab.write_config(&(lab.global(&[lab.ip(3)], gr) + &lab.services(true)));
+    let mut rsbal = Rsbal::start(&config, &[]);
+    assert_rib("GoBGP", &expected(true), || gobgp.rib());
+    let all = |stale: bool, rib: &Rib| -> BTreeMap<String, bool> {
+        rib.keys().map(|p| (p.clone(), stale)).collect()
+    };
+    assert_within("fresh routes", || {
+        gobgp.stale() == all(false, &expected(true))
+    });
+
+    // GoBGP advertised the N bit: rsbal says Cease, GoBGP keeps the routes stale.
+    rsbal.signal(Signal::SIGTERM);
+    assert!(rsbal.wait_exit(T).is_some(), "rsbal did not stop");
+    assert!(
+        rsbal.log_text().contains("(Cease with the N bit)"),
+        "{}",
+        rsbal.log_text()
+    );
+    assert_within("stale routes", || {
+        gobgp.stale() == all(true, &expected(true))
+    });
+    assert!(
+        gobgp.log().contains("peer graceful restart"),
+        "{}",
+        gobgp.log()
+    );
+
+    // Back (without "api"): the re-announced routes are fresh, the rest gone.
+    lab.write_config(&(lab.global(&[lab.ip(3)], gr) + &lab.services(false)));
+    let _rsbal = Rsbal::start(&config, &[]);
+    assert_within("fresh routes after the restart", || {
+        gobgp.stale() == all(false, &expected(false))
+    });
+    assert_eq!(gobgp.rib(), expected(false));
+    // The restarted rsbal said so (R bit).
+    assert!(
+        !gobgp.log().contains("restart flag is not set"),
+        "{}",
+        gobgp.log()
+    );
 }
 
 // ---- scripted peers: the peer's side written message by message ----

@@ -8,7 +8,9 @@
 //! thread how long it may block. Connection collisions (§6.8) are decided by
 //! [`collision_loser`].
 
-use super::message::{error, Codec, Family, GracefulRestart, Message, Notification, Open};
+use super::message::{
+    error, Capability, Codec, Family, GracefulRestart, Message, Notification, Open,
+};
 use std::collections::BTreeSet;
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -298,6 +300,7 @@ impl Fsm {
                 self.established_at = Some(now);
                 self.last_error = None;
                 self.start_hold(now);
+                self.restart_done();
                 match &self.negotiated {
                     Some(n) => vec![Action::Established(Box::new(n.clone()))],
                     None => Vec::new(),
@@ -350,6 +353,16 @@ impl Fsm {
                     Action::Send(Message::Keepalive),
                     Action::OpenReceived(peer_id),
                 ]
+            }
+        }
+    }
+
+    /// Once a session is up the speaker has finished restarting: later
+    /// OPENs no longer set graceful restart's R bit.
+    fn restart_done(&mut self) {
+        for cap in &mut self.config.open.capabilities {
+            if let Capability::GracefulRestart(gr) = cap {
+                gr.restarting = false;
             }
         }
     }

@@ -57,8 +57,9 @@ pub struct PeerSettings {
 }
 
 impl PeerSettings {
-    /// The OPEN rsbal sends this peer.
-    pub fn open(&self) -> Open {
+    /// The OPEN rsbal sends this peer; `restarting` sets graceful
+    /// restart's R bit (until the first session after start-up is up).
+    pub fn open(&self, restarting: bool) -> Open {
         let families = [Family::IPV4_UNICAST, Family::IPV6_UNICAST];
         let mut capabilities: Vec<Capability> = families
             .iter()
@@ -68,7 +69,7 @@ impl PeerSettings {
         capabilities.push(Capability::FourOctetAs(self.local_asn));
         if let Some(restart_time) = self.graceful_restart {
             capabilities.push(Capability::GracefulRestart(GracefulRestart {
-                restarting: false,
+                restarting,
                 notification: true,
                 restart_time,
                 // IPVS is left in place across restarts: forwarding goes on.
@@ -83,9 +84,9 @@ impl PeerSettings {
         }
     }
 
-    fn fsm_config(&self) -> FsmConfig {
+    fn fsm_config(&self, restarting: bool) -> FsmConfig {
         FsmConfig {
-            open: self.open(),
+            open: self.open(restarting),
             retry_min: RETRY_MIN,
             retry_max: RETRY_MAX,
             connect_timeout: CONNECT_TIMEOUT,
@@ -222,6 +223,8 @@ struct Session {
     advertised: RouteSet,
     closing: Vec<Closing>,
     stopping: bool,
+    /// A session with this peer was up since rsbal started.
+    ever_established: bool,
 }
 
 impl Session {
@@ -242,6 +245,7 @@ impl Session {
             advertised: RouteSet::new(),
             closing: Vec::new(),
             stopping: false,
+            ever_established: false,
         }
     }
 
@@ -337,7 +341,7 @@ impl Session {
         self.conns.push(Conn {
             id,
             direction,
-            fsm: Fsm::new(self.settings.fsm_config()),
+            fsm: Fsm::new(self.settings.fsm_config(!self.ever_established)),
             stream: None,
             pending_connect: None,
             codec: Codec::default(),
@@ -723,6 +727,7 @@ impl Session {
         negotiated: &Negotiated,
         queue: &mut VecDeque<(u64, Event)>,
     ) {
+        self.ever_established = true;
         let families: Vec<String> = negotiated.families.iter().map(|f| f.to_string()).collect();
         log::info!(target: LOG_TARGET, "peer {}: BGP session established (peer AS {}, id {}, hold time {} s, {}, {}-octet AS numbers)",
             self.peer(), negotiated.peer.asn, negotiated.peer.bgp_id, negotiated.hold_time.as_secs(),

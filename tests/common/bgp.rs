@@ -304,23 +304,37 @@ impl GoBgp {
         self.dir.join("gobgp.log")
     }
 
+    /// With `graceful_restart`: helper for rsbal's restarts, with RFC 8538's
+    /// N bit (a Cease does not end the graceful restart).
     fn config_text(&self) -> String {
         let c = &self.config;
-        format!(
+        let (gr, mp_gr) = if c.graceful_restart {
+            (
+                "  [neighbors.graceful-restart.config]\n    enabled = true\n    notification-enabled = true\n    restart-time = 120\n",
+                "    [neighbors.afi-safis.mp-graceful-restart.config]\n      enabled = true\n",
+            )
+        } else {
+            ("", "")
+        };
+        let mut text = format!(
             "[global.config]\n  as = {asn}\n  router-id = \"{addr}\"\n  port = {port}\n  local-address-list = [\"{addr}\"]\n\n\
              [[neighbors]]\n  [neighbors.config]\n    neighbor-address = \"{peer}\"\n    peer-as = {peer_asn}\n\
              \x20 [neighbors.transport.config]\n    remote-port = {peer_port}\n    local-address = \"{addr}\"\n\
              \x20 [neighbors.timers.config]\n    connect-retry = 1\n    idle-hold-time-after-reset = 1\n\
-             \x20 [neighbors.ebgp-multihop.config]\n    enabled = true\n    multihop-ttl = 5\n\
-             \x20 [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"ipv4-unicast\"\n\
-             \x20 [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"ipv6-unicast\"\n",
+             \x20 [neighbors.ebgp-multihop.config]\n    enabled = true\n    multihop-ttl = 5\n{gr}",
             asn = c.asn,
             addr = c.address,
             port = c.port,
             peer = c.rsbal,
             peer_asn = c.rsbal_asn,
             peer_port = c.rsbal_port,
-        )
+        );
+        for family in ["ipv4-unicast", "ipv6-unicast"] {
+            text += &format!(
+                "  [[neighbors.afi-safis]]\n    [neighbors.afi-safis.config]\n      afi-safi-name = \"{family}\"\n{mp_gr}"
+            );
+        }
+        text
     }
 
     fn launch(&mut self) {
@@ -381,18 +395,30 @@ impl GoBgp {
             == Some(6)
     }
 
-    /// `gobgp global rib -j`, IPv4 and IPv6.
-    pub fn rib(&self) -> Rib {
-        let mut rib = Rib::new();
-        for family in [
+    fn rib_json(&self) -> Vec<serde_json::Value> {
+        [
             &["global", "rib", "-j"][..],
             &["global", "rib", "-a", "ipv6", "-j"],
-        ] {
-            if let Some(value) = self.gobgp(family) {
-                rib.extend(parse_gobgp_rib(&value));
+        ]
+        .into_iter()
+        .filter_map(|args| self.gobgp(args))
+        .collect()
+    }
+
+    /// `gobgp global rib -j`, IPv4 and IPv6.
+    pub fn rib(&self) -> Rib {
+        self.rib_json().iter().flat_map(parse_gobgp_rib).collect()
+    }
+
+    /// Each prefix and whether GoBGP marks it stale (graceful restart).
+    pub fn stale(&self) -> BTreeMap<String, bool> {
+        let mut stale = BTreeMap::new();
+        for value in self.rib_json() {
+            for (prefix, paths) in value.as_object().into_iter().flatten() {
+                stale.insert(prefix.clone(), paths[0]["stale"] == true);
             }
         }
-        rib
+        stale
     }
 }
 

@@ -386,3 +386,32 @@ fn collision_keeps_the_connection_of_the_higher_identifier() {
         Direction::Outgoing
     );
 }
+
+#[test]
+fn the_restart_bit_is_cleared_once_established() {
+    let gr = |restarting| {
+        Capability::GracefulRestart(GracefulRestart {
+            restarting,
+            notification: true,
+            restart_time: 120,
+            families: vec![(Family::IPV4_UNICAST, true)],
+        })
+    };
+    let mut config = config();
+    config.open.capabilities.push(gr(true));
+    let t0 = Instant::now();
+    let mut fsm = Fsm::new(config);
+    fsm.handle(Event::Start, t0);
+    let sent = fsm.handle(Event::Connected, t0);
+    assert!(
+        matches!(&sent[0], Action::Send(Message::Open(o)) if o.capabilities.contains(&gr(true)))
+    );
+    fsm.handle(Event::Received(Message::Open(peer_open(90))), t0);
+    fsm.handle(Event::Received(Message::Keepalive), t0);
+    fsm.handle(Event::TcpFailed("reset".into()), t0);
+    fsm.poll_timers(t0 + S);
+    let sent = fsm.handle(Event::Connected, t0 + S);
+    assert!(
+        matches!(&sent[0], Action::Send(Message::Open(o)) if o.capabilities.contains(&gr(false)))
+    );
+}
