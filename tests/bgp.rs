@@ -189,14 +189,16 @@ fn announces_to_bird_and_gobgp_and_withdraws_on_reload_and_shutdown() {
     assert_rib("GoBGP", &expected(true), || gobgp.rib());
 
     let gauge = |peer: IpAddr| {
-        format!("pybal_bgp_session_established{{local_asn=\"{RSBAL_ASN}\",peer=\"{peer}\"}} 1")
+        format!("pybal_bgp_session_established{{asn=\"{RSBAL_ASN}\",peer=\"{peer}\"}} 1")
     };
-    assert_within("session metrics", || {
-        let m = lab.metrics();
-        m.contains("pybal_bgp_enabled 1")
-            && m.contains(&gauge(lab.ip(2)))
-            && m.contains(&gauge(lab.ip(3)))
+    let mut metrics = String::new();
+    let ok = wait_until(T, || {
+        metrics = lab.metrics();
+        metrics.contains("pybal_bgp_enabled 1")
+            && metrics.contains(&gauge(lab.ip(2)))
+            && metrics.contains(&gauge(lab.ip(3)))
     });
+    assert!(ok, "session metrics missing: {metrics}");
 
     // The status document (status page, `rsbal status`) lists both sessions.
     let http = SocketAddr::new(lab.rsbal_ip(), lab.http_port);
