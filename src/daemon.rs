@@ -123,6 +123,8 @@ struct Daemon {
     store: Arc<SnapshotStore>,
     services: BTreeMap<String, ServiceHandle>,
     instrumentation: Option<InstrumentationServer>,
+    /// The BGP speaker, while `bgp = yes`.
+    bgp: Option<crate::bgp::Speaker>,
 }
 
 /// Runs the daemon until SIGTERM/SIGINT; returns the exit code.
@@ -169,6 +171,7 @@ pub fn run(opts: RunOptions) -> i32 {
         store: Arc::new(SnapshotStore::new()),
         services: BTreeMap::new(),
         instrumentation: None,
+        bgp: None,
     };
     crate::daemon_status::started(
         &daemon.store,
@@ -180,6 +183,7 @@ pub fn run(opts: RunOptions) -> i32 {
     for name in names {
         daemon.start_service(&name);
     }
+    crate::bgp::reconcile(&mut daemon.bgp, &daemon.config, &daemon.store);
     log::info!(target: LOG_TARGET, "rsbal {} started with {} service(s) from {}{}",
         env!("CARGO_PKG_VERSION"), daemon.services.len(), daemon.opts.config.display(),
         if daemon.opts.dry_run { " (dry run: IPVS is not changed)" } else { "" });
@@ -302,6 +306,8 @@ impl Daemon {
         if d.global_changed {
             self.apply_global(&old_global);
         }
+        // The speaker announces the new set and withdraws what is gone.
+        crate::bgp::reconcile(&mut self.bgp, &self.config, &self.store);
     }
 
     fn apply_global(&mut self, old: &GlobalConfig) {
@@ -328,6 +334,9 @@ impl Daemon {
     /// SIGTERM/SIGINT: stop every thread; IPVS is left as it is.
     fn shutdown(mut self) {
         log::info!(target: LOG_TARGET, "shutting down; IPVS state is left in place");
+        if let Some(speaker) = self.bgp.take() {
+            speaker.stop();
+        }
         for (_, handle) in std::mem::take(&mut self.services) {
             handle.stop(false);
         }

@@ -6,6 +6,7 @@
 //! See `ARCHITECTURE.md` for threads, channels and state ownership.
 
 pub mod alerts;
+pub mod bgp;
 pub mod cli;
 pub mod config;
 pub mod coordinator;

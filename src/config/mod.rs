@@ -42,6 +42,11 @@ pub struct GlobalConfig {
     pub bgp_nexthop_ipv6: Option<Ipv6Addr>,
     pub bgp_local_ips: Vec<IpAddr>,
     pub bgp_local_port: u16,
+    /// **Beyond**: port rsbal connects to on each peer (`bgp-peer-port`, default 179).
+    pub bgp_peer_port: u16,
+    /// **Beyond**: graceful restart (RFC 4724) restart time in seconds
+    /// (`bgp-graceful-restart`); `None` (the default, `0`) = off, as PyBal.
+    pub bgp_graceful_restart: Option<u16>,
     pub instrumentation: bool,
     pub instrumentation_port: u16,
     pub instrumentation_ips: Vec<IpAddr>,
@@ -61,6 +66,8 @@ impl Default for GlobalConfig {
             bgp_nexthop_ipv6: None,
             bgp_local_ips: Vec::new(),
             bgp_local_port: 179,
+            bgp_peer_port: 179,
+            bgp_graceful_restart: None,
             instrumentation: false,
             instrumentation_port: 9090,
             instrumentation_ips: vec![

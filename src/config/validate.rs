@@ -34,6 +34,8 @@ const GLOBAL_KEYS: &[&str] = &[
     "bgp-nexthop-ipv6",
     "bgp-local-ips",
     "bgp-local-port",
+    "bgp-peer-port",
+    "bgp-graceful-restart",
     "instrumentation",
     "instrumentation_port",
     "instrumentation_ips",
@@ -319,6 +321,12 @@ fn read_global(r: &mut Reader) -> GlobalConfig {
         bgp_local_port: r
             .optional("bgp-local-port", parse_port)
             .unwrap_or(defaults.bgp_local_port),
+        bgp_peer_port: r
+            .optional("bgp-peer-port", parse_nonzero_port)
+            .unwrap_or(defaults.bgp_peer_port),
+        bgp_graceful_restart: r
+            .optional("bgp-graceful-restart", parse_restart_time)
+            .unwrap_or(defaults.bgp_graceful_restart),
         instrumentation: r
             .optional("instrumentation", parse_boolean)
             .unwrap_or(defaults.instrumentation),
@@ -894,6 +902,26 @@ fn parse_port(text: &str) -> Result<u16, String> {
     value
         .parse()
         .map_err(|_| format!("{value:?} is not a port number (0-65535)"))
+}
+
+fn parse_nonzero_port(text: &str) -> Result<u16, String> {
+    match parse_port(text)? {
+        0 => Err("port 0 cannot be connected to (1-65535)".to_string()),
+        port => Ok(port),
+    }
+}
+
+/// `bgp-graceful-restart`: restart time in seconds, 0 = off; the capability
+/// carries 12 bits.
+fn parse_restart_time(text: &str) -> Result<Option<u16>, String> {
+    let value = scalar(text)?;
+    match value.parse::<u16>() {
+        Ok(0) => Ok(None),
+        Ok(secs) if secs <= 4095 => Ok(Some(secs)),
+        _ => Err(format!(
+            "{value:?} is not a restart time in seconds (1-4095, 0 = off)"
+        )),
+    }
 }
 
 fn parse_http_status(text: &str) -> Result<u16, String> {
@@ -1964,6 +1992,33 @@ idleconnection.keepalive-retries = 5
         let v6 = service("v6", "").replace("10.2.2.1", "2001:db8::1");
         let errors = errors_of(&format!("{global}bgp-nexthop-ipv4 = 10.0.0.2\n{v6}"));
         assert_eq!(find(&errors, "bgp-nexthop-ipv6").line, Some(1));
+    }
+
+    #[test]
+    fn bgp_peer_port_and_graceful_restart() {
+        let global = "[global]\nbgp = yes\nbgp-local-asn = 64600\nbgp-peer-address = 10.0.0.1\n";
+        let off = service("svc", "bgp = no\n");
+        let g = load_ok(&format!("{global}{off}")).config.global;
+        assert_eq!((g.bgp_peer_port, g.bgp_graceful_restart), (179, None));
+        let g = load_ok(&format!(
+            "{global}bgp-peer-port = 1179\nbgp-graceful-restart = 120\n{off}"
+        ))
+        .config
+        .global;
+        assert_eq!((g.bgp_peer_port, g.bgp_graceful_restart), (1179, Some(120)));
+        let g = load_ok(&format!("{global}bgp-graceful-restart = 0\n{off}"))
+            .config
+            .global;
+        assert_eq!(g.bgp_graceful_restart, None);
+        for bad in [
+            "bgp-graceful-restart = 4096",
+            "bgp-graceful-restart = yes",
+            "bgp-peer-port = 0",
+        ] {
+            let errors = errors(&format!("{global}{bad}\n{off}"));
+            let key = bad.split(' ').next().unwrap();
+            assert_eq!(find(&errors, key).line, Some(5), "{bad}: {errors:?}");
+        }
     }
 
     #[test]

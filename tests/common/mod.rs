@@ -2,6 +2,7 @@
 //! every batch it is given, and the real `rsbal` binary as a child process.
 #![allow(dead_code)]
 
+pub mod bgp;
 pub mod etcd;
 pub mod pool;
 
