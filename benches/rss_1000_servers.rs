@@ -11,6 +11,7 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod support;
 
 use common::{wait_until, write_atomic};
 use std::io::{BufRead, BufReader};
@@ -78,29 +79,7 @@ fn main() {
     }
     assert_eq!(ready.trim(), "ready", "backends did not start");
 
-    let list: String = hosts
-        .iter()
-        .map(|h| format!("{{ 'host': '{h}', 'weight': 10, 'enabled': True }}\n"))
-        .collect();
-    let list = write_atomic(dir.path(), "servers", &list);
-    let example = std::fs::read_to_string("conf/rsbal.conf").expect("conf/rsbal.conf");
-    let options: String = example
-        .lines()
-        .filter(|l| l.starts_with("proxyfetch.") || l.starts_with("idleconnection."))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    let conf = dir.path().join("rsbal.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "[global]\nipvsadm = {}\n\n[bench]\nprotocol = tcp\nip = 192.0.2.201\nport = {PORT}\n\
-             scheduler = wrr\nconfig = file://{}\ndepool-threshold = 0.5\n\
-             monitors = [ \"IdleConnection\", \"ProxyFetch\" ]\n{options}",
-            script.display(),
-            list.display()
-        ),
-    )
-    .expect("write config");
+    let conf = support::write_bench_config(dir.path(), &script, "192.0.2.201", PORT, &hosts);
     let mut rsbal = Command::new(env!("CARGO_BIN_EXE_rsbal"))
         .arg("-c")
         .arg(&conf)

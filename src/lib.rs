@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod daemon_status;
 pub mod instrumentation;
 pub mod ipvs;
+pub mod listen;
 pub mod logging;
 pub mod metrics;
 pub mod monitor;

@@ -310,14 +310,7 @@ impl Listeners {
 
 /// A listening socket whose `accept` wakes up every [`ACCEPT_POLL`].
 fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    use socket2::{Domain, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
-    if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
-    }
-    socket.bind(&addr.into())?;
-    socket.listen(16)?;
+    let socket = crate::listen::listening_socket(addr, 16)?;
     socket.set_read_timeout(Some(ACCEPT_POLL))?;
     Ok(socket.into())
 }

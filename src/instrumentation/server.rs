@@ -179,15 +179,7 @@ impl Drop for InstrumentationServer {
 
 /// A non-blocking listening socket.
 fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    use socket2::{Domain, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
-    if addr.is_ipv6() {
-        // `::` and `0.0.0.0` may both be configured.
-        socket.set_only_v6(true)?;
-    }
-    socket.bind(&addr.into())?;
-    socket.listen(128)?;
+    let socket = crate::listen::listening_socket(addr, 128)?;
     socket.set_nonblocking(true)?;
     Ok(socket.into())
 }
