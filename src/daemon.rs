@@ -45,6 +45,7 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
         Ok(Command::Check { config }) => check(&config),
         Ok(Command::Status(opts)) => crate::status::run(&opts),
         Ok(Command::Run(opts)) => run(opts),
+        Ok(Command::IpvsDebug(args)) => crate::ipvs::debug::main(&args),
     }
 }
 

@@ -7,9 +7,11 @@
 //! `ipvsadm -Sn` output (pure), `genl` encodes and decodes IPVS generic
 //! netlink messages (pure), `backend` and `netlink` are the two ways of
 //! reading and changing the kernel's table, and `writer` is the IpvsWriter
-//! thread that owns the applied table and runs the commands.
+//! thread that owns the applied table and runs the commands. `debug` holds
+//! the hidden `--ipvs-debug` commands the kernel tests and benchmarks use.
 
 pub mod backend;
+pub mod debug;
 pub mod diff;
 pub mod genl;
 pub mod ipvsadm;
