@@ -19,7 +19,10 @@ use std::time::Duration;
 const T: Duration = Duration::from_secs(20);
 
 fn global(ipvsadm: &FakeIpvsadm) -> String {
-    format!("[global]\nipvsadm = {}\nipvs-backend = ipvsadm\n\n", ipvsadm.script.display())
+    format!(
+        "[global]\nipvsadm = {}\nipvs-backend = ipvsadm\n\n",
+        ipvsadm.script.display()
+    )
 }
 
 /// A `[global]` section that also serves the HTTP API on `api`.

@@ -966,27 +966,32 @@ fn parse_interval_or_off(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("{value:?} is not a number of seconds (0 = off)"))
 }
 
-fn parse_ipvs_backend(text: &str) -> Result<IpvsBackendKind, String> {
+/// One of `choices` (by keyword, any case); the error lists them as `what`.
+fn parse_keyword<T: Copy>(text: &str, choices: &[(&str, T)], what: &str) -> Result<T, String> {
     let value = scalar(text)?;
-    match value.to_ascii_lowercase().as_str() {
-        "netlink" => Ok(IpvsBackendKind::Netlink),
-        "ipvsadm" => Ok(IpvsBackendKind::Ipvsadm),
-        _ => Err(format!(
-            "{value:?} is not an IPVS backend (netlink or ipvsadm)"
-        )),
-    }
+    let lower = value.to_ascii_lowercase();
+    choices
+        .iter()
+        .find(|(keyword, _)| *keyword == lower)
+        .map(|(_, v)| *v)
+        .ok_or_else(|| format!("{value:?} is not {what}"))
+}
+
+fn parse_ipvs_backend(text: &str) -> Result<IpvsBackendKind, String> {
+    let choices = [
+        ("netlink", IpvsBackendKind::Netlink),
+        ("ipvsadm", IpvsBackendKind::Ipvsadm),
+    ];
+    parse_keyword(text, &choices, "an IPVS backend (netlink or ipvsadm)")
 }
 
 fn parse_forwarding_method(text: &str) -> Result<ForwardingMethod, String> {
-    let value = scalar(text)?;
-    match value.to_ascii_lowercase().as_str() {
-        "dr" => Ok(ForwardingMethod::Dr),
-        "nat" => Ok(ForwardingMethod::Nat),
-        "tunnel" => Ok(ForwardingMethod::Tunnel),
-        _ => Err(format!(
-            "{value:?} is not a forwarding method (dr, nat or tunnel)"
-        )),
-    }
+    let choices = [
+        ("dr", ForwardingMethod::Dr),
+        ("nat", ForwardingMethod::Nat),
+        ("tunnel", ForwardingMethod::Tunnel),
+    ];
+    parse_keyword(text, &choices, "a forwarding method (dr, nat or tunnel)")
 }
 
 fn parse_threshold(text: &str) -> Result<f64, String> {

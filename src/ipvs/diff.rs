@@ -109,6 +109,25 @@ pub fn apply(table: &mut Table, cmd: &IpvsCommand) {
     }
 }
 
+/// Whether the kernel would accept `cmd` on `table`: no service or
+/// destination added twice, none edited or deleted while absent. Every
+/// command list of this module is accepted in order.
+pub fn accepts(table: &Table, cmd: &IpvsCommand) -> bool {
+    match cmd {
+        IpvsCommand::AddService(vs) => !table.contains_key(&vs.key),
+        IpvsCommand::EditService(vs) => table.contains_key(&vs.key),
+        IpvsCommand::DeleteService(k) => table.contains_key(k),
+        IpvsCommand::AddDest { service, dest, .. } => table
+            .get(service)
+            .is_some_and(|s| !s.dests.contains_key(dest)),
+        IpvsCommand::EditDest { service, dest, .. } | IpvsCommand::DeleteDest { service, dest } => {
+            table
+                .get(service)
+                .is_some_and(|s| s.dests.contains_key(dest))
+        }
+    }
+}
+
 /// A service that does not exist yet: the service, then its destinations.
 fn create(d: &ServiceTable) -> Vec<IpvsCommand> {
     let key = d.service.key;
@@ -208,19 +227,7 @@ mod tests {
 
     /// Applies commands the way the kernel would, refusing invalid ones.
     fn apply_strict(table: &mut Table, cmd: &IpvsCommand) -> Result<(), String> {
-        let ok = match cmd {
-            IpvsCommand::AddService(vs) => !table.contains_key(&vs.key),
-            IpvsCommand::EditService(vs) => table.contains_key(&vs.key),
-            IpvsCommand::DeleteService(k) => table.contains_key(k),
-            IpvsCommand::AddDest { service, dest, .. } => table
-                .get(service)
-                .is_some_and(|s| !s.dests.contains_key(dest)),
-            IpvsCommand::EditDest { service, dest, .. }
-            | IpvsCommand::DeleteDest { service, dest } => table
-                .get(service)
-                .is_some_and(|s| s.dests.contains_key(dest)),
-        };
-        if !ok {
+        if !accepts(table, cmd) {
             return Err(format!("kernel would refuse {cmd:?}"));
         }
         apply(table, cmd);

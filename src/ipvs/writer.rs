@@ -341,19 +341,7 @@ mod tests {
             let mut table = self.table.lock().unwrap();
             for cmd in commands {
                 self.log.lock().unwrap().push(cmd.clone());
-                let ok = match cmd {
-                    IpvsCommand::AddService(vs) => !table.contains_key(&vs.key),
-                    IpvsCommand::EditService(vs) => table.contains_key(&vs.key),
-                    IpvsCommand::DeleteService(k) => table.contains_key(k),
-                    IpvsCommand::AddDest { service, dest, .. } => table
-                        .get(service)
-                        .is_some_and(|s| !s.dests.contains_key(dest)),
-                    IpvsCommand::EditDest { service, dest, .. }
-                    | IpvsCommand::DeleteDest { service, dest } => table
-                        .get(service)
-                        .is_some_and(|s| s.dests.contains_key(dest)),
-                };
-                if !ok {
+                if !crate::ipvs::diff::accepts(&table, cmd) {
                     return Err(format!("{cmd}: refused"));
                 }
                 apply(&mut table, cmd);
