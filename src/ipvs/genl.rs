@@ -12,6 +12,7 @@
 
 use super::{Dest, ForwardingMethod, IpvsCommand, ServiceKey, VirtualService};
 use crate::config::Protocol;
+use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 // linux/netlink.h
@@ -521,6 +522,58 @@ pub fn dest(attrs: &[u8], service_is_ipv4: bool) -> Result<(SocketAddr, Dest), S
     Ok((SocketAddr::new(ip, port), Dest { weight, forwarding }))
 }
 
+/// Requests waiting for their ACK, by sequence number.
+#[derive(Debug)]
+pub struct Pending<T> {
+    waiting: BTreeMap<u32, T>,
+}
+
+impl<T> Default for Pending<T> {
+    fn default() -> Self {
+        Pending {
+            waiting: BTreeMap::new(),
+        }
+    }
+}
+
+impl<T> Pending<T> {
+    pub fn insert(&mut self, seq: u32, request: T) {
+        self.waiting.insert(seq, request);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.waiting.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.waiting.len()
+    }
+
+    /// The request with the lowest sequence number still waiting.
+    pub fn first(&self) -> Option<&T> {
+        self.waiting.values().next()
+    }
+
+    /// Takes the ACKs and errors in `datagram`: each answered request with
+    /// its errno (0 = done). Answers to requests not waited for (late
+    /// answers to earlier ones, whose "Success" must not be taken for a new
+    /// request's) and non-ACK messages are ignored.
+    pub fn settle(&mut self, datagram: &[u8]) -> Result<Vec<(T, i32)>, String> {
+        let mut answered = Vec::new();
+        for msg in split(datagram)? {
+            let errno = match reply(&msg)? {
+                Reply::Ack => 0,
+                Reply::Error(e) => e,
+                Reply::Done(_) | Reply::Data { .. } => continue,
+            };
+            if let Some(request) = self.waiting.remove(&msg.seq) {
+                answered.push((request, errno));
+            }
+        }
+        Ok(answered)
+    }
+}
+
 /// `EEXIST (File exists)`: an errno's name and text.
 pub fn errno_text(errno: i32) -> String {
     let e = nix::errno::Errno::from_raw(errno);
@@ -801,6 +854,30 @@ mod tests {
         assert_eq!(errno_text(17), "EEXIST (File exists)");
         assert_eq!(errno_text(3), "ESRCH (No such process)");
         assert_eq!(errno_text(99999), "error 99999");
+    }
+
+    #[test]
+    fn pending_matches_answers_by_sequence_and_ignores_stale_ones() {
+        let mut pending = Pending::default();
+        pending.insert(10, "add a");
+        pending.insert(11, "add b");
+        pending.insert(12, "add c");
+        assert_eq!(pending.first(), Some(&"add a"));
+        // A late "Success" for request 9 (sent before) and an error for 11.
+        let datagram = cat(&[ack(9, 0), ack(11, -17)]);
+        assert_eq!(pending.settle(&datagram).unwrap(), vec![("add b", 17)]);
+        assert_eq!(pending.len(), 2);
+        // The same answer again (duplicate) changes nothing.
+        assert!(pending.settle(&ack(11, 0)).unwrap().is_empty());
+        let datagram = cat(&[ack(12, 0), ack(10, 0)]);
+        assert_eq!(
+            pending.settle(&datagram).unwrap(),
+            vec![("add c", 0), ("add a", 0)]
+        );
+        assert!(pending.is_empty());
+        assert!(pending
+            .settle(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17])
+            .is_err());
     }
 
     #[test]

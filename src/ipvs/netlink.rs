@@ -22,7 +22,7 @@ use nix::sys::socket::{
     SockProtocol, SockType,
 };
 use nix::sys::time::TimeVal;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -209,7 +209,7 @@ impl Connection {
         let mut failures = Vec::new();
         for window in commands.chunks(WINDOW) {
             let mut datagram = Vec::with_capacity(window.len() * 128);
-            let mut pending: HashMap<u32, &IpvsCommand> = HashMap::new();
+            let mut pending = genl::Pending::default();
             for cmd in window {
                 let seq = self.next_seq();
                 datagram.extend(genl::command(self.family, seq, cmd));
@@ -218,37 +218,21 @@ impl Connection {
             self.send(&datagram)?;
             while !pending.is_empty() {
                 let answer = self.receive().map_err(|e| {
-                    let mut first: Vec<_> = pending.iter().collect();
-                    first.sort_by_key(|(seq, _)| **seq);
-                    let cmd = first
-                        .first()
-                        .map(|(_, c)| c.to_string())
-                        .unwrap_or_default();
+                    let first = pending.first().map(|c| c.to_string()).unwrap_or_default();
                     format!(
-                        "{e} ({} request(s) unanswered, the first {cmd})",
+                        "{e} ({} request(s) unanswered, the first {first})",
                         pending.len()
                     )
                 })?;
-                for msg in genl::split(&answer)? {
-                    let Some(cmd) = pending.get(&msg.seq).copied() else {
-                        log::debug!(target: LOG_TARGET, "netlink: ignoring a stale answer (sequence {})", msg.seq);
-                        continue;
-                    };
-                    match genl::reply(&msg)? {
-                        Reply::Ack => {
-                            pending.remove(&msg.seq);
-                        }
-                        Reply::Error(e) => {
-                            pending.remove(&msg.seq);
-                            let hint = genl::ipvs_hint(cmd, e)
-                                .map(|h| format!(": {h}"))
-                                .unwrap_or_default();
-                            failures.push(format!(
-                                "{cmd}: the kernel said {}{hint}",
-                                genl::errno_text(e)
-                            ));
-                        }
-                        Reply::Done(_) | Reply::Data { .. } => {}
+                for (cmd, errno) in pending.settle(&answer)? {
+                    if errno != 0 {
+                        let hint = genl::ipvs_hint(cmd, errno)
+                            .map(|h| format!(": {h}"))
+                            .unwrap_or_default();
+                        failures.push(format!(
+                            "{cmd}: the kernel said {}{hint}",
+                            genl::errno_text(errno)
+                        ));
                     }
                 }
             }
