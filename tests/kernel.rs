@@ -26,6 +26,7 @@ fn both_backends_drive_the_kernel_the_same_way() {
             "ipv6-recovered",
             "weight",
             "sighup-removed",
+            "forwarding-changed",
             "stop-leaves-table",
             "no-ipvs-errors",
         ] {

@@ -413,6 +413,23 @@ mod tests {
     }
 
     #[test]
+    fn parse_tunnel_options_of_newer_ipvsadm() {
+        let t = parse_save(
+            "-A -t [2001:db8::10]:80 -s wrr\n\
+             -a -t [2001:db8::10]:80 -r [fd00::2]:80 -i -w 5 --tun-type ipip\n",
+        )
+        .unwrap();
+        let k = key(Protocol::Tcp, "[2001:db8::10]:80");
+        assert_eq!(
+            t[&k].dests.get(&sa("[fd00::2]:80")),
+            Some(&Dest {
+                weight: 5,
+                forwarding: ForwardingMethod::Tunnel
+            })
+        );
+    }
+
+    #[test]
     fn parse_empty_and_blank() {
         assert!(parse_save("").unwrap().is_empty());
         assert!(parse_save("\n  \n").unwrap().is_empty());

@@ -1,6 +1,7 @@
 # Scenario: the same life of three services through each IPVS backend in
-# turn (netlink, then ipvsadm): start, a backend killed and recovered, IPv6,
-# a weight change, a service removed on SIGHUP. Each run ends with its table
+# turn (netlink, then ipvsadm): start (a UDP one-packet service with NAT),
+# a backend killed and recovered, IPv6, a weight change, a service removed
+# and a forwarding method changed on SIGHUP. Each run ends with its table
 # (TABLE <backend>) so the host can compare the two.
 . ./lib.sh
 
@@ -24,6 +25,7 @@ ip = 192.0.2.11
 port = 53
 scheduler = rr
 ops = yes
+forwarding-method = nat
 config = file://$dir/dns
 monitors = []
 "
@@ -41,8 +43,8 @@ monitors = []
     "-a -t $VIP:80 -r 127.50.0.3:80 -g -w 20" \
     "-a -t $VIP:80 -r 127.50.0.4:80 -g -w 30" \
     "-A -u 192.0.2.11:53 -s rr -o" \
-    "-a -u 192.0.2.11:53 -r 127.50.0.5:53 -g -w 1" \
-    "-a -u 192.0.2.11:53 -r 127.50.0.6:53 -g -w 2"
+    "-a -u 192.0.2.11:53 -r 127.50.0.5:53 -m -w 1" \
+    "-a -u 192.0.2.11:53 -r 127.50.0.6:53 -m -w 2"
   expect "$b/ipv6-start" 30 has_all \
     "-A -t [$VIP6]:80 -s wrr" \
     "-a -t [$VIP6]:80 -r [fd00::2]:80 -g -w 5" \
@@ -66,13 +68,18 @@ monitors = []
   { server_line 127.50.0.2 15; server_line 127.50.0.3 20; server_line 127.50.0.4 30; } | write_atomic "$dir/web"
   expect "$b/weight" 30 has "-a -t $VIP:80 -r 127.50.0.2:80 -g -w 15"
 
+  # Reload: dns removed, web6 switched to tunnelling.
   {
     echo "$global"
     checked_service web "$VIP" "$dir/web"
     checked_service web6 "$VIP6" "$dir/web6"
+    echo "forwarding-method = tunnel"
   } | write_atomic "$dir/rsbal.conf"
   kill -HUP "$RSBAL_PID"
   expect "$b/sighup-removed" 30 lacks "192.0.2.11:53"
+  expect "$b/forwarding-changed" 30 has_all \
+    "-a -t [$VIP6]:80 -r [fd00::2]:80 -i -w 5 --tun-type ipip" \
+    "-a -t [$VIP6]:80 -r [fd00::3]:80 -i -w 7 --tun-type ipip"
 
   before=$(ipvsadm -Sn)
   stop_rsbal
