@@ -17,6 +17,9 @@ pub enum Command {
     Status(StatusOptions),
     Version,
     Help,
+    /// Hidden: `--ipvs-debug ARGS…`, maintenance commands for the kernel
+    /// tests and benchmarks (`ipvs::debug`).
+    IpvsDebug(Vec<String>),
 }
 
 /// Options of a daemon run.
@@ -74,6 +77,9 @@ where
     if args.peek().map(String::as_str) == Some("status") {
         args.next();
         return parse_status(args);
+    }
+    if args.peek().is_some_and(|a| a == "--ipvs-debug") {
+        return Ok(Command::IpvsDebug(args.skip(1).collect()));
     }
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -168,6 +174,10 @@ mod tests {
             }
         );
         assert_eq!(parse(["--version"]).unwrap(), Command::Version);
+        assert_eq!(
+            parse(["--ipvs-debug", "dump", "netlink"]).unwrap(),
+            Command::IpvsDebug(vec!["dump".into(), "netlink".into()])
+        );
     }
 
     #[test]

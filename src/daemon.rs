@@ -7,7 +7,8 @@
 use crate::cli::{self, Command, RunOptions};
 use crate::config::{self, diff, Config, ConfigError, GlobalConfig, SourceUrl};
 use crate::instrumentation::InstrumentationServer;
-use crate::ipvs::writer::{self, Ipvsadm, WriteMode, WriterRequest};
+use crate::ipvs::backend::{self, BackendChoice};
+use crate::ipvs::writer::{self, WriteMode, WriterRequest};
 use crate::logging;
 use crate::serverlist;
 use crate::service::{self, ServiceHandle};
@@ -44,6 +45,7 @@ pub fn main_with_args(args: Vec<String>) -> i32 {
         Ok(Command::Check { config }) => check(&config),
         Ok(Command::Status(opts)) => crate::status::run(&opts),
         Ok(Command::Run(opts)) => run(opts),
+        Ok(Command::IpvsDebug(args)) => crate::ipvs::debug::main(&args),
     }
 }
 
@@ -154,16 +156,16 @@ pub fn run(opts: RunOptions) -> i32 {
     } else {
         WriteMode::Apply
     };
-    let backend = Box::new(Ipvsadm {
-        path: loaded.config.global.ipvsadm.clone(),
-    });
-    let (writer, _writer_thread) = match writer::spawn(backend, mode) {
-        Ok(w) => w,
-        Err(e) => {
-            log::error!(target: LOG_TARGET, "cannot start the IPVS writer: {e}");
-            return 1;
-        }
-    };
+    let global = &loaded.config.global;
+    let backend = backend::open(&backend_choice(global));
+    let (writer, _writer_thread) =
+        match writer::spawn(backend, mode, global.ipvs_reconcile_interval) {
+            Ok(w) => w,
+            Err(e) => {
+                log::error!(target: LOG_TARGET, "cannot start the IPVS writer: {e}");
+                return 1;
+            }
+        };
     let mut daemon = Daemon {
         config: loaded.config,
         opts,
@@ -201,6 +203,13 @@ pub fn run(opts: RunOptions) -> i32 {
     systemd::stopping();
     daemon.shutdown();
     0
+}
+
+fn backend_choice(global: &GlobalConfig) -> BackendChoice {
+    BackendChoice {
+        kind: global.ipvs_backend,
+        ipvsadm: global.ipvsadm.clone(),
+    }
 }
 
 fn start_instrumentation(
@@ -312,10 +321,15 @@ impl Daemon {
 
     fn apply_global(&mut self, old: &GlobalConfig) {
         let new = self.config.global.clone();
-        if old.ipvsadm != new.ipvsadm {
+        if backend_choice(old) != backend_choice(&new) {
             let _ = self
                 .writer
-                .send(WriterRequest::SetIpvsadm(new.ipvsadm.clone()));
+                .send(WriterRequest::SetBackend(backend_choice(&new)));
+        }
+        if old.ipvs_reconcile_interval != new.ipvs_reconcile_interval {
+            let _ = self.writer.send(WriterRequest::SetReconcileInterval(
+                new.ipvs_reconcile_interval,
+            ));
         }
         if old.bgp != new.bgp {
             crate::daemon_status::set_bgp_enabled(&self.store, new.bgp);

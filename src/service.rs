@@ -13,7 +13,7 @@
 use crate::config::ServiceConfig;
 use crate::coordinator::{Coordinator, Outcome};
 use crate::ipvs::writer::WriterRequest;
-use crate::ipvs::{ServiceKey, ServiceTable, VirtualService};
+use crate::ipvs::{Dest, ServiceKey, ServiceTable, VirtualService};
 use crate::monitor::{self, MonitorHandle, MonitorReport, MonitorTarget};
 use crate::pool_metrics;
 use crate::snapshot::{ServiceSnapshot, SnapshotStore};
@@ -331,7 +331,13 @@ impl ServiceRunner {
                 .coordinator
                 .pooled()
                 .into_iter()
-                .map(|(ip, weight)| (SocketAddr::new(ip, port), weight))
+                .map(|(ip, weight)| {
+                    let dest = Dest {
+                        weight,
+                        forwarding: self.config.forwarding,
+                    };
+                    (SocketAddr::new(ip, port), dest)
+                })
                 .collect(),
         };
         let _ = self.writer.send(WriterRequest::SetService {
@@ -378,7 +384,8 @@ impl ServiceRunner {
             || old.ip != self.config.ip
             || old.port != self.config.port
             || old.scheduler != self.config.scheduler
-            || old.ops != self.config.ops;
+            || old.ops != self.config.ops
+            || old.forwarding != self.config.forwarding;
         if ipvs_changed && self.have_list {
             self.send_ipvs_state();
         }

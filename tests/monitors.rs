@@ -19,13 +19,16 @@ use std::time::Duration;
 const T: Duration = Duration::from_secs(20);
 
 fn global(ipvsadm: &FakeIpvsadm) -> String {
-    format!("[global]\nipvsadm = {}\n\n", ipvsadm.script.display())
+    format!(
+        "[global]\nipvsadm = {}\nipvs-backend = ipvsadm\n\n",
+        ipvsadm.script.display()
+    )
 }
 
 /// A `[global]` section that also serves the HTTP API on `api`.
 fn global_with_api(ipvsadm: &FakeIpvsadm, api: SocketAddr) -> String {
     format!(
-        "[global]\nipvsadm = {}\ninstrumentation = yes\ninstrumentation_port = {}\n\
+        "[global]\nipvsadm = {}\nipvs-backend = ipvsadm\ninstrumentation = yes\ninstrumentation_port = {}\n\
          instrumentation_ips = ['{}']\n\n",
         ipvsadm.script.display(),
         api.port(),

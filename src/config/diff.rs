@@ -66,6 +66,7 @@ mod tests {
             source: SourceUrl::File(PathBuf::from("/etc/rsbal/servers")),
             source_options: Default::default(),
             ops: false,
+            forwarding: Default::default(),
             depool_threshold: 0.5,
             monitors: vec![],
             bgp: true,

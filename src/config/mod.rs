@@ -52,6 +52,12 @@ pub struct GlobalConfig {
     pub instrumentation_ips: Vec<IpAddr>,
     /// Path of the `ipvsadm` binary (default `/sbin/ipvsadm`).
     pub ipvsadm: PathBuf,
+    /// `ipvs-backend`: how IPVS is changed; `None` = netlink when the
+    /// kernel's IPVS generic netlink family resolves, else ipvsadm.
+    pub ipvs_backend: Option<IpvsBackendKind>,
+    /// `ipvs-reconcile-interval` [60 s]: how often the kernel's table is
+    /// re-read and drift repaired; zero = never.
+    pub ipvs_reconcile_interval: Duration,
 }
 
 impl Default for GlobalConfig {
@@ -75,6 +81,8 @@ impl Default for GlobalConfig {
                 IpAddr::V6(Ipv6Addr::LOCALHOST),
             ],
             ipvsadm: PathBuf::from("/sbin/ipvsadm"),
+            ipvs_backend: None,
+            ipvs_reconcile_interval: Duration::from_secs(60),
         }
     }
 }
@@ -97,6 +105,54 @@ impl Protocol {
 }
 
 impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// How the IpvsWriter talks to the kernel (`[global] ipvs-backend`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IpvsBackendKind {
+    /// Generic netlink, from rsbal itself.
+    Netlink,
+    /// The `ipvsadm` binary (`-R` batches, `-Sn` to read).
+    Ipvsadm,
+}
+
+impl IpvsBackendKind {
+    /// `netlink` / `ipvsadm`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IpvsBackendKind::Netlink => "netlink",
+            IpvsBackendKind::Ipvsadm => "ipvsadm",
+        }
+    }
+}
+
+/// How IPVS forwards packets to a real server (`forwarding-method`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ForwardingMethod {
+    /// Direct routing (`-g`, gatewaying), the default.
+    #[default]
+    Dr,
+    /// Masquerading / NAT (`-m`).
+    Nat,
+    /// IP-in-IP tunnelling (`-i`).
+    Tunnel,
+}
+
+impl ForwardingMethod {
+    /// `dr` / `nat` / `tunnel`, as in the config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ForwardingMethod::Dr => "dr",
+            ForwardingMethod::Nat => "nat",
+            ForwardingMethod::Tunnel => "tunnel",
+        }
+    }
+}
+
+impl fmt::Display for ForwardingMethod {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
@@ -192,6 +248,8 @@ pub struct ServiceConfig {
     pub source_options: SourceOptions,
     /// One-packet scheduling (UDP only).
     pub ops: bool,
+    /// `forwarding-method` [dr]: how IPVS reaches every real server.
+    pub forwarding: ForwardingMethod,
     pub depool_threshold: f64,
     /// Monitors in the order the `monitors` list names them.
     pub monitors: Vec<MonitorConfig>,

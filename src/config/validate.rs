@@ -11,9 +11,9 @@
 use super::ini::{self, Entry, Ini, Section};
 use super::pyliteral::{self, PyValue};
 use super::{
-    Config, ConfigError, DnsQueryOptions, GlobalConfig, IdleConnectionOptions, Loaded,
-    MonitorConfig, Protocol, ProxyFetchOptions, RunCommandOptions, ServiceConfig, SourceOptions,
-    SourceUrl, UdpOptions, SCHEDULERS,
+    Config, ConfigError, DnsQueryOptions, ForwardingMethod, GlobalConfig, IdleConnectionOptions,
+    IpvsBackendKind, Loaded, MonitorConfig, Protocol, ProxyFetchOptions, RunCommandOptions,
+    ServiceConfig, SourceOptions, SourceUrl, UdpOptions, SCHEDULERS,
 };
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -40,6 +40,8 @@ const GLOBAL_KEYS: &[&str] = &[
     "instrumentation_port",
     "instrumentation_ips",
     "ipvsadm",
+    "ipvs-backend",
+    "ipvs-reconcile-interval",
 ];
 
 /// Keys of a service section, besides `<monitor>.<option>`.
@@ -52,6 +54,7 @@ const SERVICE_KEYS: &[&str] = &[
     "config-poll-interval",
     "config-timeout",
     "ops",
+    "forwarding-method",
     "depool-threshold",
     "monitors",
     "bgp",
@@ -339,6 +342,10 @@ fn read_global(r: &mut Reader) -> GlobalConfig {
         ipvsadm: r
             .optional("ipvsadm", parse_path)
             .unwrap_or(defaults.ipvsadm),
+        ipvs_backend: r.optional("ipvs-backend", parse_ipvs_backend),
+        ipvs_reconcile_interval: r
+            .optional("ipvs-reconcile-interval", parse_interval_or_off)
+            .unwrap_or(defaults.ipvs_reconcile_interval),
     };
     if global.bgp {
         require_bgp_basics(r, &global);
@@ -450,6 +457,9 @@ fn read_service(r: &mut Reader) -> Option<ServiceConfig> {
     let source = r.required("config", parse_source);
     let source_options = read_source_options(r);
     let ops = r.optional("ops", parse_boolean).unwrap_or(false);
+    let forwarding = r
+        .optional("forwarding-method", parse_forwarding_method)
+        .unwrap_or_default();
     let depool_threshold = r
         .optional("depool-threshold", parse_threshold)
         .unwrap_or(0.5);
@@ -475,6 +485,7 @@ fn read_service(r: &mut Reader) -> Option<ServiceConfig> {
         source: source?,
         source_options,
         ops,
+        forwarding,
         depool_threshold,
         monitors: monitors?,
         bgp,
@@ -942,6 +953,45 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         .filter(|secs| secs.is_finite() && *secs > 0.0)
         .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
         .ok_or_else(|| format!("{value:?} is not a duration (seconds, a number greater than 0)"))
+}
+
+/// Seconds, int or float, zero or more (zero = off).
+fn parse_interval_or_off(text: &str) -> Result<Duration, String> {
+    let value = scalar(text)?;
+    value
+        .parse::<f64>()
+        .ok()
+        .filter(|secs| secs.is_finite() && *secs >= 0.0)
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .ok_or_else(|| format!("{value:?} is not a number of seconds (0 = off)"))
+}
+
+/// One of `choices` (by keyword, any case); the error lists them as `what`.
+fn parse_keyword<T: Copy>(text: &str, choices: &[(&str, T)], what: &str) -> Result<T, String> {
+    let value = scalar(text)?;
+    let lower = value.to_ascii_lowercase();
+    choices
+        .iter()
+        .find(|(keyword, _)| *keyword == lower)
+        .map(|(_, v)| *v)
+        .ok_or_else(|| format!("{value:?} is not {what}"))
+}
+
+fn parse_ipvs_backend(text: &str) -> Result<IpvsBackendKind, String> {
+    let choices = [
+        ("netlink", IpvsBackendKind::Netlink),
+        ("ipvsadm", IpvsBackendKind::Ipvsadm),
+    ];
+    parse_keyword(text, &choices, "an IPVS backend (netlink or ipvsadm)")
+}
+
+fn parse_forwarding_method(text: &str) -> Result<ForwardingMethod, String> {
+    let choices = [
+        ("dr", ForwardingMethod::Dr),
+        ("nat", ForwardingMethod::Nat),
+        ("tunnel", ForwardingMethod::Tunnel),
+    ];
+    parse_keyword(text, &choices, "a forwarding method (dr, nat or tunnel)")
 }
 
 fn parse_threshold(text: &str) -> Result<f64, String> {
@@ -2114,5 +2164,56 @@ idleconnection.keepalive-retries = 5
         assert_eq!(loaded.config.services["svc"].port, 81);
         assert_eq!(loaded.warnings.len(), 1);
         assert_eq!(loaded.warnings[0].line, Some(8));
+    }
+
+    #[test]
+    fn ipvs_backend_and_reconcile_interval() {
+        let g = load_ok(&service("svc", "")).config.global;
+        assert_eq!(g.ipvs_backend, None);
+        assert_eq!(g.ipvs_reconcile_interval, Duration::from_secs(60));
+        let text = format!(
+            "[global]\nipvs-backend = Netlink\nipvs-reconcile-interval = 0\n{}",
+            service("svc", "")
+        );
+        let g = load_ok(&text).config.global;
+        assert_eq!(g.ipvs_backend, Some(IpvsBackendKind::Netlink));
+        assert_eq!(g.ipvs_reconcile_interval, Duration::ZERO);
+        let text = format!(
+            "[global]\nipvs-backend = ipvsadm\nipvs-reconcile-interval = 2.5\n{}",
+            service("svc", "")
+        );
+        let g = load_ok(&text).config.global;
+        assert_eq!(g.ipvs_backend, Some(IpvsBackendKind::Ipvsadm));
+        assert_eq!(g.ipvs_reconcile_interval, Duration::from_millis(2500));
+
+        let text = format!(
+            "[global]\nipvs-backend = ioctl\nipvs-reconcile-interval = -1\n{}",
+            service("svc", "")
+        );
+        let errors = errors(&text);
+        let e = find(&errors, "ipvs-backend");
+        assert_eq!((e.line, e.section.as_deref()), (Some(2), Some("global")));
+        assert!(e.reason.contains("netlink or ipvsadm"), "{e}");
+        assert_eq!(find(&errors, "ipvs-reconcile-interval").line, Some(3));
+    }
+
+    #[test]
+    fn forwarding_method() {
+        let config = load_ok(&service("svc", "")).config;
+        assert_eq!(config.services["svc"].forwarding, ForwardingMethod::Dr);
+        for (text, method) in [
+            ("dr", ForwardingMethod::Dr),
+            ("NAT", ForwardingMethod::Nat),
+            ("tunnel", ForwardingMethod::Tunnel),
+        ] {
+            let svc = service("svc", &format!("forwarding-method = {text}\n"));
+            let loaded = load_ok(&svc);
+            assert!(loaded.warnings.is_empty(), "{:#?}", loaded.warnings);
+            assert_eq!(loaded.config.services["svc"].forwarding, method);
+        }
+        let errors = errors(&service("svc", "forwarding-method = fullnat\n"));
+        let e = find(&errors, "forwarding-method");
+        assert_eq!(e.line, Some(8));
+        assert!(e.reason.contains("dr, nat or tunnel"), "{e}");
     }
 }

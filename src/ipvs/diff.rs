@@ -12,8 +12,9 @@
 //! deleted service takes its destinations with it (no `DeleteDest` first).
 //! Output order is deterministic (`BTreeMap` order).
 
-use super::{IpvsCommand, ServiceKey, ServiceTable, Table};
+use super::{Dest, IpvsCommand, ServiceKey, ServiceTable, Table};
 use std::collections::BTreeSet;
+use std::net::SocketAddr;
 
 /// Commands that turn one service (`current`, as the kernel has it) into
 /// `desired`. `None` means the service does not exist.
@@ -22,7 +23,8 @@ use std::collections::BTreeSet;
 /// - some → none: `DeleteService` only (the kernel drops its destinations);
 /// - some → some: `EditService` when the scheduler or one-packet flag differ,
 ///   then `DeleteDest` for unwanted destinations, `EditDest` for changed
-///   weights and `AddDest` for new ones (deletes before adds).
+///   weights or forwarding methods and `AddDest` for new ones (deletes
+///   before adds).
 ///
 /// Should the two sides name different services (callers pair them by key,
 /// so this does not happen in rsbal), the current one is deleted and the
@@ -81,14 +83,22 @@ pub fn apply(table: &mut Table, cmd: &IpvsCommand) {
             service,
             dest,
             weight,
+            forwarding,
         }
         | IpvsCommand::EditDest {
             service,
             dest,
             weight,
+            forwarding,
         } => {
             if let Some(st) = table.get_mut(service) {
-                st.dests.insert(*dest, *weight);
+                st.dests.insert(
+                    *dest,
+                    Dest {
+                        weight: *weight,
+                        forwarding: *forwarding,
+                    },
+                );
             }
         }
         IpvsCommand::DeleteDest { service, dest } => {
@@ -99,16 +109,44 @@ pub fn apply(table: &mut Table, cmd: &IpvsCommand) {
     }
 }
 
+/// Whether the kernel would accept `cmd` on `table`: no service or
+/// destination added twice, none edited or deleted while absent. Every
+/// command list of this module is accepted in order.
+pub fn accepts(table: &Table, cmd: &IpvsCommand) -> bool {
+    match cmd {
+        IpvsCommand::AddService(vs) => !table.contains_key(&vs.key),
+        IpvsCommand::EditService(vs) => table.contains_key(&vs.key),
+        IpvsCommand::DeleteService(k) => table.contains_key(k),
+        IpvsCommand::AddDest { service, dest, .. } => table
+            .get(service)
+            .is_some_and(|s| !s.dests.contains_key(dest)),
+        IpvsCommand::EditDest { service, dest, .. } | IpvsCommand::DeleteDest { service, dest } => {
+            table
+                .get(service)
+                .is_some_and(|s| s.dests.contains_key(dest))
+        }
+    }
+}
+
 /// A service that does not exist yet: the service, then its destinations.
 fn create(d: &ServiceTable) -> Vec<IpvsCommand> {
     let key = d.service.key;
     std::iter::once(IpvsCommand::AddService(d.service.clone()))
-        .chain(d.dests.iter().map(|(dest, weight)| IpvsCommand::AddDest {
-            service: key,
-            dest: *dest,
-            weight: *weight,
-        }))
+        .chain(
+            d.dests
+                .iter()
+                .map(|(dest, spec)| add_dest(key, *dest, spec)),
+        )
         .collect()
+}
+
+fn add_dest(service: ServiceKey, dest: SocketAddr, spec: &Dest) -> IpvsCommand {
+    IpvsCommand::AddDest {
+        service,
+        dest,
+        weight: spec.weight,
+        forwarding: spec.forwarding,
+    }
 }
 
 /// The same service on both sides: settings, then deletes, edits, adds.
@@ -130,11 +168,12 @@ fn update(c: &ServiceTable, d: &ServiceTable) -> Vec<IpvsCommand> {
     cmds.extend(
         d.dests
             .iter()
-            .filter_map(|(dest, weight)| match c.dests.get(dest) {
-                Some(old) if old != weight => Some(IpvsCommand::EditDest {
+            .filter_map(|(dest, spec)| match c.dests.get(dest) {
+                Some(old) if old != spec => Some(IpvsCommand::EditDest {
                     service: key,
                     dest: *dest,
-                    weight: *weight,
+                    weight: spec.weight,
+                    forwarding: spec.forwarding,
                 }),
                 _ => None,
             }),
@@ -143,11 +182,7 @@ fn update(c: &ServiceTable, d: &ServiceTable) -> Vec<IpvsCommand> {
         d.dests
             .iter()
             .filter(|(dest, _)| !c.dests.contains_key(dest))
-            .map(|(dest, weight)| IpvsCommand::AddDest {
-                service: key,
-                dest: *dest,
-                weight: *weight,
-            }),
+            .map(|(dest, spec)| add_dest(key, *dest, spec)),
     );
     cmds
 }
@@ -156,7 +191,7 @@ fn update(c: &ServiceTable, d: &ServiceTable) -> Vec<IpvsCommand> {
 mod tests {
     use super::*;
     use crate::config::Protocol;
-    use crate::ipvs::VirtualService;
+    use crate::ipvs::{ForwardingMethod, VirtualService};
     use std::collections::BTreeMap;
     use std::net::SocketAddr;
 
@@ -182,7 +217,7 @@ mod tests {
     fn st(k: ServiceKey, sched: &str, ops: bool, dests: &[(&str, u32)]) -> ServiceTable {
         ServiceTable {
             service: vs(k, sched, ops),
-            dests: dests.iter().map(|(a, w)| (sa(a), *w)).collect(),
+            dests: dests.iter().map(|(a, w)| (sa(a), Dest::dr(*w))).collect(),
         }
     }
 
@@ -192,19 +227,7 @@ mod tests {
 
     /// Applies commands the way the kernel would, refusing invalid ones.
     fn apply_strict(table: &mut Table, cmd: &IpvsCommand) -> Result<(), String> {
-        let ok = match cmd {
-            IpvsCommand::AddService(vs) => !table.contains_key(&vs.key),
-            IpvsCommand::EditService(vs) => table.contains_key(&vs.key),
-            IpvsCommand::DeleteService(k) => table.contains_key(k),
-            IpvsCommand::AddDest { service, dest, .. } => table
-                .get(service)
-                .is_some_and(|s| !s.dests.contains_key(dest)),
-            IpvsCommand::EditDest { service, dest, .. }
-            | IpvsCommand::DeleteDest { service, dest } => table
-                .get(service)
-                .is_some_and(|s| s.dests.contains_key(dest)),
-        };
-        if !ok {
+        if !accepts(table, cmd) {
             return Err(format!("kernel would refuse {cmd:?}"));
         }
         apply(table, cmd);
@@ -231,12 +254,14 @@ mod tests {
                 IpvsCommand::AddDest {
                     service: web(),
                     dest: sa("10.0.0.2:80"),
-                    weight: 10
+                    weight: 10,
+                    forwarding: ForwardingMethod::Dr
                 },
                 IpvsCommand::AddDest {
                     service: web(),
                     dest: sa("10.0.0.3:80"),
-                    weight: 5
+                    weight: 5,
+                    forwarding: ForwardingMethod::Dr
                 },
             ]
         );
@@ -317,14 +342,48 @@ mod tests {
                 IpvsCommand::EditDest {
                     service: web(),
                     dest: sa("10.0.0.3:80"),
-                    weight: 20
+                    weight: 20,
+                    forwarding: ForwardingMethod::Dr
                 },
                 IpvsCommand::AddDest {
                     service: web(),
                     dest: sa("10.0.0.1:80"),
-                    weight: 7
+                    weight: 7,
+                    forwarding: ForwardingMethod::Dr
                 },
             ]
+        );
+    }
+
+    #[test]
+    fn forwarding_change_is_edit_dest() {
+        let c = st(web(), "wrr", false, &[("10.0.0.2:80", 10)]);
+        let mut d = c.clone();
+        d.dests.insert(
+            sa("10.0.0.2:80"),
+            Dest {
+                weight: 10,
+                forwarding: ForwardingMethod::Nat,
+            },
+        );
+        assert_eq!(
+            diff_service(Some(&c), Some(&d)),
+            vec![IpvsCommand::EditDest {
+                service: web(),
+                dest: sa("10.0.0.2:80"),
+                weight: 10,
+                forwarding: ForwardingMethod::Nat
+            }]
+        );
+        let created = diff_service(None, Some(&d));
+        assert_eq!(
+            created[1],
+            IpvsCommand::AddDest {
+                service: web(),
+                dest: sa("10.0.0.2:80"),
+                weight: 10,
+                forwarding: ForwardingMethod::Nat
+            }
         );
     }
 
@@ -357,13 +416,15 @@ mod tests {
                 IpvsCommand::EditDest {
                     service: b,
                     dest: sa("10.0.0.2:443"),
-                    weight: 5
+                    weight: 5,
+                    forwarding: ForwardingMethod::Dr
                 },
                 IpvsCommand::AddService(vs(u, "rr", true)),
                 IpvsCommand::AddDest {
                     service: u,
                     dest: sa("10.0.0.3:53"),
-                    weight: 1
+                    weight: 1,
+                    forwarding: ForwardingMethod::Dr
                 },
             ]
         );
@@ -383,6 +444,7 @@ mod tests {
                 service: web(),
                 dest: d,
                 weight: 10,
+                forwarding: ForwardingMethod::Dr,
             },
         );
         apply(
@@ -391,9 +453,10 @@ mod tests {
                 service: web(),
                 dest: d,
                 weight: 3,
+                forwarding: ForwardingMethod::Dr,
             },
         );
-        assert_eq!(t[&web()].dests.get(&d), Some(&3));
+        assert_eq!(t[&web()].dests.get(&d), Some(&Dest::dr(3)));
         apply(&mut t, &IpvsCommand::EditService(vs(web(), "rr", true)));
         assert_eq!(t[&web()].service, vs(web(), "rr", true));
         // AddService on a known service keeps its destinations.
@@ -416,6 +479,7 @@ mod tests {
                 service: web(),
                 dest: d,
                 weight: 1,
+                forwarding: ForwardingMethod::Dr,
             },
         );
         apply(&mut t, &IpvsCommand::EditService(vs(web(), "rr", false)));
@@ -451,7 +515,18 @@ mod tests {
                 } else {
                     sa(&format!("[2001:db8::{:x}]:{port}", rng.u8(1..8)))
                 };
-                dests.insert(dest, rng.u32(0..4));
+                let forwarding = [
+                    ForwardingMethod::Dr,
+                    ForwardingMethod::Nat,
+                    ForwardingMethod::Tunnel,
+                ][rng.usize(..3)];
+                dests.insert(
+                    dest,
+                    Dest {
+                        weight: rng.u32(0..4),
+                        forwarding,
+                    },
+                );
             }
             table.insert(
                 k,

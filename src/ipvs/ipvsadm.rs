@@ -6,10 +6,10 @@
 //! into a [`Table`], so rsbal can adopt the services that already exist at
 //! start-up. Spawning `ipvsadm` is the writer's job, not this module's.
 //!
-//! Like PyBal, rsbal passes no forwarding flag, so destinations use
-//! `ipvsadm`'s default (`-g`, direct routing).
+//! Direct routing is `ipvsadm`'s default (`-g`), so, like PyBal, rsbal writes
+//! no forwarding flag for it; NAT adds `-m` and tunnelling `-i`.
 
-use super::{IpvsCommand, ServiceKey, ServiceTable, Table, VirtualService};
+use super::{Dest, ForwardingMethod, IpvsCommand, ServiceKey, ServiceTable, Table, VirtualService};
 use crate::config::Protocol;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -32,8 +32,17 @@ fn service_line(op: &str, vs: &VirtualService) -> String {
     format!("{op} {} -s {}{ops}", service_arg(&vs.key), vs.scheduler)
 }
 
+/// ` -m` / ` -i`; nothing for direct routing, ipvsadm's default.
+fn forwarding_flag(method: ForwardingMethod) -> &'static str {
+    match method {
+        ForwardingMethod::Dr => "",
+        ForwardingMethod::Nat => " -m",
+        ForwardingMethod::Tunnel => " -i",
+    }
+}
+
 /// One command in `ipvsadm -R` syntax, e.g. `-A -t 10.0.0.1:80 -s wrr` or
-/// `-a -u [2001:db8::1]:53 -r [2001:db8::2]:53 -w 10`.
+/// `-a -u [2001:db8::1]:53 -r [2001:db8::2]:53 -w 10` (`-m -w 10` for NAT).
 pub fn restore_line(cmd: &IpvsCommand) -> String {
     match cmd {
         IpvsCommand::AddService(vs) => service_line("-A", vs),
@@ -43,12 +52,22 @@ pub fn restore_line(cmd: &IpvsCommand) -> String {
             service,
             dest,
             weight,
-        } => format!("-a {} -r {dest} -w {weight}", service_arg(service)),
+            forwarding,
+        } => format!(
+            "-a {} -r {dest}{} -w {weight}",
+            service_arg(service),
+            forwarding_flag(*forwarding)
+        ),
         IpvsCommand::EditDest {
             service,
             dest,
             weight,
-        } => format!("-e {} -r {dest} -w {weight}", service_arg(service)),
+            forwarding,
+        } => format!(
+            "-e {} -r {dest}{} -w {weight}",
+            service_arg(service),
+            forwarding_flag(*forwarding)
+        ),
         IpvsCommand::DeleteDest { service, dest } => {
             format!("-d {} -r {dest}", service_arg(service))
         }
@@ -70,6 +89,7 @@ struct Fields {
     ops: bool,
     real_server: Option<SocketAddr>,
     weight: Option<u32>,
+    forwarding: ForwardingMethod,
 }
 
 fn parse_fields(tokens: &[&str]) -> Result<Fields, String> {
@@ -111,13 +131,16 @@ fn parse_fields(tokens: &[&str]) -> Result<Fields, String> {
                 f.real_server = Some(addr(arg()?)?);
                 i += 1;
             }
+            "-g" | "--gatewaying" => f.forwarding = ForwardingMethod::Dr,
+            "-m" | "--masquerading" => f.forwarding = ForwardingMethod::Nat,
+            "-i" | "--ipip" => f.forwarding = ForwardingMethod::Tunnel,
             "-w" | "--weight" => {
                 let w = arg()?;
                 f.weight = Some(w.parse().map_err(|_| format!("bad weight {w:?}"))?);
                 i += 1;
             }
-            // Persistence, netmask, thresholds, forwarding method, scheduler
-            // flags, tunnel options…: not part of rsbal's model. Their
+            // Persistence, netmask, thresholds, scheduler flags, tunnel
+            // options…: not part of rsbal's model. Their
             // arguments never look like the options above, so they are
             // skipped along with them.
             _ => {}
@@ -131,7 +154,8 @@ fn parse_fields(tokens: &[&str]) -> Result<Fields, String> {
 /// `-A` lines create services, `-a` lines add destinations to the service
 /// named on the same line, which must have appeared before. Firewall-mark
 /// (`-f`) and SCTP services and their destinations are skipped, as are
-/// options rsbal does not model (`-p`, `-M`, `-x`, `-y`, `-g`/`-i`/`-m`, …).
+/// options rsbal does not model (`-p`, `-M`, `-x`, `-y`, `-b`, …). A
+/// destination without `-g`/`-m`/`-i` uses direct routing.
 /// Errors name the 1-based line number.
 pub fn parse_save(text: &str) -> Result<Table, String> {
     let mut table = Table::new();
@@ -186,7 +210,11 @@ pub fn parse_save(text: &str) -> Result<Table, String> {
                         service_arg(&key)
                     ))
                 })?;
-                if st.dests.insert(dest, weight).is_some() {
+                let spec = Dest {
+                    weight,
+                    forwarding: f.forwarding,
+                };
+                if st.dests.insert(dest, spec).is_some() {
                     return Err(err(format!(
                         "real server {dest} listed twice for {}",
                         service_arg(&key)
@@ -250,6 +278,7 @@ mod tests {
                     service: t,
                     dest: sa("10.0.0.2:80"),
                     weight: 10,
+                    forwarding: ForwardingMethod::Dr,
                 },
                 "-a -t 10.0.0.1:80 -r 10.0.0.2:80 -w 10",
             ),
@@ -258,6 +287,7 @@ mod tests {
                     service: u6,
                     dest: sa("[2001:db8::2]:53"),
                     weight: 0,
+                    forwarding: ForwardingMethod::Dr,
                 },
                 "-a -u [2001:db8::1]:53 -r [2001:db8::2]:53 -w 0",
             ),
@@ -266,6 +296,7 @@ mod tests {
                     service: t,
                     dest: sa("10.0.0.2:80"),
                     weight: 25,
+                    forwarding: ForwardingMethod::Dr,
                 },
                 "-e -t 10.0.0.1:80 -r 10.0.0.2:80 -w 25",
             ),
@@ -287,6 +318,26 @@ mod tests {
         for (cmd, line) in cases {
             assert_eq!(restore_line(&cmd), line);
         }
+        let nat = IpvsCommand::AddDest {
+            service: t,
+            dest: sa("10.0.0.2:8080"),
+            weight: 3,
+            forwarding: ForwardingMethod::Nat,
+        };
+        assert_eq!(
+            restore_line(&nat),
+            "-a -t 10.0.0.1:80 -r 10.0.0.2:8080 -m -w 3"
+        );
+        let tun = IpvsCommand::EditDest {
+            service: u6,
+            dest: sa("[2001:db8::2]:53"),
+            weight: 1,
+            forwarding: ForwardingMethod::Tunnel,
+        };
+        assert_eq!(
+            restore_line(&tun),
+            "-e -u [2001:db8::1]:53 -r [2001:db8::2]:53 -i -w 1"
+        );
     }
 
     const SAVED: &str = "\
@@ -321,23 +372,61 @@ mod tests {
         assert_eq!(t[&http].service, vs(http, "wrr", false));
         assert_eq!(
             t[&http].dests,
-            [(sa("10.2.0.2:80"), 1), (sa("10.2.0.3:80"), 10)]
-                .into_iter()
-                .collect()
+            [
+                (sa("10.2.0.2:80"), Dest::dr(1)),
+                (sa("10.2.0.3:80"), Dest::dr(10))
+            ]
+            .into_iter()
+            .collect()
         );
         assert_eq!(t[&https].service, vs(https, "sh", false));
-        assert_eq!(t[&https].dests.get(&sa("10.2.0.3:443")), Some(&10));
+        assert_eq!(
+            t[&https].dests.get(&sa("10.2.0.3:443")),
+            Some(&Dest::dr(10))
+        );
         assert_eq!(t[&dns6].service, vs(dns6, "rr", true));
         assert_eq!(
             t[&dns6].dests,
-            [(sa("[2001:db8::2]:53"), 1), (sa("[2001:db8::3]:53"), 0)]
-                .into_iter()
-                .collect()
+            [
+                (sa("[2001:db8::2]:53"), Dest::dr(1)),
+                (
+                    sa("[2001:db8::3]:53"),
+                    Dest {
+                        weight: 0,
+                        forwarding: ForwardingMethod::Tunnel
+                    }
+                )
+            ]
+            .into_iter()
+            .collect()
         );
         assert_eq!(t[&https6].service, vs(https6, "mh", false));
         assert!(t[&https6].dests.is_empty());
         assert_eq!(t[&dns].service, vs(dns, "wrr", true));
-        assert_eq!(t[&dns].dests.get(&sa("10.2.0.5:53")), Some(&3));
+        assert_eq!(
+            t[&dns].dests.get(&sa("10.2.0.5:53")),
+            Some(&Dest {
+                weight: 3,
+                forwarding: ForwardingMethod::Nat
+            })
+        );
+    }
+
+    #[test]
+    fn parse_tunnel_options_of_newer_ipvsadm() {
+        let t = parse_save(
+            "-A -t [2001:db8::10]:80 -s wrr\n\
+             -a -t [2001:db8::10]:80 -r [fd00::2]:80 -i -w 5 --tun-type ipip\n",
+        )
+        .unwrap();
+        let k = key(Protocol::Tcp, "[2001:db8::10]:80");
+        assert_eq!(
+            t[&k].dests.get(&sa("[fd00::2]:80")),
+            Some(&Dest {
+                weight: 5,
+                forwarding: ForwardingMethod::Tunnel
+            })
+        );
     }
 
     #[test]

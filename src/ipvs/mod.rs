@@ -2,16 +2,27 @@
 //! that makes the kernel match what the services want.
 //!
 //! `diff` computes the smallest command list between two tables (pure),
-//! `ipvsadm` formats commands in `ipvsadm -R` syntax and parses `ipvsadm -Sn`
-//! output (pure), `writer` is the IpvsWriter thread that owns the applied table
-//! and runs the commands.
+//! `reconcile` names the drift between the writer's model and the kernel
+//! (pure), `ipvsadm` formats commands in `ipvsadm -R` syntax and parses
+//! `ipvsadm -Sn` output (pure), `genl` encodes and decodes IPVS generic
+//! netlink messages (pure), `backend` and `netlink` are the two ways of
+//! reading and changing the kernel's table, and `writer` is the IpvsWriter
+//! thread that owns the applied table and runs the commands. `debug` holds
+//! the hidden `--ipvs-debug` commands the kernel tests and benchmarks use.
 
+pub mod backend;
+pub mod debug;
 pub mod diff;
+pub mod genl;
 pub mod ipvsadm;
+pub mod netlink;
+pub mod reconcile;
 pub mod writer;
 
+pub use crate::config::ForwardingMethod;
 use crate::config::Protocol;
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::SocketAddr;
 
 /// Identity of a virtual service in the kernel: protocol + VIP:port.
@@ -30,11 +41,35 @@ pub struct VirtualService {
     pub ops: bool,
 }
 
-/// A virtual service with its destinations (real server address → weight).
+impl fmt::Display for ServiceKey {
+    /// `tcp 10.0.0.1:80`, `udp [2001:db8::1]:53`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.protocol, self.addr)
+    }
+}
+
+/// How one destination (real server) is set up in a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dest {
+    pub weight: u32,
+    pub forwarding: ForwardingMethod,
+}
+
+impl Dest {
+    /// A direct-routing destination (rsbal's and ipvsadm's default).
+    pub fn dr(weight: u32) -> Dest {
+        Dest {
+            weight,
+            forwarding: ForwardingMethod::Dr,
+        }
+    }
+}
+
+/// A virtual service with its destinations (real server address → settings).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceTable {
     pub service: VirtualService,
-    pub dests: BTreeMap<SocketAddr, u32>,
+    pub dests: BTreeMap<SocketAddr, Dest>,
 }
 
 /// The whole table, as the kernel has it or as rsbal wants it.
@@ -50,14 +85,61 @@ pub enum IpvsCommand {
         service: ServiceKey,
         dest: SocketAddr,
         weight: u32,
+        forwarding: ForwardingMethod,
     },
     EditDest {
         service: ServiceKey,
         dest: SocketAddr,
         weight: u32,
+        forwarding: ForwardingMethod,
     },
     DeleteDest {
         service: ServiceKey,
         dest: SocketAddr,
     },
+}
+
+impl fmt::Display for IpvsCommand {
+    /// What the command attempts, for logs and errors: "adding destination
+    /// 10.0.0.2:80 (weight 10, dr) to tcp 10.0.0.1:80".
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IpvsCommand::AddService(vs) => write!(
+                f,
+                "adding service {} (scheduler {}{})",
+                vs.key,
+                vs.scheduler,
+                if vs.ops { ", one-packet" } else { "" }
+            ),
+            IpvsCommand::EditService(vs) => write!(
+                f,
+                "changing service {} to scheduler {}{}",
+                vs.key,
+                vs.scheduler,
+                if vs.ops { ", one-packet" } else { "" }
+            ),
+            IpvsCommand::DeleteService(key) => write!(f, "deleting service {key}"),
+            IpvsCommand::AddDest {
+                service,
+                dest,
+                weight,
+                forwarding,
+            } => write!(
+                f,
+                "adding destination {dest} (weight {weight}, {forwarding}) to {service}"
+            ),
+            IpvsCommand::EditDest {
+                service,
+                dest,
+                weight,
+                forwarding,
+            } => write!(
+                f,
+                "setting destination {dest} of {service} to weight {weight}, {forwarding}"
+            ),
+            IpvsCommand::DeleteDest { service, dest } => {
+                write!(f, "deleting destination {dest} from {service}")
+            }
+        }
+    }
 }

@@ -5,23 +5,29 @@
 //! the kernel at start so existing services are adopted, never deleted and
 //! re-created) and the *desired* table. Requests that queue up while a batch
 //! is running are coalesced, the smallest diff is computed (`ipvs::diff`) and
-//! handed to the backend in one batch. Only services named in the config are
-//! ever touched.
+//! handed to the backend (`ipvs::backend`: netlink or ipvsadm) in one batch.
+//! Every `ipvs-reconcile-interval` it re-reads the kernel and repairs drift in
+//! rsbal's services (`ipvs::reconcile`). Only services named in the config
+//! are ever touched.
 //!
 //! Metrics: `rsbal_ipvs_commands_applied_total` and
 //! `rsbal_ipvs_commands_failed_total` count the commands of batches the
-//! backend accepted or rejected (a dry run applies nothing).
+//! backend accepted or rejected (a dry run applies nothing);
+//! `rsbal_ipvs_drift_repairs_total{kind}` counts drift found by
+//! reconciliation.
 
+use super::backend::{self, BackendChoice};
+pub use super::backend::{IpvsBackend, Ipvsadm};
 use super::diff::{apply, diff_service};
-use super::ipvsadm::{parse_save, restore_line};
+use super::reconcile;
 use super::{IpvsCommand, ServiceKey, ServiceTable, Table};
+use crate::metrics;
 use crossbeam_channel::{Receiver, Sender};
+use prometheus::IntCounterVec;
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::LazyLock;
 use std::thread;
+use std::time::{Duration, Instant};
 
 struct CommandCounters {
     applied: prometheus::IntCounter,
@@ -47,9 +53,19 @@ static COMMANDS: LazyLock<CommandCounters> = LazyLock::new(|| {
 /// Makes the IPVS counters visible (at 0) before the first batch.
 pub fn declare_metrics() {
     LazyLock::force(&COMMANDS);
+    LazyLock::force(&DRIFT_REPAIRS);
 }
 
 const LOG_TARGET: &str = "IpvsWriter";
+
+/// Drift repaired by reconciliation, by kind.
+static DRIFT_REPAIRS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    metrics::int_counter_vec(
+        "rsbal_ipvs_drift_repairs_total",
+        "Differences between rsbal's services and the kernel's IPVS table found by reconciliation.",
+        &["kind"],
+    )
+});
 
 /// A request to the writer.
 #[derive(Debug)]
@@ -60,79 +76,10 @@ pub enum WriterRequest {
     RemoveService { name: String },
     /// Answered once every request sent before it has been applied.
     Flush(Sender<()>),
-    /// Reload changed `[global] ipvsadm`.
-    SetIpvsadm(PathBuf),
-}
-
-/// Something that can read and change the kernel's IPVS table.
-pub trait IpvsBackend: Send {
-    /// The kernel's current table.
-    fn read(&mut self) -> Result<Table, String>;
-    /// Applies commands in order; `Err` tells what failed.
-    fn apply(&mut self, commands: &[IpvsCommand]) -> Result<(), String>;
-    /// Short description for logs.
-    fn describe(&self) -> String;
-}
-
-/// Runs the `ipvsadm` binary: `-Sn` to read, `-R` with a batch on stdin to write.
-pub struct Ipvsadm {
-    pub path: PathBuf,
-}
-
-impl Ipvsadm {
-    /// "PATH ARG failed (exit status): stderr"
-    fn failure(&self, arg: &str, out: &std::process::Output) -> String {
-        format!(
-            "{} {arg} failed ({}): {}",
-            self.path.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )
-    }
-}
-
-impl IpvsBackend for Ipvsadm {
-    fn read(&mut self) -> Result<Table, String> {
-        let out = Command::new(&self.path)
-            .arg("-Sn")
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| format!("cannot run {} -Sn: {e}", self.path.display()))?;
-        if !out.status.success() {
-            return Err(self.failure("-Sn", &out));
-        }
-        parse_save(&String::from_utf8_lossy(&out.stdout))
-    }
-
-    fn apply(&mut self, commands: &[IpvsCommand]) -> Result<(), String> {
-        let mut input = String::new();
-        for cmd in commands {
-            input.push_str(&restore_line(cmd));
-            input.push('\n');
-        }
-        let mut child = Command::new(&self.path)
-            .arg("-R")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("cannot run {} -R: {e}", self.path.display()))?;
-        let written = match child.stdin.take() {
-            Some(mut stdin) => stdin.write_all(input.as_bytes()),
-            None => Ok(()),
-        };
-        let out = child
-            .wait_with_output()
-            .map_err(|e| format!("{} -R: {e}", self.path.display()))?;
-        if !out.status.success() {
-            return Err(self.failure("-R", &out));
-        }
-        written.map_err(|e| format!("cannot write to {} -R: {e}", self.path.display()))
-    }
-
-    fn describe(&self) -> String {
-        format!("ipvsadm ({})", self.path.display())
-    }
+    /// Reload changed `[global] ipvs-backend` or `ipvsadm`.
+    SetBackend(BackendChoice),
+    /// Reload changed `[global] ipvs-reconcile-interval` (zero = off).
+    SetReconcileInterval(Duration),
 }
 
 /// How the writer treats the kernel.
@@ -148,6 +95,8 @@ pub enum WriteMode {
 pub struct IpvsWriter {
     backend: Box<dyn IpvsBackend>,
     mode: WriteMode,
+    /// How often to reconcile; zero = never.
+    reconcile_every: Duration,
     /// What the kernel has, as far as the writer knows.
     applied: Table,
     /// What each rsbal service wants, by service name.
@@ -157,10 +106,11 @@ pub struct IpvsWriter {
 }
 
 impl IpvsWriter {
-    pub fn new(backend: Box<dyn IpvsBackend>, mode: WriteMode) -> Self {
+    pub fn new(backend: Box<dyn IpvsBackend>, mode: WriteMode, reconcile_every: Duration) -> Self {
         IpvsWriter {
             backend,
             mode,
+            reconcile_every,
             applied: Table::new(),
             desired: BTreeMap::new(),
             retired: BTreeSet::new(),
@@ -190,6 +140,12 @@ impl IpvsWriter {
     fn take(&mut self, req: WriterRequest) -> Option<Sender<()>> {
         match req {
             WriterRequest::SetService { name, table } => {
+                if !self.desired.contains_key(&name) {
+                    if let Some(existing) = self.applied.get(&table.service.key) {
+                        log::info!(target: LOG_TARGET, "[{name}] adopting IPVS service {} with {} destination(s) already in the kernel",
+                            table.service.key, existing.dests.len());
+                    }
+                }
                 if let Some(old) = self.desired.insert(name, table.clone()) {
                     if old.service.key != table.service.key {
                         self.retired.insert(old.service.key);
@@ -205,8 +161,12 @@ impl IpvsWriter {
                 None
             }
             WriterRequest::Flush(reply) => Some(reply),
-            WriterRequest::SetIpvsadm(path) => {
-                self.backend = Box::new(Ipvsadm { path });
+            WriterRequest::SetBackend(choice) => {
+                self.backend = backend::open(&choice);
+                None
+            }
+            WriterRequest::SetReconcileInterval(every) => {
+                self.reconcile_every = every;
                 None
             }
         }
@@ -239,10 +199,10 @@ impl IpvsWriter {
             for cmd in &commands {
                 match self.mode {
                     WriteMode::DryRun => {
-                        log::info!(target: LOG_TARGET, "dry-run, not running: ipvsadm {}", restore_line(cmd))
+                        log::info!(target: LOG_TARGET, "dry-run, not running: {}", self.backend.show(cmd))
                     }
                     WriteMode::Apply => {
-                        log::info!(target: LOG_TARGET, "ipvsadm {}", restore_line(cmd))
+                        log::info!(target: LOG_TARGET, "{}", self.backend.show(cmd))
                     }
                 }
             }
@@ -275,17 +235,65 @@ impl IpvsWriter {
         }
     }
 
-    /// The thread body: coalesce queued requests, sync, answer flushes.
-    pub fn run(mut self, requests: Receiver<WriterRequest>) {
-        while let Ok(first) = requests.recv() {
-            let mut replies: Vec<Sender<()>> = Vec::new();
-            replies.extend(self.take(first));
-            while let Ok(more) = requests.try_recv() {
-                replies.extend(self.take(more));
+    /// Re-reads the kernel's table, logs every difference in rsbal's
+    /// services and repairs it.
+    pub fn reconcile(&mut self) {
+        let kernel = match self.backend.read() {
+            Ok(kernel) => kernel,
+            Err(e) => {
+                log::error!(target: LOG_TARGET, "reconcile: cannot read the IPVS table: {e}");
+                return;
             }
-            self.sync();
-            for reply in replies {
-                let _ = reply.send(());
+        };
+        let drift = reconcile::drift(&kernel, self.desired.values());
+        if drift.is_empty() {
+            log::debug!(target: LOG_TARGET, "reconcile: the kernel matches all {} service(s)", self.desired.len());
+        }
+        for d in &drift {
+            log::warn!(target: LOG_TARGET, "reconcile: {d}");
+            DRIFT_REPAIRS.with_label_values(&[d.kind()]).inc();
+        }
+        self.applied = kernel;
+        self.sync();
+    }
+
+    /// When the next reconciliation is due; never in dry-run mode (the
+    /// kernel never gets the changes, so all would look like drift).
+    fn next_reconcile(&self) -> Option<Instant> {
+        if self.mode == WriteMode::DryRun || self.reconcile_every.is_zero() {
+            None
+        } else {
+            Some(Instant::now() + self.reconcile_every)
+        }
+    }
+
+    /// The thread body: coalesce queued requests, sync, answer flushes;
+    /// reconcile when due.
+    pub fn run(mut self, requests: Receiver<WriterRequest>) {
+        let mut next = self.next_reconcile();
+        loop {
+            let due = next.map_or_else(crossbeam_channel::never, crossbeam_channel::at);
+            crossbeam_channel::select! {
+                recv(requests) -> first => {
+                    let Ok(first) = first else { break };
+                    let every = self.reconcile_every;
+                    let mut replies: Vec<Sender<()>> = Vec::new();
+                    replies.extend(self.take(first));
+                    while let Ok(more) = requests.try_recv() {
+                        replies.extend(self.take(more));
+                    }
+                    self.sync();
+                    for reply in replies {
+                        let _ = reply.send(());
+                    }
+                    if self.reconcile_every != every {
+                        next = self.next_reconcile();
+                    }
+                }
+                recv(due) -> _ => {
+                    self.reconcile();
+                    next = self.next_reconcile();
+                }
             }
         }
     }
@@ -295,9 +303,10 @@ impl IpvsWriter {
 pub fn spawn(
     backend: Box<dyn IpvsBackend>,
     mode: WriteMode,
+    reconcile_every: Duration,
 ) -> std::io::Result<(Sender<WriterRequest>, thread::JoinHandle<()>)> {
     let (tx, rx) = crossbeam_channel::unbounded();
-    let mut writer = IpvsWriter::new(backend, mode);
+    let mut writer = IpvsWriter::new(backend, mode, reconcile_every);
     let handle = thread::Builder::new()
         .name("ipvs-writer".to_string())
         .spawn(move || {
@@ -305,4 +314,199 @@ pub fn spawn(
             writer.run(rx)
         })?;
     Ok((tx, handle))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Protocol;
+    use crate::ipvs::{Dest, VirtualService};
+    use std::net::SocketAddr;
+    use std::sync::{Arc, Mutex};
+
+    /// An in-memory kernel table that refuses what the kernel refuses and
+    /// records every command it is given.
+    #[derive(Clone, Default)]
+    struct ModelKernel {
+        table: Arc<Mutex<Table>>,
+        log: Arc<Mutex<Vec<IpvsCommand>>>,
+    }
+
+    impl IpvsBackend for ModelKernel {
+        fn read(&mut self) -> Result<Table, String> {
+            Ok(self.table.lock().unwrap().clone())
+        }
+
+        fn apply(&mut self, commands: &[IpvsCommand]) -> Result<(), String> {
+            let mut table = self.table.lock().unwrap();
+            for cmd in commands {
+                self.log.lock().unwrap().push(cmd.clone());
+                if !crate::ipvs::diff::accepts(&table, cmd) {
+                    return Err(format!("{cmd}: refused"));
+                }
+                apply(&mut table, cmd);
+            }
+            Ok(())
+        }
+
+        fn describe(&self) -> String {
+            "model kernel".into()
+        }
+    }
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    fn st(vip: &str, dests: &[(&str, u32)]) -> ServiceTable {
+        ServiceTable {
+            service: VirtualService {
+                key: ServiceKey {
+                    protocol: Protocol::Tcp,
+                    addr: sa(vip),
+                },
+                scheduler: "wrr".into(),
+                ops: false,
+            },
+            dests: dests.iter().map(|(a, w)| (sa(a), Dest::dr(*w))).collect(),
+        }
+    }
+
+    fn set(name: &str, table: &ServiceTable) -> WriterRequest {
+        WriterRequest::SetService {
+            name: name.into(),
+            table: table.clone(),
+        }
+    }
+
+    fn kernel_with(services: &[&ServiceTable]) -> ModelKernel {
+        let kernel = ModelKernel::default();
+        for s in services {
+            kernel
+                .table
+                .lock()
+                .unwrap()
+                .insert(s.service.key, (*s).clone());
+        }
+        kernel
+    }
+
+    fn writer(kernel: &ModelKernel) -> IpvsWriter {
+        let mut w = IpvsWriter::new(
+            Box::new(kernel.clone()),
+            WriteMode::Apply,
+            Duration::from_secs(60),
+        );
+        w.load_kernel_table();
+        w
+    }
+
+    #[test]
+    fn restart_adopts_without_any_command() {
+        let web = st("192.0.2.1:80", &[("10.0.0.2:80", 10), ("10.0.0.3:80", 20)]);
+        let kernel = kernel_with(&[&web]);
+        let mut w = writer(&kernel);
+        w.take(set("web", &web));
+        w.sync();
+        assert!(kernel.log.lock().unwrap().is_empty());
+        // A reconciliation of a matching kernel changes nothing either.
+        w.reconcile();
+        assert!(kernel.log.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn reconcile_repairs_drift_in_managed_services_only() {
+        let web = st(
+            "192.0.2.1:80",
+            &[
+                ("10.0.0.2:80", 10),
+                ("10.0.0.3:80", 20),
+                ("10.0.0.4:80", 30),
+            ],
+        );
+        let theirs = st("192.0.2.99:80", &[("10.0.0.7:80", 1)]);
+        let kernel = kernel_with(&[&theirs]);
+        let mut w = writer(&kernel);
+        w.take(set("web", &web));
+        w.sync();
+        kernel.log.lock().unwrap().clear();
+        {
+            // By hand: one destination deleted, one added, one reweighted,
+            // and the other service changed too.
+            let mut t = kernel.table.lock().unwrap();
+            let s = t.get_mut(&web.service.key).unwrap();
+            s.dests.remove(&sa("10.0.0.3:80"));
+            s.dests.insert(sa("10.0.0.9:80"), Dest::dr(5));
+            s.dests.insert(sa("10.0.0.4:80"), Dest::dr(1));
+            let other = t.get_mut(&theirs.service.key).unwrap();
+            other.dests.insert(sa("10.0.0.8:80"), Dest::dr(1));
+        }
+        w.reconcile();
+        let t = kernel.table.lock().unwrap().clone();
+        assert_eq!(t[&web.service.key], web);
+        assert_eq!(
+            t[&theirs.service.key].dests.len(),
+            2,
+            "not rsbal's: untouched"
+        );
+        assert_eq!(kernel.log.lock().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn reconcile_recreates_a_deleted_service() {
+        let web = st("192.0.2.1:80", &[("10.0.0.2:80", 10)]);
+        let kernel = kernel_with(&[]);
+        let mut w = writer(&kernel);
+        w.take(set("web", &web));
+        w.sync();
+        kernel.table.lock().unwrap().clear();
+        w.reconcile();
+        assert_eq!(kernel.table.lock().unwrap()[&web.service.key], web);
+    }
+
+    #[test]
+    fn no_reconciliation_when_off_or_dry_run() {
+        let kernel = ModelKernel::default();
+        let off = IpvsWriter::new(Box::new(kernel.clone()), WriteMode::Apply, Duration::ZERO);
+        assert!(off.next_reconcile().is_none());
+        let dry = IpvsWriter::new(
+            Box::new(kernel.clone()),
+            WriteMode::DryRun,
+            Duration::from_secs(1),
+        );
+        assert!(dry.next_reconcile().is_none());
+        let on = IpvsWriter::new(Box::new(kernel), WriteMode::Apply, Duration::from_secs(1));
+        assert!(on.next_reconcile().is_some());
+    }
+
+    #[test]
+    fn writer_thread_reconciles_on_its_interval() {
+        let web = st("192.0.2.1:80", &[("10.0.0.2:80", 10)]);
+        let kernel = ModelKernel::default();
+        let (tx, handle) = spawn(
+            Box::new(kernel.clone()),
+            WriteMode::Apply,
+            Duration::from_millis(50),
+        )
+        .unwrap();
+        tx.send(set("web", &web)).unwrap();
+        let (done, flushed) = crossbeam_channel::bounded(1);
+        tx.send(WriterRequest::Flush(done)).unwrap();
+        flushed.recv_timeout(Duration::from_secs(5)).unwrap();
+        kernel
+            .table
+            .lock()
+            .unwrap()
+            .get_mut(&web.service.key)
+            .unwrap()
+            .dests
+            .clear();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while kernel.table.lock().unwrap()[&web.service.key] != web {
+            assert!(Instant::now() < deadline, "not repaired");
+            thread::sleep(Duration::from_millis(10));
+        }
+        drop(tx);
+        handle.join().unwrap();
+    }
 }

@@ -1,0 +1,311 @@
+//! The netlink IPVS backend: talks to the kernel's `IPVS` generic netlink
+//! family over a blocking socket, without spawning `ipvsadm`.
+//!
+//! This module owns the socket: it resolves the family id
+//! (`CTRL_CMD_GETFAMILY`), reads the table with `GET_SERVICE` and
+//! `GET_DEST` dumps, and applies command batches. A batch is sent in
+//! windows of up to [`WINDOW`] requests packed into one datagram; every
+//! request asks for an ACK, and ACKs are matched to requests by sequence
+//! number, so a late ACK of an earlier request is never taken for the
+//! answer to a new one. Every kernel error is decoded (errno name and what
+//! was attempted). Receives time out after [`RECV_TIMEOUT`]; after a timeout
+//! or a socket error the socket is dropped and the next call opens a new
+//! one. Message bytes are built and read by `ipvs::genl`.
+
+use super::backend::IpvsBackend;
+use super::genl::{self, Reply};
+use super::ipvsadm::restore_line;
+use super::{IpvsCommand, ServiceTable, Table};
+use nix::errno::Errno;
+use nix::sys::socket::{
+    bind, recv, send, setsockopt, socket, sockopt, AddressFamily, MsgFlags, NetlinkAddr, SockFlag,
+    SockProtocol, SockType,
+};
+use nix::sys::time::TimeVal;
+use std::collections::BTreeMap;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const LOG_TARGET: &str = "IpvsWriter";
+/// How long to wait for the kernel's answer to a request.
+pub const RECV_TIMEOUT: Duration = Duration::from_secs(5);
+/// Requests sent in one datagram before their ACKs are collected; small
+/// enough that the ACKs always fit the socket's receive buffer.
+pub const WINDOW: usize = 64;
+/// Receive buffer: the kernel never sends a dump datagram larger than 32 KiB.
+const RECV_BUFFER: usize = 64 * 1024;
+
+/// One open socket with the resolved family id.
+struct Connection {
+    fd: OwnedFd,
+    family: u16,
+    seq: u32,
+    buf: Vec<u8>,
+}
+
+fn sys(what: &str, e: Errno) -> String {
+    format!("{what}: {}", genl::errno_text(e as i32))
+}
+
+impl Connection {
+    fn open() -> Result<Connection, String> {
+        let fd = socket(
+            AddressFamily::Netlink,
+            SockType::Raw,
+            SockFlag::SOCK_CLOEXEC,
+            SockProtocol::NetlinkGeneric,
+        )
+        .map_err(|e| sys("cannot open a generic netlink socket", e))?;
+        bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0))
+            .map_err(|e| sys("cannot bind the netlink socket", e))?;
+        let timeout = TimeVal::new(RECV_TIMEOUT.as_secs() as _, 0);
+        setsockopt(&fd, sockopt::ReceiveTimeout, &timeout)
+            .map_err(|e| sys("cannot set the netlink receive timeout", e))?;
+        // Start somewhere unpredictable, so that answers meant for an
+        // earlier socket of this process are never mistaken for ours.
+        let seq = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(1);
+        let mut conn = Connection {
+            fd,
+            family: 0,
+            seq,
+            buf: vec![0; RECV_BUFFER],
+        };
+        conn.family = conn.resolve_family()?;
+        Ok(conn)
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        self.seq = self.seq.wrapping_add(1);
+        self.seq
+    }
+
+    fn send(&self, bytes: &[u8]) -> Result<(), String> {
+        let sent = send(self.fd.as_raw_fd(), bytes, MsgFlags::empty())
+            .map_err(|e| sys("cannot send to the kernel", e))?;
+        if sent != bytes.len() {
+            return Err(format!("the kernel took {sent} of {} bytes", bytes.len()));
+        }
+        Ok(())
+    }
+
+    /// One datagram from the kernel.
+    fn receive(&mut self) -> Result<Vec<u8>, String> {
+        loop {
+            match recv(self.fd.as_raw_fd(), &mut self.buf, MsgFlags::MSG_TRUNC) {
+                Ok(n) if n > self.buf.len() => {
+                    return Err(format!(
+                        "netlink answer of {n} bytes does not fit {} bytes",
+                        self.buf.len()
+                    ))
+                }
+                Ok(n) => return Ok(self.buf[..n].to_vec()),
+                Err(Errno::EINTR) => continue,
+                Err(Errno::EAGAIN) => {
+                    return Err(format!(
+                        "no answer from the kernel within {} s",
+                        RECV_TIMEOUT.as_secs()
+                    ))
+                }
+                Err(Errno::ENOBUFS) => {
+                    return Err("netlink receive buffer overrun: answers were lost".into())
+                }
+                Err(e) => return Err(sys("cannot receive from the kernel", e)),
+            }
+        }
+    }
+
+    fn resolve_family(&mut self) -> Result<u16, String> {
+        let seq = self.next_seq();
+        self.send(&genl::get_family(seq, genl::IPVS_GENL_NAME))?;
+        let mut family = None;
+        loop {
+            let datagram = self.receive()?;
+            for msg in genl::split(&datagram)? {
+                if msg.seq != seq {
+                    continue;
+                }
+                match genl::reply(&msg)? {
+                    Reply::Data { attrs, .. } => family = Some(genl::family_id(attrs)?),
+                    Reply::Ack | Reply::Done(_) => {
+                        return family
+                            .ok_or_else(|| "the kernel answered without a family id".to_string())
+                    }
+                    Reply::Error(e) if e == Errno::ENOENT as i32 => {
+                        return Err("the kernel has no IPVS generic netlink family \
+                                    (ip_vs module not loaded?)"
+                            .to_string())
+                    }
+                    Reply::Error(e) => {
+                        return Err(format!(
+                            "resolving the IPVS generic netlink family: {}",
+                            genl::errno_text(e)
+                        ))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Sends the dump request built for `seq` and returns the attributes of
+    /// every entry.
+    fn dump(
+        &mut self,
+        what: &str,
+        request: impl Fn(u16, u32) -> Vec<u8>,
+    ) -> Result<Vec<Vec<u8>>, String> {
+        let seq = self.next_seq();
+        self.send(&request(self.family, seq))?;
+        let mut entries = Vec::new();
+        loop {
+            let datagram = self.receive().map_err(|e| format!("dumping {what}: {e}"))?;
+            for msg in genl::split(&datagram)? {
+                if msg.seq != seq {
+                    log::debug!(target: LOG_TARGET, "netlink: ignoring a stale answer (sequence {})", msg.seq);
+                    continue;
+                }
+                match genl::reply(&msg)? {
+                    Reply::Data { attrs, .. } => entries.push(attrs.to_vec()),
+                    Reply::Done(0) | Reply::Ack => return Ok(entries),
+                    Reply::Done(e) | Reply::Error(e) => {
+                        return Err(format!("dumping {what}: {}", genl::errno_text(e)))
+                    }
+                }
+            }
+        }
+    }
+
+    fn read(&mut self) -> Result<Table, String> {
+        let mut table = Table::new();
+        for attrs in self.dump("IPVS services", genl::dump_services)? {
+            if let Some(service) = genl::service(&attrs)? {
+                table.insert(
+                    service.key,
+                    ServiceTable {
+                        service,
+                        dests: BTreeMap::new(),
+                    },
+                );
+            }
+        }
+        for (key, st) in table.iter_mut() {
+            let what = format!("the destinations of {key}");
+            let entries = self.dump(&what, |family, seq| genl::dump_dests(family, seq, key))?;
+            for attrs in entries {
+                let (addr, dest) =
+                    genl::dest(&attrs, key.addr.is_ipv4()).map_err(|e| format!("{what}: {e}"))?;
+                st.dests.insert(addr, dest);
+            }
+        }
+        Ok(table)
+    }
+
+    /// Sends `commands` in windows and collects every ACK. Returns the
+    /// failures, each naming the command and the kernel's error; `Err` when
+    /// the socket itself failed (some answers are then unknown).
+    fn apply(&mut self, commands: &[IpvsCommand]) -> Result<Vec<String>, String> {
+        let mut failures = Vec::new();
+        for window in commands.chunks(WINDOW) {
+            let mut datagram = Vec::with_capacity(window.len() * 128);
+            let mut pending = genl::Pending::default();
+            for cmd in window {
+                let seq = self.next_seq();
+                datagram.extend(genl::command(self.family, seq, cmd));
+                pending.insert(seq, cmd);
+            }
+            self.send(&datagram)?;
+            while !pending.is_empty() {
+                let answer = self.receive().map_err(|e| {
+                    let first = pending.first().map(|c| c.to_string()).unwrap_or_default();
+                    format!(
+                        "{e} ({} request(s) unanswered, the first {first})",
+                        pending.len()
+                    )
+                })?;
+                for (cmd, errno) in pending.settle(&answer)? {
+                    if errno != 0 {
+                        let hint = genl::ipvs_hint(cmd, errno)
+                            .map(|h| format!(": {h}"))
+                            .unwrap_or_default();
+                        failures.push(format!(
+                            "{cmd}: the kernel said {}{hint}",
+                            genl::errno_text(errno)
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(failures)
+    }
+}
+
+/// The netlink backend. Holds at most one open socket; one that failed is
+/// dropped and the next call opens a fresh one.
+pub struct Netlink {
+    conn: Option<Connection>,
+}
+
+impl Netlink {
+    /// Opens a socket and resolves the family now; `Err` says why netlink
+    /// cannot be used.
+    pub fn connect() -> Result<Netlink, String> {
+        Ok(Netlink {
+            conn: Some(Connection::open()?),
+        })
+    }
+
+    /// A backend that opens its socket on first use.
+    pub fn lazy() -> Netlink {
+        Netlink { conn: None }
+    }
+
+    fn with_conn<T>(
+        &mut self,
+        f: impl FnOnce(&mut Connection) -> Result<T, String>,
+    ) -> Result<T, String> {
+        let conn = match self.conn.as_mut() {
+            Some(conn) => conn,
+            None => self.conn.insert(Connection::open()?),
+        };
+        let result = f(conn);
+        if result.is_err() {
+            // Unanswered requests may still be answered later: start over
+            // on a clean socket rather than sort old answers from new.
+            self.conn = None;
+        }
+        result
+    }
+}
+
+impl IpvsBackend for Netlink {
+    fn read(&mut self) -> Result<Table, String> {
+        self.with_conn(Connection::read)
+    }
+
+    fn apply(&mut self, commands: &[IpvsCommand]) -> Result<(), String> {
+        let failures = self.with_conn(|conn| conn.apply(commands))?;
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "{} of {} netlink request(s) failed: {}",
+                failures.len(),
+                commands.len(),
+                failures.join("; ")
+            ))
+        }
+    }
+
+    fn describe(&self) -> String {
+        match &self.conn {
+            Some(conn) => format!("netlink (IPVS family {})", conn.family),
+            None => "netlink".to_string(),
+        }
+    }
+
+    fn show(&self, cmd: &IpvsCommand) -> String {
+        format!("netlink: {}", restore_line(cmd))
+    }
+}
