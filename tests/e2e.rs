@@ -373,3 +373,30 @@ fn garbage_server_line_does_not_stop_the_others() {
     let log = rsbal.log_text();
     assert!(log.contains(&format!("{}:2:", list.display())), "{log}");
 }
+
+#[test]
+fn every_example_config_passes_check() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let conf = entry.unwrap().path();
+        if conf.extension().and_then(|e| e.to_str()) != Some("conf") {
+            continue;
+        }
+        let out = Command::new(env!("CARGO_BIN_EXE_rsbal"))
+            .arg("--check")
+            .arg("-c")
+            .arg(&conf)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}: {}{}",
+            conf.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        checked += 1;
+    }
+    assert!(checked >= 3, "only {checked} example configs found");
+}

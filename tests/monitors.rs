@@ -10,7 +10,6 @@ use simple_dns::rdata::{RData, A, AAAA};
 use simple_dns::{Packet, ResourceRecord, CLASS, QTYPE, RCODE, TYPE};
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::path::Path;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -561,26 +560,5 @@ fn udp_monitor_follows_a_listening_socket() {
     assert_log(
         &rsbal,
         "no new ICMP error, but the last one is less than icmp-timeout ago",
-    );
-}
-
-// ---------------------------------------------------------------------------
-// The example configuration
-// ---------------------------------------------------------------------------
-
-#[test]
-fn example_config_with_the_new_monitors_is_valid() {
-    let conf = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/monitors.conf");
-    let out = Command::new(env!("CARGO_BIN_EXE_rsbal"))
-        .arg("--check")
-        .arg("-c")
-        .arg(&conf)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
     );
 }
