@@ -83,7 +83,7 @@ impl Lab {
     fn global(&self, peers: &[IpAddr], extra: &str) -> String {
         let peers: Vec<String> = peers.iter().map(|p| format!("'{p}'")).collect();
         format!(
-            "[global]\nipvsadm = {ipvsadm}\nipvs-backend = ipvsadm\n\
+            "[global]\nipvsadm = {ipvsadm}\nipvs-backend = ipvsadm\nipvs-reconcile-interval = 0\n\
              instrumentation = yes\ninstrumentation_port = {http}\ninstrumentation_ips = ['{me}']\n\
              bgp = yes\nbgp-local-asn = {RSBAL_ASN}\nbgp-peer-address = [ {peers} ]\n\
              bgp-peer-port = {peer_port}\nbgp-local-ips = [ '{me}' ]\nbgp-local-port = {port}\n\

@@ -16,7 +16,7 @@ const T: Duration = Duration::from_secs(20);
 /// A `[global]` section with the fake ipvsadm and instrumentation on `http_port`.
 fn global(ipvsadm: &FakeIpvsadm, http_port: u16) -> String {
     format!(
-        "[global]\nipvsadm = {}\nipvs-backend = ipvsadm\ninstrumentation = yes\ninstrumentation_port = {http_port}\ninstrumentation_ips = ['127.0.0.1']\n\n",
+        "[global]\nipvsadm = {}\nipvs-backend = ipvsadm\nipvs-reconcile-interval = 0\ninstrumentation = yes\ninstrumentation_port = {http_port}\ninstrumentation_ips = ['127.0.0.1']\n\n",
         ipvsadm.script.display()
     )
 }

@@ -86,7 +86,7 @@ impl Site {
     /// Writes the main config; returns its path.
     fn config(&self, services: &[Svc]) -> PathBuf {
         let mut text = format!(
-            "[global]\nipvsadm = {}\nipvs-backend = ipvsadm\ninstrumentation = yes\ninstrumentation_port = {HTTP_PORT}\n\
+            "[global]\nipvsadm = {}\nipvs-backend = ipvsadm\nipvs-reconcile-interval = 0\ninstrumentation = yes\ninstrumentation_port = {HTTP_PORT}\n\
              instrumentation_ips = ['{}']\n\n",
             self.ipvsadm.script.display(),
             lo(self.net, 1)

@@ -19,7 +19,7 @@ const T: Duration = Duration::from_secs(20);
 
 fn global(ipvsadm: &FakeIpvsadm) -> String {
     format!(
-        "[global]\nipvsadm = {}\nipvs-backend = ipvsadm\n\n",
+        "[global]\nipvsadm = {}\nipvs-backend = ipvsadm\nipvs-reconcile-interval = 0\n\n",
         ipvsadm.script.display()
     )
 }
@@ -27,7 +27,7 @@ fn global(ipvsadm: &FakeIpvsadm) -> String {
 /// A `[global]` section that also serves the HTTP API on `api`.
 fn global_with_api(ipvsadm: &FakeIpvsadm, api: SocketAddr) -> String {
     format!(
-        "[global]\nipvsadm = {}\nipvs-backend = ipvsadm\ninstrumentation = yes\ninstrumentation_port = {}\n\
+        "[global]\nipvsadm = {}\nipvs-backend = ipvsadm\nipvs-reconcile-interval = 0\ninstrumentation = yes\ninstrumentation_port = {}\n\
          instrumentation_ips = ['{}']\n\n",
         ipvsadm.script.display(),
         api.port(),

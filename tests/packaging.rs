@@ -406,7 +406,7 @@ fn package_installs_into_a_fresh_debian_root_runs_there_and_purges_cleanly() {
     // without systemd. start-stop-daemon needs /proc.
     fs::write(
         root.file("/etc/rsbal/init-test.conf"),
-        "[global]\ninstrumentation = no\nipvsadm = /bin/true\nipvs-backend = ipvsadm\n",
+        "[global]\ninstrumentation = no\nipvsadm = /bin/true\nipvs-backend = ipvsadm\nipvs-reconcile-interval = 0\n",
     )
     .expect("write test config");
     fs::write(
@@ -684,7 +684,7 @@ monitors = []
 
 fn notify_config(services: &[(&str, &str)], ipvsadm: &Path) -> String {
     let mut text = format!(
-        "[global]\ninstrumentation = no\nipvsadm = {}\nipvs-backend = ipvsadm\n",
+        "[global]\ninstrumentation = no\nipvsadm = {}\nipvs-backend = ipvsadm\nipvs-reconcile-interval = 0\n",
         ipvsadm.display()
     );
     for (name, vip) in services {

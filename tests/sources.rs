@@ -155,7 +155,7 @@ fn answer(mut stream: TcpStream, shared: &ListServerShared) {
 /// `[global]` with the fake ipvsadm and instrumentation on `http`.
 fn global(ipvsadm: &FakeIpvsadm, http: SocketAddr) -> String {
     format!(
-        "[global]\nipvsadm = {}\nipvs-backend = ipvsadm\ninstrumentation = yes\ninstrumentation_port = {}\ninstrumentation_ips = ['{}']\n\n",
+        "[global]\nipvsadm = {}\nipvs-backend = ipvsadm\nipvs-reconcile-interval = 0\ninstrumentation = yes\ninstrumentation_port = {}\ninstrumentation_ips = ['{}']\n\n",
         ipvsadm.script.display(),
         http.port(),
         http.ip()

@@ -28,7 +28,7 @@ pub fn write_bench_config(
     std::fs::write(
         &conf,
         format!(
-            "[global]\nipvsadm = {}\nipvs-backend = ipvsadm\n\n[bench]\nprotocol = tcp\nip = {vip}\nport = {port}\n\
+            "[global]\nipvsadm = {}\nipvs-backend = ipvsadm\nipvs-reconcile-interval = 0\n\n[bench]\nprotocol = tcp\nip = {vip}\nport = {port}\n\
              scheduler = wrr\nconfig = file://{}\ndepool-threshold = 0.5\n\
              monitors = [ \"IdleConnection\", \"ProxyFetch\" ]\n{options}",
             ipvsadm.display(),

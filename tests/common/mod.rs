@@ -193,6 +193,9 @@ fn serve(stream: Arc<TcpStream>, shared: Arc<BackendShared>) {
 
 /// A fake `ipvsadm`: records each `-R` batch (stdin) into a log file,
 /// batches separated by a `--` line; prints an empty table for `-Sn`.
+/// Configs that use it set `ipvs-backend = ipvsadm` (never touch a real
+/// kernel's table) and `ipvs-reconcile-interval = 0` (its empty `-Sn` would
+/// read as drift and make the writer re-add everything).
 pub struct FakeIpvsadm {
     pub script: PathBuf,
     pub log: PathBuf,
