@@ -901,18 +901,20 @@ fn parse_boolean(text: &str) -> Result<bool, String> {
         .ok_or_else(|| format!("{value:?} is not a boolean (yes/no, true/false, on/off, 1/0)"))
 }
 
-fn parse_u32(text: &str) -> Result<u32, String> {
+/// A scalar parsed with `FromStr`; the error says it is not `what`.
+fn parse_as<T: std::str::FromStr>(text: &str, what: &str) -> Result<T, String> {
     let value = scalar(text)?;
     value
         .parse()
-        .map_err(|_| format!("{value:?} is not a whole number (0-4294967295)"))
+        .map_err(|_| format!("{value:?} is not {what}"))
+}
+
+fn parse_u32(text: &str) -> Result<u32, String> {
+    parse_as(text, "a whole number (0-4294967295)")
 }
 
 fn parse_port(text: &str) -> Result<u16, String> {
-    let value = scalar(text)?;
-    value
-        .parse()
-        .map_err(|_| format!("{value:?} is not a port number (0-65535)"))
+    parse_as(text, "a port number (0-65535)")
 }
 
 fn parse_nonzero_port(text: &str) -> Result<u16, String> {
@@ -944,26 +946,30 @@ fn parse_http_status(text: &str) -> Result<u16, String> {
         .ok_or_else(|| format!("{value:?} is not an HTTP status (100-599)"))
 }
 
-/// Seconds, int or float, greater than zero.
-fn parse_duration(text: &str) -> Result<Duration, String> {
+/// Seconds, int or float, finite and accepted by `allowed`; the error says
+/// it is not `what`.
+fn parse_seconds(text: &str, allowed: fn(f64) -> bool, what: &str) -> Result<Duration, String> {
     let value = scalar(text)?;
     value
         .parse::<f64>()
         .ok()
-        .filter(|secs| secs.is_finite() && *secs > 0.0)
+        .filter(|secs| secs.is_finite() && allowed(*secs))
         .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
-        .ok_or_else(|| format!("{value:?} is not a duration (seconds, a number greater than 0)"))
+        .ok_or_else(|| format!("{value:?} is not {what}"))
+}
+
+/// Seconds, int or float, greater than zero.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    parse_seconds(
+        text,
+        |secs| secs > 0.0,
+        "a duration (seconds, a number greater than 0)",
+    )
 }
 
 /// Seconds, int or float, zero or more (zero = off).
 fn parse_interval_or_off(text: &str) -> Result<Duration, String> {
-    let value = scalar(text)?;
-    value
-        .parse::<f64>()
-        .ok()
-        .filter(|secs| secs.is_finite() && *secs >= 0.0)
-        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
-        .ok_or_else(|| format!("{value:?} is not a number of seconds (0 = off)"))
+    parse_seconds(text, |secs| secs >= 0.0, "a number of seconds (0 = off)")
 }
 
 /// One of `choices` (by keyword, any case); the error lists them as `what`.
@@ -1004,12 +1010,8 @@ fn parse_threshold(text: &str) -> Result<f64, String> {
 }
 
 fn parse_protocol(text: &str) -> Result<Protocol, String> {
-    let value = scalar(text)?;
-    match value.to_ascii_lowercase().as_str() {
-        "tcp" => Ok(Protocol::Tcp),
-        "udp" => Ok(Protocol::Udp),
-        _ => Err(format!("{value:?} is not a protocol (tcp or udp)")),
-    }
+    let choices = [("tcp", Protocol::Tcp), ("udp", Protocol::Udp)];
+    parse_keyword(text, &choices, "a protocol (tcp or udp)")
 }
 
 fn parse_scheduler(text: &str) -> Result<String, String> {
@@ -1026,24 +1028,15 @@ fn parse_scheduler(text: &str) -> Result<String, String> {
 }
 
 fn parse_ip(text: &str) -> Result<IpAddr, String> {
-    let value = scalar(text)?;
-    value
-        .parse()
-        .map_err(|_| format!("{value:?} is not an IPv4 or IPv6 address"))
+    parse_as(text, "an IPv4 or IPv6 address")
 }
 
 fn parse_ipv4(text: &str) -> Result<Ipv4Addr, String> {
-    let value = scalar(text)?;
-    value
-        .parse()
-        .map_err(|_| format!("{value:?} is not an IPv4 address"))
+    parse_as(text, "an IPv4 address")
 }
 
 fn parse_ipv6(text: &str) -> Result<Ipv6Addr, String> {
-    let value = scalar(text)?;
-    value
-        .parse()
-        .map_err(|_| format!("{value:?} is not an IPv6 address"))
+    parse_as(text, "an IPv6 address")
 }
 
 fn parse_path(text: &str) -> Result<PathBuf, String> {
