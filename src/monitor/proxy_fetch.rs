@@ -88,25 +88,17 @@ impl ProxyFetch {
         ProxyFetch { opts, agent }
     }
 
-    /// The monitor thread's body: a fixed-rate schedule (the next check is
-    /// due `interval` after the previous one started, or at once if that
-    /// check overran).
+    /// The monitor thread's body: one check per `interval` on the shared
+    /// fixed-rate schedule ([`MonitorContext::every`]).
     pub fn run(self, ctx: MonitorContext) {
         let log_target = ctx.log_target(NAME);
-        let mut next = Instant::now();
-        loop {
-            if !ctx.sleep_until(next) {
-                return;
-            }
+        ctx.every(self.opts.interval, || {
             let started = Instant::now();
             let (up, reason) = self.check(&ctx);
             let took = started.elapsed();
             log::debug!(target: &log_target, "{}: {} ({} ms)", ctx.target.host, reason, took.as_millis());
-            if !ctx.report(up, reason, Some(took)) {
-                return;
-            }
-            next = (started + self.opts.interval).max(Instant::now());
-        }
+            ctx.report(up, reason, Some(took))
+        });
     }
 
     /// One check: one URL at random, or all of them with `check_all`.
