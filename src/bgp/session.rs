@@ -18,8 +18,8 @@ use super::message::{
     self, Capability, Codec, Family, GracefulRestart, Message, Notification, Open, Update,
 };
 use super::routes::{self, RouteSet};
-use crate::daemon_status;
-use crate::snapshot::SnapshotStore;
+use crate::status::daemon as daemon_status;
+use crate::status::snapshot::SnapshotStore;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use std::collections::{BTreeSet, VecDeque};
 use std::io::{self, Read, Write};

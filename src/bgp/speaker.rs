@@ -12,7 +12,7 @@
 use super::routes::{self, RouteSet};
 use super::session::{Input, PeerSettings, SessionHandle};
 use crate::config::{Config, GlobalConfig};
-use crate::snapshot::SnapshotStore;
+use crate::status::snapshot::SnapshotStore;
 use crossbeam_channel::Sender;
 use std::collections::BTreeMap;
 use std::io;
@@ -310,7 +310,7 @@ impl Listeners {
 
 /// A listening socket whose `accept` wakes up every [`ACCEPT_POLL`].
 fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = crate::listen::listening_socket(addr, 16)?;
+    let socket = crate::net::listen::listening_socket(addr, 16)?;
     socket.set_read_timeout(Some(ACCEPT_POLL))?;
     Ok(socket.into())
 }

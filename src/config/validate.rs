@@ -2146,7 +2146,7 @@ idleconnection.keepalive-retries = 5
                 .collect();
             let _ = load(&noise);
             let _ = pyliteral::parse(&noise);
-            let _ = crate::serverlist::parse(&noise, false);
+            let _ = crate::source::serverlist::parse(&noise, false);
         }
     }
 

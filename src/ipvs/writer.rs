@@ -21,7 +21,7 @@ pub use super::backend::{IpvsBackend, Ipvsadm};
 use super::diff::{apply, diff_service};
 use super::reconcile;
 use super::{IpvsCommand, ServiceKey, ServiceTable, Table};
-use crate::metrics;
+use crate::status::metrics;
 use crossbeam_channel::{Receiver, Sender};
 use prometheus::IntCounterVec;
 use std::collections::{BTreeMap, BTreeSet};
@@ -36,7 +36,7 @@ struct CommandCounters {
 
 static COMMANDS: LazyLock<CommandCounters> = LazyLock::new(|| {
     let counter = |name: &str, help: &str| {
-        crate::metrics::int_counter_vec(name, help, &[]).with_label_values(&[] as &[&str])
+        crate::status::metrics::int_counter_vec(name, help, &[]).with_label_values(&[] as &[&str])
     };
     CommandCounters {
         applied: counter(

@@ -28,7 +28,7 @@ const NAME: &str = "DNSQuery";
 const MAX_REPLY: usize = 4096;
 
 static REQUEST_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
-    crate::metrics::histogram_vec(
+    crate::status::metrics::histogram_vec(
         "pybal_monitor_dnsquery_request_duration_seconds",
         "DNSQuery monitor: duration of one query",
         &["service", "host", "monitor", "result"],

@@ -26,7 +26,7 @@ use std::time::Duration;
 const NAME: &str = "IdleConnection";
 
 static CONNECTIONS_FAILED: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    crate::metrics::int_counter_vec(
+    crate::status::metrics::int_counter_vec(
         "pybal_monitor_idleconnection_connections_failed_total",
         "Failed connection attempts",
         &["service", "host", "monitor"],
@@ -34,7 +34,7 @@ static CONNECTIONS_FAILED: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 
 static CONNECTIONS_LOST: LazyLock<IntCounterVec> = LazyLock::new(|| {
-    crate::metrics::int_counter_vec(
+    crate::status::metrics::int_counter_vec(
         "pybal_monitor_idleconnection_connections_lost_total",
         "Established connections lost",
         &["service", "host", "monitor", "reason"],

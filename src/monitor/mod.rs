@@ -94,9 +94,9 @@ impl MonitorContext {
     /// `service`, `host` and `monitor` label values), unless the monitor was
     /// stopped: once its service thread stopped it and removed the server's
     /// series, no late update can bring them back (see
-    /// [`crate::metrics::while_current`]).
+    /// [`crate::status::metrics::while_current`]).
     pub fn observe(&self, monitor_name: &str, update: impl FnOnce([&str; 3])) {
-        crate::metrics::while_current(
+        crate::status::metrics::while_current(
             || self.stopped(),
             || update([&self.target.service, &self.target.host, monitor_name]),
         );
@@ -131,7 +131,7 @@ impl MonitorContext {
 
     /// The log target `<service> <Monitor>`.
     pub fn log_target(&self, monitor_name: &str) -> String {
-        crate::logging::monitor_target(&self.target.service, monitor_name)
+        crate::daemon::logging::monitor_target(&self.target.service, monitor_name)
     }
 }
 

@@ -23,7 +23,7 @@ use ureq::Agent;
 const NAME: &str = "ProxyFetch";
 
 static REQUEST_DURATION: LazyLock<GaugeVec> = LazyLock::new(|| {
-    crate::metrics::gauge_vec(
+    crate::status::metrics::gauge_vec(
         "pybal_monitor_proxyfetch_request_duration_seconds",
         "HTTP(S) request duration",
         &["service", "host", "monitor", "result", "url"],
@@ -77,7 +77,7 @@ impl ProxyFetch {
             // Every check opens a fresh connection, as a client would.
             .max_idle_connections(0)
             .max_idle_connections_per_host(0)
-            .tls_config(crate::tls::tls_config())
+            .tls_config(crate::net::tls::tls_config())
             .user_agent(concat!("rsbal/", env!("CARGO_PKG_VERSION"), " ProxyFetch"))
             .build();
         let agent = Agent::with_parts(

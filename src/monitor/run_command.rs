@@ -41,7 +41,7 @@ const MAX_POLL: Duration = Duration::from_millis(100);
 const MAX_OUTPUT: usize = 64 * 1024;
 
 static RUN_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
-    crate::metrics::histogram_vec(
+    crate::status::metrics::histogram_vec(
         "pybal_monitor_runcommand_run_duration_seconds",
         "RunCommand monitor: duration of one run of the command",
         &["service", "host", "monitor", "result", "exitcode"],

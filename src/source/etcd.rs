@@ -15,8 +15,8 @@
 //! code ([`View`]), tested without a server.
 
 use super::{Backoff, ListKeeper, USER_AGENT};
-use crate::serverlist::ServerEntry;
-use crate::tls::tls_config;
+use crate::net::tls::tls_config;
+use crate::source::serverlist::ServerEntry;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -6,7 +6,7 @@
 //! last good list stays.
 
 use super::{ListKeeper, USER_AGENT};
-use crate::tls::tls_config;
+use crate::net::tls::tls_config;
 use std::time::{Duration, Instant};
 use ureq::Agent;
 

@@ -18,18 +18,28 @@
 mod etcd;
 mod file;
 mod http;
+pub mod serverlist;
 
 use crate::config::{SourceOptions, SourceUrl};
-use crate::coordinator::ServerUpdate;
-use crate::metrics;
-use crate::serverlist::{self, ServerEntry};
+use crate::status::metrics;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use prometheus::IntCounterVec;
+use serverlist::ServerEntry;
 use std::collections::HashMap;
 use std::net::{IpAddr, ToSocketAddrs};
 use std::sync::LazyLock;
 use std::thread;
 use std::time::{Duration, Instant};
+
+/// A server as the server list (after name resolution) describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerUpdate {
+    pub host: String,
+    /// Resolved address; `None` = could not be resolved (not ready).
+    pub ip: Option<IpAddr>,
+    pub weight: u32,
+    pub enabled: bool,
+}
 
 /// Failed fetches and unusable documents, per service.
 static SOURCE_ERRORS: LazyLock<IntCounterVec> = LazyLock::new(|| {

@@ -12,7 +12,7 @@
 //! PyBal also warns about pools of zero or one server; SPEC 9 leaves those
 //! out (a one-server pool can never depool, by design, and is not news).
 
-use crate::snapshot::ServiceSnapshot;
+use crate::status::snapshot::ServiceSnapshot;
 use serde::{Deserialize, Serialize};
 
 /// Severity, ordered: `Ok < Warning < Critical`.
@@ -125,7 +125,7 @@ pub fn evaluate<'a>(pools: impl IntoIterator<Item = &'a ServiceSnapshot>) -> Ale
 mod tests {
     use super::*;
     use crate::config::Protocol;
-    use crate::coordinator::ServerState;
+    use crate::service::coordinator::ServerState;
 
     fn pool(name: &str, servers: usize, threshold: f64, pooled_down: &[&str]) -> ServiceSnapshot {
         ServiceSnapshot {

@@ -8,8 +8,8 @@
 //! on a phone. Every string from the config, the server lists or the
 //! monitors is HTML-escaped.
 
-use crate::alerts::Level;
-use crate::status_doc::{format_time, PoolDoc, ServerDoc, ServerHealth, StatusDoc};
+use crate::status::alerts::Level;
+use crate::status::document::{format_time, PoolDoc, ServerDoc, ServerHealth, StatusDoc};
 use std::fmt::Write;
 
 /// Seconds between automatic reloads of the page.
@@ -272,8 +272,8 @@ fn bgp_section(h: &mut String, doc: &StatusDoc) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status_doc::fixtures::doc;
-    use crate::status_doc::BgpDoc;
+    use crate::status::document::fixtures::doc;
+    use crate::status::document::BgpDoc;
 
     /// The shared fixture, with markup in every string that is shown.
     fn hostile_doc() -> StatusDoc {

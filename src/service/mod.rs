@@ -10,14 +10,16 @@
 //! and keeps the service's `pybal_service_*` / `pybal_monitor_*` metrics
 //! (`pool_metrics`), removing a server's series when its monitors stop.
 
+pub mod coordinator;
+pub mod pool_metrics;
+
 use crate::config::ServiceConfig;
-use crate::coordinator::{Coordinator, Outcome};
 use crate::ipvs::writer::WriterRequest;
 use crate::ipvs::{Dest, ServiceKey, ServiceTable, VirtualService};
 use crate::monitor::{self, MonitorHandle, MonitorReport, MonitorTarget};
-use crate::pool_metrics;
-use crate::snapshot::{ServiceSnapshot, SnapshotStore};
+use crate::service::coordinator::{Coordinator, Outcome};
 use crate::source::{self, ServerList, SourceHandle};
+use crate::status::snapshot::{ServiceSnapshot, SnapshotStore};
 use crossbeam_channel::{select, Receiver, Sender};
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -196,7 +198,7 @@ impl ServiceRunner {
             return; // From monitors of a server instance that is gone.
         }
         if let Some(config) = self.config.monitors.get(report.monitor) {
-            let target = crate::logging::monitor_target(&self.config.name, config.name());
+            let target = crate::daemon::logging::monitor_target(&self.config.name, config.name());
             let status = self
                 .coordinator
                 .server(&report.host)
@@ -222,7 +224,11 @@ impl ServiceRunner {
         self.carry_out(outcome, false);
     }
 
-    fn monitor_state(&self, host: &str, monitor: usize) -> crate::coordinator::MonitorState {
+    fn monitor_state(
+        &self,
+        host: &str,
+        monitor: usize,
+    ) -> crate::service::coordinator::MonitorState {
         self.coordinator
             .server(host)
             .and_then(|s| s.monitors.get(monitor))

@@ -9,7 +9,7 @@
 //! thread (reloads) and the BGP speaker (sessions) publish about the daemon.
 
 use crate::config::Protocol;
-use crate::coordinator::ServerState;
+use crate::service::coordinator::ServerState;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};

@@ -7,7 +7,7 @@
 //!   [`Limits::max_pending`] such connections, each dropped with `408` after
 //!   [`Limits::read_timeout`]; a head over [`MAX_HEAD`] bytes gets `431`.
 //! - A complete head goes over a bounded channel to a fixed pool of worker
-//!   threads, which answer it ([`super::handle_request`], reading only the
+//!   threads, which answer it ([`super::routes::handle_request`], reading only the
 //!   snapshot store) with `Connection: close`, bounded by a write timeout.
 //! - Over either limit (too many pending connections, worker queue full) the
 //!   I/O thread answers `503` at once without blocking.
@@ -15,8 +15,8 @@
 //! Nothing here takes a lock a service thread holds: workers clone `Arc`s
 //! from the store.
 
-use super::{handle_request, Response};
-use crate::snapshot::SnapshotStore;
+use super::routes::{handle_request, Response};
+use crate::status::snapshot::SnapshotStore;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use nix::poll::{poll, PollFd, PollFlags};
 use std::io::{self, Read, Write};
@@ -179,7 +179,7 @@ impl Drop for InstrumentationServer {
 
 /// A non-blocking listening socket.
 fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = crate::listen::listening_socket(addr, 128)?;
+    let socket = crate::net::listen::listening_socket(addr, 128)?;
     socket.set_nonblocking(true)?;
     Ok(socket.into())
 }
@@ -465,7 +465,7 @@ fn linger(stream: &mut TcpStream, limit: Duration, stop: &AtomicBool) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::instrumentation::tests::store;
+    use crate::status::routes::tests::store;
     use serde_json::{json, Value};
 
     const NOT_FOUND: &str = "The desired url was not found";

@@ -11,8 +11,8 @@
 //! [`bgp_session_removed`] when a peer leaves the config): that sets the
 //! metric and the `bgp` part of [`DaemonStatus`] the status page shows.
 
-use crate::metrics;
-use crate::snapshot::{BgpSessionStatus, ReloadStatus, SnapshotStore};
+use crate::status::metrics;
+use crate::status::snapshot::{BgpSessionStatus, ReloadStatus, SnapshotStore};
 use prometheus::{GaugeVec, IntCounterVec};
 use std::sync::LazyLock;
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -7,9 +7,9 @@
 //! 2 critical (the levels of `/alerts`), 3 UNKNOWN when rsbal cannot be
 //! reached or answers something that is not a status document.
 
-use crate::cli::StatusOptions;
 use crate::config;
-use crate::status_doc::{format_time, ServerHealth, StatusDoc};
+use crate::daemon::cli::StatusOptions;
+use crate::status::document::{format_time, ServerHealth, StatusDoc};
 use std::fmt::Write;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
@@ -207,7 +207,7 @@ pub fn render(doc: &StatusDoc, base: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status_doc::fixtures::doc;
+    use crate::status::document::fixtures::doc;
 
     #[test]
     fn urls() {

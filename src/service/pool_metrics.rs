@@ -8,9 +8,9 @@
 //! a transition (its state goes from unknown to up or down), and `_status`
 //! appears with that first result.
 
-use crate::coordinator::MonitorState;
-use crate::metrics;
-use crate::snapshot::ServiceSnapshot;
+use crate::service::coordinator::MonitorState;
+use crate::status::metrics;
+use crate::status::snapshot::ServiceSnapshot;
 use prometheus::{GaugeVec, IntCounterVec};
 use std::sync::LazyLock;
 
@@ -83,7 +83,7 @@ static MONITOR: LazyLock<MonitorFamilies> = LazyLock::new(|| {
 pub fn publish(snap: &ServiceSnapshot) {
     let f = &*SERVICE;
     let labels = [snap.name.as_str()];
-    let count = |pred: fn(&crate::coordinator::ServerState) -> bool| {
+    let count = |pred: fn(&crate::service::coordinator::ServerState) -> bool| {
         snap.servers.iter().filter(|s| pred(s)).count() as f64
     };
     f.servers

@@ -17,19 +17,10 @@
 //! unmonitored, and one whose address changed keeps its pool state and gets
 //! its monitors restarted with unknown state.
 
+use crate::source::ServerUpdate;
 use log::Level;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-
-/// A server as the server list (after name resolution) describes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerUpdate {
-    pub host: String,
-    /// Resolved address; `None` = could not be resolved (not ready).
-    pub ip: Option<IpAddr>,
-    pub weight: u32,
-    pub enabled: bool,
-}
 
 /// A change of the IPVS pool of this service.
 #[derive(Debug, Clone, PartialEq, Eq)]

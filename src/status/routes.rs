@@ -16,12 +16,8 @@
 //! HTML status page (`status_page`), or the status document as JSON
 //! (`status_doc`) for `Accept: application/json`.
 
-mod server;
-
-pub use server::{start, InstrumentationServer, MAX_HEAD};
-
-use crate::coordinator::ServerState;
-use crate::snapshot::{ServiceSnapshot, SnapshotStore};
+use crate::service::coordinator::ServerState;
+use crate::status::snapshot::{ServiceSnapshot, SnapshotStore};
 use serde_json::{json, Map, Value};
 use std::io::{self, Write};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -76,7 +72,7 @@ impl Response {
         }
     }
 
-    fn text(status: u16, body: &str) -> Self {
+    pub(super) fn text(status: u16, body: &str) -> Self {
         Self::new(status, "text/plain", body.to_string())
     }
 
@@ -92,7 +88,7 @@ impl Response {
         }
     }
 
-    fn with_header(mut self, name: &'static str, value: String) -> Self {
+    pub(super) fn with_header(mut self, name: &'static str, value: String) -> Self {
         self.headers.push((name, value));
         self
     }
@@ -387,12 +383,16 @@ pub fn not_found(format: Format) -> Response {
 
 /// `/metrics`: Prometheus text format, whatever the `Accept` header says.
 fn metrics() -> Response {
-    Response::new(200, crate::metrics::CONTENT_TYPE, crate::metrics::render())
+    Response::new(
+        200,
+        crate::status::metrics::CONTENT_TYPE,
+        crate::status::metrics::render(),
+    )
 }
 
 /// `/`: the status page, or the status document as JSON.
 fn status(store: &SnapshotStore, format: Format) -> Response {
-    let doc = crate::status_doc::build(store);
+    let doc = crate::status::document::build(store);
     match format {
         Format::Json => match serde_json::to_value(&doc) {
             Ok(value) => Response::json(200, &value),
@@ -401,7 +401,7 @@ fn status(store: &SnapshotStore, format: Format) -> Response {
         Format::Text => Response::new(
             200,
             "text/html; charset=utf-8",
-            crate::status_page::render(&doc),
+            crate::status::page::render(&doc),
         ),
     }
 }
@@ -409,7 +409,7 @@ fn status(store: &SnapshotStore, format: Format) -> Response {
 /// `/alerts`: PyBal's `OK - All pools are healthy` / `{"status", "msg"}`.
 fn alerts(store: &SnapshotStore, format: Format) -> Response {
     let pools = store.all();
-    let alert = crate::alerts::evaluate(pools.iter().map(|p| &**p));
+    let alert = crate::status::alerts::evaluate(pools.iter().map(|p| &**p));
     Response::negotiated(
         200,
         format,
@@ -474,7 +474,7 @@ fn server_json(s: &ServerState) -> Value {
 pub(crate) mod tests {
     use super::*;
     use crate::config::Protocol;
-    use crate::coordinator::MonitorState;
+    use crate::service::coordinator::MonitorState;
     use std::net::Ipv4Addr;
     use std::sync::Arc;
     use std::time::Duration;
@@ -644,10 +644,10 @@ pub(crate) mod tests {
         }
         let r = get("/", true);
         assert_eq!(r.header("content-type"), Some("application/json"));
-        let doc: crate::status_doc::StatusDoc = serde_json::from_str(&r.body).unwrap();
+        let doc: crate::status::document::StatusDoc = serde_json::from_str(&r.body).unwrap();
         assert_eq!(doc.pools.len(), 2);
         assert_eq!(doc.pools[0].servers.len(), 3);
-        assert_eq!(doc.alert.status, crate::alerts::Level::Ok);
+        assert_eq!(doc.alert.status, crate::status::alerts::Level::Ok);
     }
 
     #[test]
@@ -752,7 +752,7 @@ pub(crate) mod tests {
             assert!(r.status >= 200);
             let raw: Vec<u8> = (0..len).map(|_| rng.u8(..)).collect();
             let _ = handle_request(&raw, &s);
-            let _ = server::head_end(&raw);
+            let _ = super::super::server::head_end(&raw);
         }
     }
 

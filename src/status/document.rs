@@ -5,8 +5,8 @@
 //! on `/` with `Accept: application/json`; `rsbal status` reads that JSON
 //! back into the same type, so both ends share one definition.
 
-use crate::alerts::{self, Level};
-use crate::snapshot::{ServiceSnapshot, SnapshotStore};
+use crate::status::alerts::{self, Level};
+use crate::status::snapshot::{ServiceSnapshot, SnapshotStore};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};

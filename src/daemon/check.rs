@@ -1,0 +1,67 @@
+//! `rsbal --check`: validates a config and every local server list it names,
+//! printing what an operator must fix; changes nothing.
+
+use crate::config::{self, SourceUrl};
+use crate::source::serverlist;
+use std::path::Path;
+
+/// `--check`: validates the config and every local server list.
+pub fn check(path: &Path) -> i32 {
+    let loaded = match config::load(path) {
+        Ok(loaded) => loaded,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("error: {e}");
+            }
+            eprintln!("{}: {} error(s)", path.display(), errors.len());
+            return 1;
+        }
+    };
+    for w in &loaded.warnings {
+        eprintln!("warning: {w}");
+    }
+    let mut errors = 0;
+    for service in loaded.config.services.values() {
+        if let SourceUrl::File(list) = &service.source {
+            errors += check_server_list(&service.name, list, service.source.is_json());
+        }
+    }
+    if errors > 0 {
+        eprintln!("{}: {errors} error(s) in server lists", path.display());
+        return 1;
+    }
+    println!(
+        "{}: configuration OK ({} service(s))",
+        path.display(),
+        loaded.config.services.len()
+    );
+    0
+}
+
+fn check_server_list(service: &str, list: &Path, json: bool) -> usize {
+    let text = match std::fs::read_to_string(list) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!(
+                "error: {}: [{service}] config: cannot read server list: {e}",
+                list.display()
+            );
+            return 1;
+        }
+    };
+    match serverlist::parse(&text, json) {
+        Err(e) => {
+            eprintln!("error: {}: {e}", list.display());
+            1
+        }
+        Ok(parsed) => {
+            for err in &parsed.errors {
+                eprintln!("error: {}:{}: {}", list.display(), err.line, err.reason);
+            }
+            if parsed.servers.is_empty() {
+                eprintln!("warning: {}: no servers", list.display());
+            }
+            parsed.errors.len()
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! SIGHUP: load the new config, reject it whole if it has errors, else
+//! apply the difference service by service (see ARCHITECTURE.md, "Reload").
+
+use super::run::{backend_choice, log_config_errors, start_instrumentation, Daemon, LOG_TARGET};
+use crate::config::{self, diff, GlobalConfig};
+use crate::ipvs::writer::WriterRequest;
+
+impl Daemon {
+    /// SIGHUP: re-reads the config; a config with errors changes nothing.
+    pub(super) fn reload(&mut self) {
+        log::info!(target: LOG_TARGET, "SIGHUP: reloading {}", self.opts.config.display());
+        let loaded = match config::load(&self.opts.config) {
+            Ok(loaded) => loaded,
+            Err(errors) => {
+                log_config_errors("reload rejected, the running configuration stays", &errors);
+                let first = errors.first().map(|e| e.to_string()).unwrap_or_default();
+                let message = format!("rejected, {} error(s): {first}", errors.len());
+                crate::status::daemon::reload_finished(&self.store, false, message);
+                return;
+            }
+        };
+        for w in &loaded.warnings {
+            log::warn!(target: LOG_TARGET, "{w}");
+        }
+        let new = loaded.config;
+        let d = diff::diff(&self.config, &new);
+        if d.is_empty() {
+            log::info!(target: LOG_TARGET, "reload: nothing changed");
+            crate::status::daemon::reload_finished(&self.store, true, "nothing changed".into());
+            return;
+        }
+        let summary = format!(
+            "{} added, {} removed, {} changed, {} unchanged{}",
+            d.added.len(),
+            d.removed.len(),
+            d.changed.len(),
+            d.unchanged.len(),
+            if d.global_changed {
+                ", [global] changed"
+            } else {
+                ""
+            }
+        );
+        log::info!(target: LOG_TARGET, "reload: {summary}");
+        crate::status::daemon::reload_finished(&self.store, true, summary);
+        let old_global = self.config.global.clone();
+        self.config = new;
+        for name in &d.removed {
+            if let Some(handle) = self.services.remove(name) {
+                handle.stop(true);
+            }
+        }
+        for name in &d.changed {
+            match (self.services.get(name), self.config.services.get(name)) {
+                (Some(handle), Some(config)) => handle.reconfigure(config.clone()),
+                (None, Some(_)) => self.start_service(name),
+                _ => {}
+            }
+        }
+        for name in &d.added {
+            self.start_service(name);
+        }
+        if d.global_changed {
+            self.apply_global(&old_global);
+        }
+        // The speaker announces the new set and withdraws what is gone.
+        crate::bgp::reconcile(&mut self.bgp, &self.config, &self.store);
+    }
+
+    fn apply_global(&mut self, old: &GlobalConfig) {
+        let new = self.config.global.clone();
+        if backend_choice(old) != backend_choice(&new) {
+            let _ = self
+                .writer
+                .send(WriterRequest::SetBackend(backend_choice(&new)));
+        }
+        if old.ipvs_reconcile_interval != new.ipvs_reconcile_interval {
+            let _ = self.writer.send(WriterRequest::SetReconcileInterval(
+                new.ipvs_reconcile_interval,
+            ));
+        }
+        if old.bgp != new.bgp {
+            crate::status::daemon::set_bgp_enabled(&self.store, new.bgp);
+        }
+        let instrumentation_changed = old.instrumentation != new.instrumentation
+            || old.instrumentation_port != new.instrumentation_port
+            || old.instrumentation_ips != new.instrumentation_ips;
+        if instrumentation_changed {
+            if let Some(server) = self.instrumentation.take() {
+                server.stop();
+            }
+            self.instrumentation = start_instrumentation(&new, &self.store);
+        }
+    }
+}

@@ -1,0 +1,20 @@
+//! What operators see: everything rsbal publishes about itself and its pools.
+//!
+//! Service threads and the main thread publish immutable snapshots
+//! ([`snapshot`]); from those, this folder derives PyBal's `/alerts`
+//! ([`alerts`]), the status document ([`document`]) and its HTML page
+//! ([`page`]), and serves them with `/pools` and `/metrics` ([`routes`]) over
+//! the instrumentation HTTP server ([`server`]). [`metrics`] owns the
+//! Prometheus registry, [`daemon`] the daemon's own state (reloads, BGP
+//! sessions, build info), and [`client`] is the `rsbal status` command that
+//! reads it all back over HTTP.
+
+pub mod alerts;
+pub mod client;
+pub mod daemon;
+pub mod document;
+pub mod metrics;
+pub mod page;
+pub mod routes;
+pub mod server;
+pub mod snapshot;
