@@ -10,6 +10,8 @@
 //!
 //! `cargo bench --bench ipvs_apply`
 
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: a failed set-up panics; helpers are shared by several crates
+
 #[path = "../tests/kernel/harness.rs"]
 mod harness;
 

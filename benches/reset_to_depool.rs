@@ -11,6 +11,8 @@
 //!
 //! `cargo bench --bench reset_to_depool` (TRIES=n to change the count).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: a failed set-up panics; helpers are shared by several crates
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 mod support;

@@ -9,6 +9,8 @@
 //!
 //! `cargo bench --bench rss_1000_servers` (SERVERS=n, SECONDS=n to change).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: a failed set-up panics; helpers are shared by several crates
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 mod support;

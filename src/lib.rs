@@ -6,11 +6,11 @@
 //! See `ARCHITECTURE.md` for threads, channels and state ownership.
 
 pub mod bgp;
-pub mod config;
+pub(crate) mod config;
 pub mod daemon;
-pub mod ipvs;
-pub mod monitor;
-pub mod net;
-pub mod service;
-pub mod source;
-pub mod status;
+pub(crate) mod ipvs;
+pub(crate) mod monitor;
+pub(crate) mod net;
+pub(crate) mod service;
+pub(crate) mod source;
+pub(crate) mod status;

@@ -6,6 +6,8 @@
 //! loopback next hops). The last tests script the peer's side by hand
 //! (collisions, malformed input, hold timer).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: a failed set-up panics; helpers are shared by several crates
+
 mod common;
 
 use common::bgp::{scripted_open, Bird, GoBgp, PeerConfig, Rib, SeenRoute, Wire};

@@ -1,6 +1,8 @@
 //! End-to-end tests: the real rsbal binary, real backends on loopback, a fake
 //! ipvsadm that records every batch.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: a failed set-up panics; helpers are shared by several crates
+
 mod common;
 
 use common::pool::{add, del, edit, legacy_list as line, PORT};

@@ -4,6 +4,8 @@
 //! a screenshot of it by headless Chromium), `rsbal status`, and clients that
 //! misbehave.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: a failed set-up panics; helpers are shared by several crates
+
 mod common;
 
 use common::*;

@@ -3,6 +3,8 @@
 //! runs a scenario script from `tests/kernel/guest/` and reports each check
 //! on the serial console; see `tests/kernel/harness.rs`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: a failed set-up panics; helpers are shared by several crates
+
 #[path = "kernel/harness.rs"]
 mod harness;
 

@@ -2,6 +2,8 @@
 //! real child processes, a real DNS server and UDP sockets on loopback
 //! (127.10.0.0/16 – 127.19.0.0/16), a fake ipvsadm that records each batch.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: a failed set-up panics; helpers are shared by several crates
+
 mod common;
 
 use common::pool::legacy_list;

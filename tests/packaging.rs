@@ -10,6 +10,8 @@
 //! `cargo deb`, and a debootstrapped Debian 12 root that every install test
 //! copies before using it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: a failed set-up panics; helpers are shared by several crates
+
 mod common;
 
 use common::{wait_until, write_atomic, FakeIpvsadm};

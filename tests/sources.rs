@@ -3,6 +3,8 @@
 //! fake ipvsadm recording what is pooled. A failing source must never empty
 //! a pool, and its failures must be counted in `/metrics`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: a failed set-up panics; helpers are shared by several crates
+
 mod common;
 
 use common::etcd::Etcd;

@@ -5,10 +5,10 @@
 //! `session` runs one peer in its own thread and `speaker` owns the desired
 //! announcements, the listening sockets and the sessions.
 
-pub mod fsm;
+pub(crate) mod fsm;
 pub mod message;
-pub mod routes;
-pub mod session;
-pub mod speaker;
+pub(crate) mod routes;
+pub(crate) mod session;
+pub(crate) mod speaker;
 
-pub use speaker::{reconcile, Speaker};
+pub(crate) use speaker::{reconcile, Speaker};

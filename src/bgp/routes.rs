@@ -14,21 +14,21 @@ use std::net::IpAddr;
 
 /// The attributes of one announced route.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct RouteAttributes {
-    pub as_path: Vec<u32>,
+pub(crate) struct RouteAttributes {
+    pub(crate) as_path: Vec<u32>,
     /// Of the route's family.
-    pub next_hop: IpAddr,
-    pub med: u32,
+    pub(crate) next_hop: IpAddr,
+    pub(crate) med: u32,
 }
 
 /// Announced routes by service IP (each a /32 or /128).
-pub type RouteSet = BTreeMap<IpAddr, RouteAttributes>;
+pub(crate) type RouteSet = BTreeMap<IpAddr, RouteAttributes>;
 
 /// Every service IP with `bgp = yes` when `[global] bgp = yes`; the MED is
 /// the service's or the global default (services sharing an IP agree, the
 /// config checks that). An IP whose family has no next hop is left out (the
 /// config check makes that impossible for a valid config).
-pub fn from_config(config: &Config) -> RouteSet {
+pub(crate) fn from_config(config: &Config) -> RouteSet {
     let global = &config.global;
     let mut routes = RouteSet::new();
     if !global.bgp {
@@ -52,7 +52,7 @@ pub fn from_config(config: &Config) -> RouteSet {
 /// The UPDATEs that take a peer that has `from` to `to`, for the families
 /// in `families` only: withdrawals first, then announcements grouped by
 /// attributes. Each UPDATE fits in [`MAX_MESSAGE_LEN`].
-pub fn updates(
+pub(crate) fn updates(
     from: &RouteSet,
     to: &RouteSet,
     families: &BTreeSet<Family>,

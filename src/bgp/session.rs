@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 const LOG_TARGET: &str = "bgp";
 /// Hold time rsbal proposes (the peer may ask for less).
-pub const HOLD_TIME: u16 = 90;
+pub(crate) const HOLD_TIME: u16 = 90;
 const RETRY_MIN: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -44,22 +44,22 @@ const HELPER_STACK: usize = 128 * 1024;
 
 /// Everything a session needs to know about its peer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PeerSettings {
-    pub peer: IpAddr,
+pub(crate) struct PeerSettings {
+    pub(crate) peer: IpAddr,
     /// The peer's BGP port.
-    pub port: u16,
+    pub(crate) port: u16,
     /// Source address of outgoing connections.
-    pub local_ip: Option<IpAddr>,
-    pub local_asn: u32,
-    pub bgp_id: Ipv4Addr,
+    pub(crate) local_ip: Option<IpAddr>,
+    pub(crate) local_asn: u32,
+    pub(crate) bgp_id: Ipv4Addr,
     /// Graceful restart time in seconds; `None` = off.
-    pub graceful_restart: Option<u16>,
+    pub(crate) graceful_restart: Option<u16>,
 }
 
 impl PeerSettings {
     /// The OPEN rsbal sends this peer; `restarting` sets graceful
     /// restart's R bit (until the first session after start-up is up).
-    pub fn open(&self, restarting: bool) -> Open {
+    pub(crate) fn open(&self, restarting: bool) -> Open {
         let families = [Family::IPV4_UNICAST, Family::IPV6_UNICAST];
         let mut capabilities: Vec<Capability> = families
             .iter()
@@ -97,7 +97,7 @@ impl PeerSettings {
 
 /// How a connection's reader ended.
 #[derive(Debug)]
-pub enum ReadEnd {
+pub(crate) enum ReadEnd {
     Eof,
     Io(io::Error),
     /// The header did not validate: send this NOTIFICATION.
@@ -105,7 +105,7 @@ pub enum ReadEnd {
 }
 
 /// What the session thread receives.
-pub enum Input {
+pub(crate) enum Input {
     /// The routes to announce from now on.
     Routes(Arc<RouteSet>),
     /// A TCP connection the peer opened to rsbal.
@@ -132,15 +132,15 @@ pub enum Input {
 }
 
 /// The handle of a running session thread.
-pub struct SessionHandle {
-    pub settings: PeerSettings,
+pub(crate) struct SessionHandle {
+    pub(crate) settings: PeerSettings,
     tx: Sender<Input>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl SessionHandle {
     /// Starts the session thread; it connects out at once.
-    pub fn spawn(
+    pub(crate) fn spawn(
         settings: PeerSettings,
         routes: Arc<RouteSet>,
         store: Arc<SnapshotStore>,
@@ -158,11 +158,11 @@ impl SessionHandle {
     }
 
     /// Where incoming connections for this peer go.
-    pub fn sender(&self) -> Sender<Input> {
+    pub(crate) fn sender(&self) -> Sender<Input> {
         self.tx.clone()
     }
 
-    pub fn set_routes(&self, routes: Arc<RouteSet>) {
+    pub(crate) fn set_routes(&self, routes: Arc<RouteSet>) {
         let _ = self.tx.send(Input::Routes(routes));
     }
 
@@ -170,14 +170,14 @@ impl SessionHandle {
     /// has closed. `restarting`: rsbal (or this session) comes back soon,
     /// so with graceful restart on the routes are left with the peer;
     /// otherwise they are withdrawn. Pass the receiver to [`SessionHandle::join`].
-    pub fn begin_stop(&self, restarting: bool) -> Receiver<()> {
+    pub(crate) fn begin_stop(&self, restarting: bool) -> Receiver<()> {
         let (reply, done) = crossbeam_channel::bounded(1);
         let _ = self.tx.send(Input::Stop { reply, restarting });
         done
     }
 
     /// Waits until `deadline` for the stop begun with `done`.
-    pub fn join(mut self, done: &Receiver<()>, deadline: Instant) {
+    pub(crate) fn join(mut self, done: &Receiver<()>, deadline: Instant) {
         if done.recv_deadline(deadline).is_ok() {
             if let Some(thread) = self.thread.take() {
                 let _ = thread.join();

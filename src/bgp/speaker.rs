@@ -34,7 +34,11 @@ type Dispatch = Arc<Mutex<BTreeMap<IpAddr, Sender<Input>>>>;
 /// Brings the speaker in line with `config`: starts it, reconfigures it,
 /// or stops it (withdrawing every route) when BGP is turned off. Sessions
 /// report their state into `store` (status page and metrics).
-pub fn reconcile(speaker: &mut Option<Speaker>, config: &Config, store: &Arc<SnapshotStore>) {
+pub(crate) fn reconcile(
+    speaker: &mut Option<Speaker>,
+    config: &Config,
+    store: &Arc<SnapshotStore>,
+) {
     match (speaker.as_mut(), config.global.bgp) {
         (Some(running), true) => running.reconfigure(config),
         (Some(_), false) => {
@@ -49,7 +53,7 @@ pub fn reconcile(speaker: &mut Option<Speaker>, config: &Config, store: &Arc<Sna
 }
 
 /// The running speaker.
-pub struct Speaker {
+pub(crate) struct Speaker {
     store: Arc<SnapshotStore>,
     routes: Arc<RouteSet>,
     sessions: BTreeMap<IpAddr, SessionHandle>,
@@ -59,7 +63,7 @@ pub struct Speaker {
 
 impl Speaker {
     /// Starts a session per peer and the listeners.
-    pub fn start(config: &Config, store: &Arc<SnapshotStore>) -> Speaker {
+    pub(crate) fn start(config: &Config, store: &Arc<SnapshotStore>) -> Speaker {
         let routes = Arc::new(routes::from_config(config));
         log_routes(&routes);
         let mut speaker = Speaker {
@@ -91,7 +95,7 @@ impl Speaker {
 
     /// Applies a reloaded config: sessions whose settings changed are
     /// restarted, the others get the new routes.
-    pub fn reconfigure(&mut self, config: &Config) {
+    pub(crate) fn reconfigure(&mut self, config: &Config) {
         let wanted: BTreeMap<IpAddr, PeerSettings> = peer_settings(&config.global)
             .into_iter()
             .map(|s| (s.peer, s))
@@ -148,12 +152,12 @@ impl Speaker {
     /// rsbal is stopping (and will be back): withdraws the routes, or with
     /// graceful restart on leaves them with the peers; closes every session
     /// and the listeners; waits a few seconds at most.
-    pub fn stop(self) {
+    pub(crate) fn stop(self) {
         self.close_all(true);
     }
 
     /// BGP is turned off: withdraws the routes whatever graceful restart says.
-    pub fn stop_withdrawing(self) {
+    pub(crate) fn stop_withdrawing(self) {
         self.close_all(false);
     }
 
@@ -195,7 +199,7 @@ fn log_routes(routes: &RouteSet) {
 }
 
 /// Each peer's settings from `[global]`.
-pub fn peer_settings(global: &GlobalConfig) -> Vec<PeerSettings> {
+pub(crate) fn peer_settings(global: &GlobalConfig) -> Vec<PeerSettings> {
     let Some(local_asn) = global.bgp_local_asn else {
         return Vec::new();
     };
@@ -223,7 +227,7 @@ pub fn peer_settings(global: &GlobalConfig) -> Vec<PeerSettings> {
 /// The BGP identifier: the first IPv4 address in `bgp-local-ips`, else the
 /// local address the system would use towards the first IPv4 peer (what
 /// PyBal used), else `bgp-nexthop-ipv4`.
-pub fn router_id(global: &GlobalConfig) -> Ipv4Addr {
+pub(crate) fn router_id(global: &GlobalConfig) -> Ipv4Addr {
     let configured = global.bgp_local_ips.iter().find_map(|ip| match ip {
         IpAddr::V4(v4) if !v4.is_unspecified() => Some(*v4),
         _ => None,

@@ -4,22 +4,22 @@ use super::Config;
 
 /// Service names sorted into what a reload must do with them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ConfigDiff {
+pub(crate) struct ConfigDiff {
     /// In the new config only: start.
-    pub added: Vec<String>,
+    pub(crate) added: Vec<String>,
     /// In the old config only: stop and delete from IPVS.
-    pub removed: Vec<String>,
+    pub(crate) removed: Vec<String>,
     /// In both, with a different section: update in place.
-    pub changed: Vec<String>,
+    pub(crate) changed: Vec<String>,
     /// In both, identical: leave alone.
-    pub unchanged: Vec<String>,
+    pub(crate) unchanged: Vec<String>,
     /// `[global]` differs.
-    pub global_changed: bool,
+    pub(crate) global_changed: bool,
 }
 
 impl ConfigDiff {
     /// True when the reload changes nothing.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.added.is_empty()
             && self.removed.is_empty()
             && self.changed.is_empty()
@@ -28,7 +28,7 @@ impl ConfigDiff {
 }
 
 /// Compares `old` and `new` service by service (names sorted).
-pub fn diff(old: &Config, new: &Config) -> ConfigDiff {
+pub(crate) fn diff(old: &Config, new: &Config) -> ConfigDiff {
     let mut d = ConfigDiff {
         global_changed: old.global != new.global,
         ..ConfigDiff::default()

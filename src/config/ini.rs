@@ -9,40 +9,40 @@
 //! `;`) and no `%(name)s` interpolation. Meaning is given by `validate`.
 
 /// Name of the section whose keys every section inherits.
-pub const DEFAULT_SECTION: &str = "DEFAULT";
+pub(crate) const DEFAULT_SECTION: &str = "DEFAULT";
 
 /// A parsed file.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Ini {
+pub(crate) struct Ini {
     /// Keys of `[DEFAULT]`, inherited by every section.
-    pub defaults: Vec<Entry>,
+    pub(crate) defaults: Vec<Entry>,
     /// Every other section in file order (a repeated header is merged into
     /// the first one, as Python does).
-    pub sections: Vec<Section>,
+    pub(crate) sections: Vec<Section>,
 }
 
 /// One `[name]` section.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Section {
-    pub name: String,
+pub(crate) struct Section {
+    pub(crate) name: String,
     /// 1-based line of the (first) header.
-    pub line: usize,
+    pub(crate) line: usize,
     /// Lines of later headers with the same name, merged into this section.
-    pub repeated_at: Vec<usize>,
+    pub(crate) repeated_at: Vec<usize>,
     /// The section's own keys, in first-appearance order (a repeated key
     /// keeps its first position but the later value and line).
-    pub entries: Vec<Entry>,
+    pub(crate) entries: Vec<Entry>,
 }
 
 /// One `key = value`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
+pub(crate) struct Entry {
     /// Trimmed and lower-cased.
-    pub key: String,
+    pub(crate) key: String,
     /// Trimmed; continuation lines joined with `"\n"`.
-    pub value: String,
+    pub(crate) value: String,
     /// 1-based line of the key.
-    pub line: usize,
+    pub(crate) line: usize,
 }
 
 impl Section {
@@ -56,27 +56,31 @@ impl Section {
     }
 
     /// The section's own entry for `key` (lower-case), without defaults.
-    pub fn own(&self, key: &str) -> Option<&Entry> {
+    pub(crate) fn own(&self, key: &str) -> Option<&Entry> {
         self.entries.iter().find(|e| e.key == key)
     }
 }
 
 impl Ini {
     /// The section called `name` (case-sensitive), if any.
-    pub fn section(&self, name: &str) -> Option<&Section> {
+    pub(crate) fn section(&self, name: &str) -> Option<&Section> {
         self.sections.iter().find(|s| s.name == name)
     }
 
     /// `key` in `section`, falling back to `[DEFAULT]` as Python does.
-    pub fn get<'a>(&'a self, section: &'a Section, key: &str) -> Option<&'a Entry> {
+    pub(crate) fn get<'a>(&'a self, section: &'a Section, key: &str) -> Option<&'a Entry> {
         section
             .own(key)
             .or_else(|| self.defaults.iter().find(|e| e.key == key))
     }
 
+    #[cfg(test)]
     /// Every entry visible in `section`: its own, then inherited defaults it
     /// does not override.
-    pub fn entries<'a>(&'a self, section: &'a Section) -> impl Iterator<Item = &'a Entry> + 'a {
+    pub(crate) fn entries<'a>(
+        &'a self,
+        section: &'a Section,
+    ) -> impl Iterator<Item = &'a Entry> + 'a {
         let inherited = self
             .defaults
             .iter()
@@ -86,11 +90,11 @@ impl Ini {
 }
 
 /// A line the reader could not make sense of: 1-based line and reason.
-pub type LineProblem = (usize, String);
+pub(crate) type LineProblem = (usize, String);
 
 /// Parses the text. Bad lines are reported and skipped; everything else is
 /// still read, so validation can report further problems too.
-pub fn parse(text: &str) -> (Ini, Vec<LineProblem>) {
+pub(crate) fn parse(text: &str) -> (Ini, Vec<LineProblem>) {
     let mut reader = Reader::default();
     for (index, raw) in text.lines().enumerate() {
         reader.line(index + 1, raw);

@@ -5,10 +5,10 @@
 //! below and collects every problem as a [`ConfigError`] naming file, line,
 //! section and key. `diff` compares two configs for SIGHUP reloads.
 
-pub mod diff;
-pub mod ini;
-pub mod pyliteral;
-pub mod validate;
+pub(crate) mod diff;
+pub(crate) mod ini;
+pub(crate) mod pyliteral;
+pub(crate) mod validate;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -17,47 +17,47 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// Default path of the main configuration file.
-pub const DEFAULT_CONFIG_PATH: &str = "/etc/rsbal/rsbal.conf";
+pub(crate) const DEFAULT_CONFIG_PATH: &str = "/etc/rsbal/rsbal.conf";
 
 /// A whole, valid configuration.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Config {
+pub(crate) struct Config {
     /// The file it was read from.
-    pub path: PathBuf,
-    pub global: GlobalConfig,
+    pub(crate) path: PathBuf,
+    pub(crate) global: GlobalConfig,
     /// Services by section name.
-    pub services: BTreeMap<String, ServiceConfig>,
+    pub(crate) services: BTreeMap<String, ServiceConfig>,
 }
 
 /// The `[global]` section.
 #[derive(Debug, Clone, PartialEq)]
-pub struct GlobalConfig {
-    pub bgp: bool,
-    pub bgp_local_asn: Option<u32>,
-    pub bgp_peer_addresses: Vec<IpAddr>,
+pub(crate) struct GlobalConfig {
+    pub(crate) bgp: bool,
+    pub(crate) bgp_local_asn: Option<u32>,
+    pub(crate) bgp_peer_addresses: Vec<IpAddr>,
     /// AS path to announce; defaults to `[bgp_local_asn]`.
-    pub bgp_as_path: Vec<u32>,
-    pub bgp_med: u32,
-    pub bgp_nexthop_ipv4: Option<Ipv4Addr>,
-    pub bgp_nexthop_ipv6: Option<Ipv6Addr>,
-    pub bgp_local_ips: Vec<IpAddr>,
-    pub bgp_local_port: u16,
+    pub(crate) bgp_as_path: Vec<u32>,
+    pub(crate) bgp_med: u32,
+    pub(crate) bgp_nexthop_ipv4: Option<Ipv4Addr>,
+    pub(crate) bgp_nexthop_ipv6: Option<Ipv6Addr>,
+    pub(crate) bgp_local_ips: Vec<IpAddr>,
+    pub(crate) bgp_local_port: u16,
     /// **Beyond**: port rsbal connects to on each peer (`bgp-peer-port`, default 179).
-    pub bgp_peer_port: u16,
+    pub(crate) bgp_peer_port: u16,
     /// **Beyond**: graceful restart (RFC 4724) restart time in seconds
     /// (`bgp-graceful-restart`); `None` (the default, `0`) = off, as PyBal.
-    pub bgp_graceful_restart: Option<u16>,
-    pub instrumentation: bool,
-    pub instrumentation_port: u16,
-    pub instrumentation_ips: Vec<IpAddr>,
+    pub(crate) bgp_graceful_restart: Option<u16>,
+    pub(crate) instrumentation: bool,
+    pub(crate) instrumentation_port: u16,
+    pub(crate) instrumentation_ips: Vec<IpAddr>,
     /// Path of the `ipvsadm` binary (default `/sbin/ipvsadm`).
-    pub ipvsadm: PathBuf,
+    pub(crate) ipvsadm: PathBuf,
     /// `ipvs-backend`: how IPVS is changed; `None` = netlink when the
     /// kernel's IPVS generic netlink family resolves, else ipvsadm.
-    pub ipvs_backend: Option<IpvsBackendKind>,
+    pub(crate) ipvs_backend: Option<IpvsBackendKind>,
     /// `ipvs-reconcile-interval` [60 s]: how often the kernel's table is
     /// re-read and drift repaired; zero = never.
-    pub ipvs_reconcile_interval: Duration,
+    pub(crate) ipvs_reconcile_interval: Duration,
 }
 
 impl Default for GlobalConfig {
@@ -89,14 +89,14 @@ impl Default for GlobalConfig {
 
 /// Transport protocol of a virtual service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Protocol {
+pub(crate) enum Protocol {
     Tcp,
     Udp,
 }
 
 impl Protocol {
     /// `tcp` / `udp`.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Protocol::Tcp => "tcp",
             Protocol::Udp => "udp",
@@ -112,26 +112,16 @@ impl fmt::Display for Protocol {
 
 /// How the IpvsWriter talks to the kernel (`[global] ipvs-backend`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum IpvsBackendKind {
+pub(crate) enum IpvsBackendKind {
     /// Generic netlink, from rsbal itself.
     Netlink,
     /// The `ipvsadm` binary (`-R` batches, `-Sn` to read).
     Ipvsadm,
 }
 
-impl IpvsBackendKind {
-    /// `netlink` / `ipvsadm`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            IpvsBackendKind::Netlink => "netlink",
-            IpvsBackendKind::Ipvsadm => "ipvsadm",
-        }
-    }
-}
-
 /// How IPVS forwards packets to a real server (`forwarding-method`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum ForwardingMethod {
+pub(crate) enum ForwardingMethod {
     /// Direct routing (`-g`, gatewaying), the default.
     #[default]
     Dr,
@@ -143,7 +133,7 @@ pub enum ForwardingMethod {
 
 impl ForwardingMethod {
     /// `dr` / `nat` / `tunnel`, as in the config.
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             ForwardingMethod::Dr => "dr",
             ForwardingMethod::Nat => "nat",
@@ -159,13 +149,13 @@ impl fmt::Display for ForwardingMethod {
 }
 
 /// IPVS schedulers rsbal accepts (PyBal's plus newer kernel ones).
-pub const SCHEDULERS: &[&str] = &[
+pub(crate) const SCHEDULERS: &[&str] = &[
     "rr", "wrr", "lc", "wlc", "lblc", "lblcr", "dh", "sh", "sed", "nq", "mh", "fo", "ovf", "twos",
 ];
 
 /// Where a service's server list comes from (`config = …`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SourceUrl {
+pub(crate) enum SourceUrl {
     /// `file:///path`
     File(PathBuf),
     /// `http://…` or `https://…`, kept whole.
@@ -182,7 +172,7 @@ pub enum SourceUrl {
 
 impl SourceUrl {
     /// True when the list is in the JSON format (name ends in `.json`).
-    pub fn is_json(&self) -> bool {
+    pub(crate) fn is_json(&self) -> bool {
         match self {
             SourceUrl::File(p) => p.to_string_lossy().ends_with(".json"),
             SourceUrl::Http(u) => u.split(['?', '#']).next().unwrap_or("").ends_with(".json"),
@@ -215,13 +205,13 @@ impl fmt::Display for SourceUrl {
 
 /// How a service's server list is fetched.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct SourceOptions {
+pub(crate) struct SourceOptions {
     /// `config-poll-interval` [1 s]: how often `file://` and `http(s)://`
     /// lists are re-read (etcd is watched, not polled).
-    pub poll_interval: Duration,
+    pub(crate) poll_interval: Duration,
     /// `config-timeout` [5 s]: limit of one HTTP request (a whole `http(s)://`
     /// fetch, an etcd read; an etcd watch waits longer).
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
 }
 
 impl Default for SourceOptions {
@@ -235,32 +225,32 @@ impl Default for SourceOptions {
 
 /// One LVS service section.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ServiceConfig {
+pub(crate) struct ServiceConfig {
     /// Section name.
-    pub name: String,
-    pub protocol: Protocol,
-    pub ip: IpAddr,
-    pub port: u16,
+    pub(crate) name: String,
+    pub(crate) protocol: Protocol,
+    pub(crate) ip: IpAddr,
+    pub(crate) port: u16,
     /// One of [`SCHEDULERS`].
-    pub scheduler: String,
-    pub source: SourceUrl,
+    pub(crate) scheduler: String,
+    pub(crate) source: SourceUrl,
     /// How the source is polled (`config-poll-interval`, `config-timeout`).
-    pub source_options: SourceOptions,
+    pub(crate) source_options: SourceOptions,
     /// One-packet scheduling (UDP only).
-    pub ops: bool,
+    pub(crate) ops: bool,
     /// `forwarding-method` [dr]: how IPVS reaches every real server.
-    pub forwarding: ForwardingMethod,
-    pub depool_threshold: f64,
+    pub(crate) forwarding: ForwardingMethod,
+    pub(crate) depool_threshold: f64,
     /// Monitors in the order the `monitors` list names them.
-    pub monitors: Vec<MonitorConfig>,
+    pub(crate) monitors: Vec<MonitorConfig>,
     /// Announce this IP over BGP when BGP is on globally.
-    pub bgp: bool,
-    pub bgp_med: Option<u32>,
+    pub(crate) bgp: bool,
+    pub(crate) bgp_med: Option<u32>,
 }
 
 /// A monitor with its options, defaults filled in.
 #[derive(Debug, Clone, PartialEq)]
-pub enum MonitorConfig {
+pub(crate) enum MonitorConfig {
     IdleConnection(IdleConnectionOptions),
     ProxyFetch(ProxyFetchOptions),
     RunCommand(RunCommandOptions),
@@ -270,7 +260,7 @@ pub enum MonitorConfig {
 
 impl MonitorConfig {
     /// The monitor's name as PyBal spells it (`IdleConnection`, `ProxyFetch`).
-    pub fn name(&self) -> &'static str {
+    pub(crate) fn name(&self) -> &'static str {
         match self {
             MonitorConfig::IdleConnection(_) => "IdleConnection",
             MonitorConfig::ProxyFetch(_) => "ProxyFetch",
@@ -283,19 +273,19 @@ impl MonitorConfig {
 
 /// `idleconnection.*` options.
 #[derive(Debug, Clone, PartialEq)]
-pub struct IdleConnectionOptions {
+pub(crate) struct IdleConnectionOptions {
     /// `max-delay` [300 s]: cap of the reconnect backoff.
-    pub max_delay: Duration,
+    pub(crate) max_delay: Duration,
     /// `timeout-clean-reconnect` [3 s].
-    pub timeout_clean_reconnect: Duration,
+    pub(crate) timeout_clean_reconnect: Duration,
     /// `keepalive` [yes].
-    pub keepalive: bool,
+    pub(crate) keepalive: bool,
     /// `keepalive-idle` [10 s].
-    pub keepalive_idle: Duration,
+    pub(crate) keepalive_idle: Duration,
     /// `keepalive-interval` [30 s].
-    pub keepalive_interval: Duration,
+    pub(crate) keepalive_interval: Duration,
     /// `keepalive-retries` [3].
-    pub keepalive_retries: u32,
+    pub(crate) keepalive_retries: u32,
 }
 
 impl Default for IdleConnectionOptions {
@@ -313,68 +303,68 @@ impl Default for IdleConnectionOptions {
 
 /// `proxyfetch.*` options.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ProxyFetchOptions {
+pub(crate) struct ProxyFetchOptions {
     /// `interval` [10 s].
-    pub interval: Duration,
+    pub(crate) interval: Duration,
     /// `timeout` [5 s], for the whole request.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// `url`: one or more `http://` / `https://` URLs (at least one).
-    pub urls: Vec<String>,
+    pub(crate) urls: Vec<String>,
     /// `check_all` [no]: fetch every URL instead of one at random.
-    pub check_all: bool,
+    pub(crate) check_all: bool,
     /// `max_failures` [0]: with `check_all`, failures tolerated.
-    pub max_failures: u32,
+    pub(crate) max_failures: u32,
     /// `http_status` [200]: the status that means up.
-    pub http_status: u16,
+    pub(crate) http_status: u16,
 }
 
 /// `runcommand.*` options.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RunCommandOptions {
+pub(crate) struct RunCommandOptions {
     /// `interval` [60 s].
-    pub interval: Duration,
+    pub(crate) interval: Duration,
     /// `timeout` [20 s]: the process group is killed after this long.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// `command` (required): the program to run, without a shell.
-    pub command: String,
+    pub(crate) command: String,
     /// `arguments` [none]: may contain the identifiers `server.host`,
     /// `server.ip`, `server.port` and `server.weight`, replaced per server.
-    pub arguments: Vec<String>,
+    pub(crate) arguments: Vec<String>,
     /// `log-output` [yes]: log what the command prints.
-    pub log_output: bool,
+    pub(crate) log_output: bool,
 }
 
 /// `dnsquery.*` options.
 #[derive(Debug, Clone, PartialEq)]
-pub struct DnsQueryOptions {
+pub(crate) struct DnsQueryOptions {
     /// `interval` [10 s].
-    pub interval: Duration,
+    pub(crate) interval: Duration,
     /// `timeout` [5 s] of one query.
-    pub timeout: Duration,
+    pub(crate) timeout: Duration,
     /// `hostnames` (required, at least one): one is asked per check.
-    pub hostnames: Vec<String>,
+    pub(crate) hostnames: Vec<String>,
     /// `fail-on-nxdomain` [no]: an NXDOMAIN answer means down.
-    pub fail_on_nxdomain: bool,
+    pub(crate) fail_on_nxdomain: bool,
 }
 
 /// `udp.*` options.
 #[derive(Debug, Clone, PartialEq)]
-pub struct UdpOptions {
+pub(crate) struct UdpOptions {
     /// `interval` [10 s].
-    pub interval: Duration,
+    pub(crate) interval: Duration,
     /// `icmp-timeout` [20 s]: up again once no ICMP error was seen this long.
-    pub icmp_timeout: Duration,
+    pub(crate) icmp_timeout: Duration,
 }
 
 /// A problem found in a configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub file: PathBuf,
+pub(crate) struct ConfigError {
+    pub(crate) file: PathBuf,
     /// 1-based line, when known.
-    pub line: Option<usize>,
-    pub section: Option<String>,
-    pub key: Option<String>,
-    pub reason: String,
+    pub(crate) line: Option<usize>,
+    pub(crate) section: Option<String>,
+    pub(crate) key: Option<String>,
+    pub(crate) reason: String,
 }
 
 impl fmt::Display for ConfigError {
@@ -398,14 +388,14 @@ impl fmt::Display for ConfigError {
 /// Outcome of loading a config: the config, plus warnings that do not stop it
 /// (unknown keys, a service with no monitors).
 #[derive(Debug, Clone)]
-pub struct Loaded {
-    pub config: Config,
-    pub warnings: Vec<ConfigError>,
+pub(crate) struct Loaded {
+    pub(crate) config: Config,
+    pub(crate) warnings: Vec<ConfigError>,
 }
 
 /// Reads and validates the main config file. On any error returns every
 /// error found (not only the first).
-pub fn load(path: &Path) -> Result<Loaded, Vec<ConfigError>> {
+pub(crate) fn load(path: &Path) -> Result<Loaded, Vec<ConfigError>> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         vec![ConfigError {
             file: path.to_path_buf(),

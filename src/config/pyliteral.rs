@@ -11,11 +11,11 @@ use std::fmt;
 
 /// Deepest nesting of lists/tuples/dicts accepted, so hostile input cannot
 /// exhaust the stack.
-pub const MAX_DEPTH: usize = 64;
+pub(crate) const MAX_DEPTH: usize = 64;
 
 /// A parsed Python literal.
 #[derive(Debug, Clone, PartialEq)]
-pub enum PyValue {
+pub(crate) enum PyValue {
     Str(String),
     Int(i64),
     Float(f64),
@@ -30,7 +30,7 @@ pub enum PyValue {
 
 impl PyValue {
     /// The Python type name (`str`, `int`, `list`, …), for error messages.
-    pub fn type_name(&self) -> &'static str {
+    pub(crate) fn type_name(&self) -> &'static str {
         match self {
             PyValue::Str(_) => "str",
             PyValue::Int(_) => "int",
@@ -44,7 +44,7 @@ impl PyValue {
     }
 
     /// The string, if this is a `str`.
-    pub fn as_str(&self) -> Option<&str> {
+    pub(crate) fn as_str(&self) -> Option<&str> {
         match self {
             PyValue::Str(s) => Some(s),
             _ => None,
@@ -53,7 +53,7 @@ impl PyValue {
 
     /// A list or tuple of strings, or a single string (a one-element list,
     /// as PyBal accepted where it expected a list).
-    pub fn as_str_list(&self) -> Result<Vec<String>, String> {
+    pub(crate) fn as_str_list(&self) -> Result<Vec<String>, String> {
         match self {
             PyValue::Str(s) => Ok(vec![s.clone()]),
             PyValue::List(items) | PyValue::Tuple(items) => items
@@ -77,7 +77,7 @@ impl PyValue {
 
     /// Looks up a string key in a dict; a repeated key yields its last value,
     /// like Python's dict display.
-    pub fn get(&self, key: &str) -> Option<&PyValue> {
+    pub(crate) fn get(&self, key: &str) -> Option<&PyValue> {
         match self {
             PyValue::Dict(pairs) => pairs
                 .iter()
@@ -150,7 +150,7 @@ fn article(type_name: &str) -> &'static str {
 
 /// Parses one Python literal (the whole text; surrounding whitespace and
 /// `#` comments allowed). A top-level `a, b` is a tuple, as in `eval()`.
-pub fn parse(text: &str) -> Result<PyValue, String> {
+pub(crate) fn parse(text: &str) -> Result<PyValue, String> {
     let mut parser = Parser::new(text);
     let value = parser.top_level()?;
     parser.skip_blank();
@@ -162,7 +162,7 @@ pub fn parse(text: &str) -> Result<PyValue, String> {
 
 /// A SPEC boolean: `t true y yes on 1` / `f false n no off 0`, any case
 /// (so Python's `True`/`False` too). Surrounding whitespace is ignored.
-pub fn parse_bool(text: &str) -> Option<bool> {
+pub(crate) fn parse_bool(text: &str) -> Option<bool> {
     match text.trim().to_ascii_lowercase().as_str() {
         "t" | "true" | "y" | "yes" | "on" | "1" => Some(true),
         "f" | "false" | "n" | "no" | "off" | "0" => Some(false),

@@ -92,7 +92,7 @@ const UDP_OPTIONS: &[&str] = &["interval", "icmp-timeout"];
 
 /// The identifiers `runcommand.arguments` may use, replaced per server when
 /// the monitor starts (PyBal evaluated the list with `server` in scope).
-pub const SERVER_IDENTIFIERS: &[&str] =
+pub(crate) const SERVER_IDENTIFIERS: &[&str] =
     &["server.host", "server.ip", "server.port", "server.weight"];
 
 /// Default ETCD client port for `etcd://host/key`.
@@ -109,7 +109,7 @@ const NOT_YET_SUPPORTED_MONITORS: &[&str] = &[];
 // ---------------------------------------------------------------------------
 
 /// Parses and validates the main config text read from `path`.
-pub fn from_str(path: &Path, text: &str) -> Result<Loaded, Vec<ConfigError>> {
+pub(crate) fn from_str(path: &Path, text: &str) -> Result<Loaded, Vec<ConfigError>> {
     let (ini, line_problems) = ini::parse(text);
     let mut report = Report::new(path);
     for (line, reason) in line_problems {

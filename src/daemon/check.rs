@@ -6,7 +6,7 @@ use crate::source::serverlist;
 use std::path::Path;
 
 /// `--check`: validates the config and every local server list.
-pub fn check(path: &Path) -> i32 {
+pub(crate) fn check(path: &Path) -> i32 {
     let loaded = match config::load(path) {
         Ok(loaded) => loaded,
         Err(errors) => {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 /// What the command line asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Command {
+pub(crate) enum Command {
     /// Run the daemon.
     Run(RunOptions),
     /// `--check`: validate the config and server lists, report, exit 0/1.
@@ -24,26 +24,26 @@ pub enum Command {
 
 /// Options of a daemon run.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RunOptions {
-    pub config: PathBuf,
+pub(crate) struct RunOptions {
+    pub(crate) config: PathBuf,
     /// `-n`: never change IPVS; log what would be run.
-    pub dry_run: bool,
+    pub(crate) dry_run: bool,
     /// `-d`: foreground, debug logging, log every IPVS command.
-    pub debug: bool,
+    pub(crate) debug: bool,
 }
 
 /// Options of `rsbal status`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct StatusOptions {
+pub(crate) struct StatusOptions {
     /// `--url`: where rsbal's instrumentation server listens.
-    pub url: Option<String>,
+    pub(crate) url: Option<String>,
     /// `-c`: take the address from this config's instrumentation settings.
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     /// `--json`: print the status document as JSON.
-    pub json: bool,
+    pub(crate) json: bool,
 }
 
-pub const USAGE: &str = "\
+pub(crate) const USAGE: &str = "\
 Usage: rsbal [-c FILE] [-n] [-d]
        rsbal --check [-c FILE]
        rsbal status [--json] [--url URL] [-c FILE]
@@ -64,7 +64,7 @@ Usage: rsbal [-c FILE] [-n] [-d]
 Signals: SIGTERM/SIGINT stop (IPVS state is left in place), SIGHUP reloads.";
 
 /// Parses the arguments after the program name.
-pub fn parse<I, S>(args: I) -> Result<Command, String>
+pub(crate) fn parse<I, S>(args: I) -> Result<Command, String>
 where
     I: IntoIterator<Item = S>,
     S: Into<String>,

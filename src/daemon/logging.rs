@@ -1,26 +1,21 @@
 //! Log setup (fern) in PyBal's line format.
 //!
 //! Every line is `[<target>] LEVEL: text`, where the target is `<service>` or
-//! `<service> <Monitor>` (see [`service_target`], [`monitor_target`]), so that
+//! `<service> <Monitor>` (the service's name, or [`monitor_target`]), so that
 //! log searches written for PyBal keep working. In foreground debug mode lines
 //! go to stdout with a timestamp; otherwise to stderr (the journal adds its own
 //! timestamps under systemd).
 
 use log::LevelFilter;
 
-/// Log target of lines about a whole service: `<service>`.
-pub fn service_target(service: &str) -> String {
-    service.to_string()
-}
-
 /// Log target of lines from one monitor of a service: `<service> <Monitor>`.
-pub fn monitor_target(service: &str, monitor: &str) -> String {
+pub(crate) fn monitor_target(service: &str, monitor: &str) -> String {
     format!("{service} {monitor}")
 }
 
 /// Installs the global logger. `debug`: foreground, debug level, stdout,
 /// timestamps. Otherwise info level on stderr. Calling it twice is harmless.
-pub fn init(debug: bool) {
+pub(crate) fn init(debug: bool) {
     let level = if debug {
         LevelFilter::Debug
     } else {

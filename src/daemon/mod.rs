@@ -6,11 +6,11 @@
 //! signal-hook's iterator on this thread only; no other thread handles them.
 
 mod check;
-pub mod cli;
-pub mod logging;
+pub(crate) mod cli;
+pub(crate) mod logging;
 mod reload;
 mod run;
-pub mod systemd;
+pub(crate) mod systemd;
 
 use cli::Command;
 

@@ -42,7 +42,7 @@ pub(super) struct Daemon {
 }
 
 /// Runs the daemon until SIGTERM/SIGINT; returns the exit code.
-pub fn run(opts: RunOptions) -> i32 {
+pub(crate) fn run(opts: RunOptions) -> i32 {
     logging::init(opts.debug);
     let loaded = match config::load(&opts.config) {
         Ok(loaded) => loaded,

@@ -12,13 +12,13 @@ const LOG_TARGET: &str = "rsbal";
 
 /// `READY=1`: start-up or a reload is complete; `status` is shown by
 /// `systemctl status`.
-pub fn ready(status: &str) {
+pub(crate) fn ready(status: &str) {
     send(&[NotifyState::Ready, NotifyState::Status(status)]);
 }
 
 /// `RELOADING=1` (with `MONOTONIC_USEC`, which systemd 253 and later
 /// require): a SIGHUP reload has started; [`ready`] must follow.
-pub fn reloading() {
+pub(crate) fn reloading() {
     match NotifyState::monotonic_usec_now() {
         Ok(now) => send(&[NotifyState::Reloading, now]),
         Err(_) => send(&[NotifyState::Reloading]),
@@ -26,7 +26,7 @@ pub fn reloading() {
 }
 
 /// `STOPPING=1`: shutdown has begun.
-pub fn stopping() {
+pub(crate) fn stopping() {
     send(&[NotifyState::Stopping]);
 }
 

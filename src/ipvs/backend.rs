@@ -18,7 +18,7 @@ use std::process::{Command, Stdio};
 const LOG_TARGET: &str = "IpvsWriter";
 
 /// Something that can read and change the kernel's IPVS table.
-pub trait IpvsBackend: Send {
+pub(crate) trait IpvsBackend: Send {
     /// The kernel's current table.
     fn read(&mut self) -> Result<Table, String>;
     /// Applies commands in order; `Err` tells what failed.
@@ -32,8 +32,8 @@ pub trait IpvsBackend: Send {
 }
 
 /// Runs the `ipvsadm` binary: `-Sn` to read, `-R` with a batch on stdin to write.
-pub struct Ipvsadm {
-    pub path: PathBuf,
+pub(crate) struct Ipvsadm {
+    pub(crate) path: PathBuf,
 }
 
 impl Ipvsadm {
@@ -95,16 +95,16 @@ impl IpvsBackend for Ipvsadm {
 /// Which backend to use: `[global] ipvs-backend` (`None` = choose) and
 /// `[global] ipvsadm`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BackendChoice {
-    pub kind: Option<IpvsBackendKind>,
-    pub ipvsadm: PathBuf,
+pub(crate) struct BackendChoice {
+    pub(crate) kind: Option<IpvsBackendKind>,
+    pub(crate) ipvsadm: PathBuf,
 }
 
 /// Opens the backend `choice` names. Without a choice: netlink when the
 /// kernel's `IPVS` generic netlink family resolves, else `ipvsadm`, with a
 /// log line saying why. An explicit `netlink` whose family does not resolve
 /// yet keeps trying on every use (the module may be loaded later).
-pub fn open(choice: &BackendChoice) -> Box<dyn IpvsBackend> {
+pub(crate) fn open(choice: &BackendChoice) -> Box<dyn IpvsBackend> {
     let ipvsadm = || {
         Box::new(Ipvsadm {
             path: choice.ipvsadm.clone(),

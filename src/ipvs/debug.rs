@@ -28,7 +28,7 @@ const DEFAULT_IPVSADM: &str = "/sbin/ipvsadm";
 const BENCH_VIP: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::new(192, 0, 2, 250)), 80);
 
 /// Runs one command; returns the exit code.
-pub fn main(args: &[String]) -> i32 {
+pub(crate) fn main(args: &[String]) -> i32 {
     let rest = args.get(1..).unwrap_or_default();
     let result = match args.first().map(String::as_str) {
         Some("dump") => dump(rest),

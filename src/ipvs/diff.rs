@@ -29,7 +29,7 @@ use std::net::SocketAddr;
 /// Should the two sides name different services (callers pair them by key,
 /// so this does not happen in rsbal), the current one is deleted and the
 /// desired one created.
-pub fn diff_service(
+pub(crate) fn diff_service(
     current: Option<&ServiceTable>,
     desired: Option<&ServiceTable>,
 ) -> Vec<IpvsCommand> {
@@ -48,7 +48,7 @@ pub fn diff_service(
 
 /// Commands that turn the table `current` into `desired`, service by service
 /// over the union of their keys, in key order.
-pub fn diff_tables(current: &Table, desired: &Table) -> Vec<IpvsCommand> {
+pub(crate) fn diff_tables(current: &Table, desired: &Table) -> Vec<IpvsCommand> {
     let keys: BTreeSet<&ServiceKey> = current.keys().chain(desired.keys()).collect();
     keys.into_iter()
         .flat_map(|key| diff_service(current.get(key), desired.get(key)))
@@ -60,7 +60,7 @@ pub fn diff_tables(current: &Table, desired: &Table) -> Vec<IpvsCommand> {
 /// Commands the kernel would refuse change nothing here, except that
 /// `AddService` for a known service only updates its settings (keeping its
 /// destinations) and `AddDest` for a known destination sets its weight.
-pub fn apply(table: &mut Table, cmd: &IpvsCommand) {
+pub(crate) fn apply(table: &mut Table, cmd: &IpvsCommand) {
     match cmd {
         IpvsCommand::AddService(vs) => {
             table
@@ -109,10 +109,11 @@ pub fn apply(table: &mut Table, cmd: &IpvsCommand) {
     }
 }
 
+#[cfg(test)]
 /// Whether the kernel would accept `cmd` on `table`: no service or
 /// destination added twice, none edited or deleted while absent. Every
 /// command list of this module is accepted in order.
-pub fn accepts(table: &Table, cmd: &IpvsCommand) -> bool {
+pub(crate) fn accepts(table: &Table, cmd: &IpvsCommand) -> bool {
     match cmd {
         IpvsCommand::AddService(vs) => !table.contains_key(&vs.key),
         IpvsCommand::EditService(vs) => table.contains_key(&vs.key),

@@ -16,35 +16,34 @@ use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 // linux/netlink.h
-pub const NLMSG_HDRLEN: usize = 16;
-pub const NLMSG_ERROR: u16 = 2;
-pub const NLMSG_DONE: u16 = 3;
-pub const NLM_F_REQUEST: u16 = 0x01;
-pub const NLM_F_MULTI: u16 = 0x02;
-pub const NLM_F_ACK: u16 = 0x04;
-pub const NLM_F_DUMP: u16 = 0x100 | 0x200;
+pub(crate) const NLMSG_HDRLEN: usize = 16;
+pub(crate) const NLMSG_ERROR: u16 = 2;
+pub(crate) const NLMSG_DONE: u16 = 3;
+pub(crate) const NLM_F_REQUEST: u16 = 0x01;
+pub(crate) const NLM_F_ACK: u16 = 0x04;
+pub(crate) const NLM_F_DUMP: u16 = 0x100 | 0x200;
 const NLA_HDRLEN: usize = 4;
 const NLA_F_NESTED: u16 = 0x8000;
 const NLA_TYPE_MASK: u16 = 0x3fff;
 
 // linux/genetlink.h
-pub const GENL_HDRLEN: usize = 4;
-pub const GENL_ID_CTRL: u16 = 0x10;
+pub(crate) const GENL_HDRLEN: usize = 4;
+pub(crate) const GENL_ID_CTRL: u16 = 0x10;
 const CTRL_CMD_GETFAMILY: u8 = 3;
 const CTRL_ATTR_FAMILY_ID: u16 = 1;
 const CTRL_ATTR_FAMILY_NAME: u16 = 2;
 
 // linux/ip_vs.h
-pub const IPVS_GENL_NAME: &str = "IPVS";
+pub(crate) const IPVS_GENL_NAME: &str = "IPVS";
 const IPVS_GENL_VERSION: u8 = 1;
-pub const IPVS_CMD_NEW_SERVICE: u8 = 1;
-pub const IPVS_CMD_SET_SERVICE: u8 = 2;
-pub const IPVS_CMD_DEL_SERVICE: u8 = 3;
-pub const IPVS_CMD_GET_SERVICE: u8 = 4;
-pub const IPVS_CMD_NEW_DEST: u8 = 5;
-pub const IPVS_CMD_SET_DEST: u8 = 6;
-pub const IPVS_CMD_DEL_DEST: u8 = 7;
-pub const IPVS_CMD_GET_DEST: u8 = 8;
+pub(crate) const IPVS_CMD_NEW_SERVICE: u8 = 1;
+pub(crate) const IPVS_CMD_SET_SERVICE: u8 = 2;
+pub(crate) const IPVS_CMD_DEL_SERVICE: u8 = 3;
+pub(crate) const IPVS_CMD_GET_SERVICE: u8 = 4;
+pub(crate) const IPVS_CMD_NEW_DEST: u8 = 5;
+pub(crate) const IPVS_CMD_SET_DEST: u8 = 6;
+pub(crate) const IPVS_CMD_DEL_DEST: u8 = 7;
+pub(crate) const IPVS_CMD_GET_DEST: u8 = 8;
 const IPVS_CMD_ATTR_SERVICE: u16 = 1;
 const IPVS_CMD_ATTR_DEST: u16 = 2;
 const IPVS_SVC_ATTR_AF: u16 = 1;
@@ -63,12 +62,12 @@ const IPVS_DEST_ATTR_WEIGHT: u16 = 4;
 const IPVS_DEST_ATTR_U_THRESH: u16 = 5;
 const IPVS_DEST_ATTR_L_THRESH: u16 = 6;
 const IPVS_DEST_ATTR_ADDR_FAMILY: u16 = 11;
-pub const IP_VS_SVC_F_ONEPACKET: u32 = 0x0004;
+pub(crate) const IP_VS_SVC_F_ONEPACKET: u32 = 0x0004;
 const IP_VS_CONN_F_FWD_MASK: u32 = 0x0007;
-pub const IP_VS_CONN_F_MASQ: u32 = 0x0000;
+pub(crate) const IP_VS_CONN_F_MASQ: u32 = 0x0000;
 const IP_VS_CONN_F_LOCALNODE: u32 = 0x0001;
-pub const IP_VS_CONN_F_TUNNEL: u32 = 0x0002;
-pub const IP_VS_CONN_F_DROUTE: u32 = 0x0003;
+pub(crate) const IP_VS_CONN_F_TUNNEL: u32 = 0x0002;
+pub(crate) const IP_VS_CONN_F_DROUTE: u32 = 0x0003;
 
 // linux/socket.h, linux/in.h
 const AF_INET: u16 = 2;
@@ -152,7 +151,7 @@ impl MessageBuilder {
 }
 
 /// `CTRL_CMD_GETFAMILY` for the family `name` (`"IPVS"`).
-pub fn get_family(seq: u32, name: &str) -> Vec<u8> {
+pub(crate) fn get_family(seq: u32, name: &str) -> Vec<u8> {
     let mut m = MessageBuilder::new(
         GENL_ID_CTRL,
         NLM_F_REQUEST | NLM_F_ACK,
@@ -165,7 +164,7 @@ pub fn get_family(seq: u32, name: &str) -> Vec<u8> {
 }
 
 /// A `GET_SERVICE` dump of every virtual service.
-pub fn dump_services(family: u16, seq: u32) -> Vec<u8> {
+pub(crate) fn dump_services(family: u16, seq: u32) -> Vec<u8> {
     MessageBuilder::new(
         family,
         NLM_F_REQUEST | NLM_F_DUMP,
@@ -177,7 +176,7 @@ pub fn dump_services(family: u16, seq: u32) -> Vec<u8> {
 }
 
 /// A `GET_DEST` dump of the destinations of `service`.
-pub fn dump_dests(family: u16, seq: u32, service: &ServiceKey) -> Vec<u8> {
+pub(crate) fn dump_dests(family: u16, seq: u32, service: &ServiceKey) -> Vec<u8> {
     let mut m = MessageBuilder::new(
         family,
         NLM_F_REQUEST | NLM_F_DUMP,
@@ -190,7 +189,7 @@ pub fn dump_dests(family: u16, seq: u32, service: &ServiceKey) -> Vec<u8> {
 }
 
 /// The request that carries out `cmd`, asking for an ACK.
-pub fn command(family: u16, seq: u32, cmd: &IpvsCommand) -> Vec<u8> {
+pub(crate) fn command(family: u16, seq: u32, cmd: &IpvsCommand) -> Vec<u8> {
     let (genl_cmd, key, full_service, dest) = match cmd {
         IpvsCommand::AddService(vs) => (IPVS_CMD_NEW_SERVICE, &vs.key, Some(vs), None),
         IpvsCommand::EditService(vs) => (IPVS_CMD_SET_SERVICE, &vs.key, Some(vs), None),
@@ -288,7 +287,7 @@ fn service_attr(m: &mut MessageBuilder, key: &ServiceKey, full: Option<&VirtualS
 }
 
 /// The kernel's value for a forwarding method (`IP_VS_CONN_F_*`).
-pub fn forwarding_code(method: ForwardingMethod) -> u32 {
+pub(crate) fn forwarding_code(method: ForwardingMethod) -> u32 {
     match method {
         ForwardingMethod::Dr => IP_VS_CONN_F_DROUTE,
         ForwardingMethod::Nat => IP_VS_CONN_F_MASQ,
@@ -318,17 +317,17 @@ fn dest_attr(m: &mut MessageBuilder, addr: &SocketAddr, spec: Option<Dest>) {
 
 /// One netlink message of a datagram.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Message<'a> {
-    pub kind: u16,
-    pub flags: u16,
-    pub seq: u32,
+pub(crate) struct Message<'a> {
+    pub(crate) kind: u16,
+    pub(crate) flags: u16,
+    pub(crate) seq: u32,
     /// Everything after the netlink header.
-    pub payload: &'a [u8],
+    pub(crate) payload: &'a [u8],
 }
 
 /// What a message from the kernel says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reply<'a> {
+pub(crate) enum Reply<'a> {
     /// `NLMSG_ERROR` with error 0.
     Ack,
     /// `NLMSG_ERROR` with an error: the positive errno.
@@ -352,7 +351,7 @@ fn align4(n: usize) -> usize {
 }
 
 /// Splits a datagram into its messages.
-pub fn split(datagram: &[u8]) -> Result<Vec<Message<'_>>, String> {
+pub(crate) fn split(datagram: &[u8]) -> Result<Vec<Message<'_>>, String> {
     let mut out = Vec::new();
     let mut at = 0;
     while datagram.len() - at >= NLMSG_HDRLEN {
@@ -375,7 +374,7 @@ pub fn split(datagram: &[u8]) -> Result<Vec<Message<'_>>, String> {
 }
 
 /// What `msg` says; generic netlink data must carry a full genl header.
-pub fn reply<'a>(msg: &Message<'a>) -> Result<Reply<'a>, String> {
+pub(crate) fn reply<'a>(msg: &Message<'a>) -> Result<Reply<'a>, String> {
     let code = || {
         read_u32(msg.payload, 0)
             .map(|v| v as i32)
@@ -407,7 +406,7 @@ pub fn reply<'a>(msg: &Message<'a>) -> Result<Reply<'a>, String> {
 }
 
 /// The attributes in `buf` as (type without flags, payload), in order.
-pub fn attributes(buf: &[u8]) -> Result<Vec<(u16, &[u8])>, String> {
+pub(crate) fn attributes(buf: &[u8]) -> Result<Vec<(u16, &[u8])>, String> {
     let mut out = Vec::new();
     let mut at = 0;
     while buf.len() - at >= NLA_HDRLEN {
@@ -460,13 +459,13 @@ fn get_ip(attrs: &[(u16, &[u8])], kind: u16, af: u16) -> Result<IpAddr, String> 
 }
 
 /// The family id in a `CTRL_CMD_NEWFAMILY` answer's attributes.
-pub fn family_id(attrs: &[u8]) -> Result<u16, String> {
+pub(crate) fn family_id(attrs: &[u8]) -> Result<u16, String> {
     get_u16(&attributes(attrs)?, CTRL_ATTR_FAMILY_ID, "family id")
 }
 
 /// One entry of a `GET_SERVICE` dump. `None` for services rsbal never
 /// manages (firewall marks, protocols other than TCP and UDP).
-pub fn service(attrs: &[u8]) -> Result<Option<VirtualService>, String> {
+pub(crate) fn service(attrs: &[u8]) -> Result<Option<VirtualService>, String> {
     let top = attributes(attrs)?;
     let svc = attributes(need(&top, IPVS_CMD_ATTR_SERVICE, "service")?)?;
     let af = get_u16(&svc, IPVS_SVC_ATTR_AF, "address family")?;
@@ -498,7 +497,7 @@ pub fn service(attrs: &[u8]) -> Result<Option<VirtualService>, String> {
 
 /// One entry of a `GET_DEST` dump of a service of address family `af`
 /// (IPv4 service: `true`).
-pub fn dest(attrs: &[u8], service_is_ipv4: bool) -> Result<(SocketAddr, Dest), String> {
+pub(crate) fn dest(attrs: &[u8], service_is_ipv4: bool) -> Result<(SocketAddr, Dest), String> {
     let top = attributes(attrs)?;
     let d = attributes(need(&top, IPVS_CMD_ATTR_DEST, "destination")?)?;
     let af = match find(&d, IPVS_DEST_ATTR_ADDR_FAMILY).and_then(|b| read_u16(b, 0)) {
@@ -524,7 +523,7 @@ pub fn dest(attrs: &[u8], service_is_ipv4: bool) -> Result<(SocketAddr, Dest), S
 
 /// Requests waiting for their ACK, by sequence number.
 #[derive(Debug)]
-pub struct Pending<T> {
+pub(crate) struct Pending<T> {
     waiting: BTreeMap<u32, T>,
 }
 
@@ -537,20 +536,20 @@ impl<T> Default for Pending<T> {
 }
 
 impl<T> Pending<T> {
-    pub fn insert(&mut self, seq: u32, request: T) {
+    pub(crate) fn insert(&mut self, seq: u32, request: T) {
         self.waiting.insert(seq, request);
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.waiting.is_empty()
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.waiting.len()
     }
 
     /// The request with the lowest sequence number still waiting.
-    pub fn first(&self) -> Option<&T> {
+    pub(crate) fn first(&self) -> Option<&T> {
         self.waiting.values().next()
     }
 
@@ -558,7 +557,7 @@ impl<T> Pending<T> {
     /// its errno (0 = done). Answers to requests not waited for (late
     /// answers to earlier ones, whose "Success" must not be taken for a new
     /// request's) and non-ACK messages are ignored.
-    pub fn settle(&mut self, datagram: &[u8]) -> Result<Vec<(T, i32)>, String> {
+    pub(crate) fn settle(&mut self, datagram: &[u8]) -> Result<Vec<(T, i32)>, String> {
         let mut answered = Vec::new();
         for msg in split(datagram)? {
             let errno = match reply(&msg)? {
@@ -575,7 +574,7 @@ impl<T> Pending<T> {
 }
 
 /// `EEXIST (File exists)`: an errno's name and text.
-pub fn errno_text(errno: i32) -> String {
+pub(crate) fn errno_text(errno: i32) -> String {
     let e = nix::errno::Errno::from_raw(errno);
     if e == nix::errno::Errno::UnknownErrno {
         format!("error {errno}")
@@ -586,7 +585,7 @@ pub fn errno_text(errno: i32) -> String {
 
 /// What an errno means for an IPVS command, where the kernel's choice of
 /// code is not self-explanatory.
-pub fn ipvs_hint(cmd: &IpvsCommand, errno: i32) -> Option<&'static str> {
+pub(crate) fn ipvs_hint(cmd: &IpvsCommand, errno: i32) -> Option<&'static str> {
     use nix::errno::Errno;
     let e = Errno::from_raw(errno);
     match (cmd, e) {

@@ -43,7 +43,7 @@ fn forwarding_flag(method: ForwardingMethod) -> &'static str {
 
 /// One command in `ipvsadm -R` syntax, e.g. `-A -t 10.0.0.1:80 -s wrr` or
 /// `-a -u [2001:db8::1]:53 -r [2001:db8::2]:53 -w 10` (`-m -w 10` for NAT).
-pub fn restore_line(cmd: &IpvsCommand) -> String {
+pub(crate) fn restore_line(cmd: &IpvsCommand) -> String {
     match cmd {
         IpvsCommand::AddService(vs) => service_line("-A", vs),
         IpvsCommand::EditService(vs) => service_line("-E", vs),
@@ -157,7 +157,7 @@ fn parse_fields(tokens: &[&str]) -> Result<Fields, String> {
 /// options rsbal does not model (`-p`, `-M`, `-x`, `-y`, `-b`, …). A
 /// destination without `-g`/`-m`/`-i` uses direct routing.
 /// Errors name the 1-based line number.
-pub fn parse_save(text: &str) -> Result<Table, String> {
+pub(crate) fn parse_save(text: &str) -> Result<Table, String> {
     let mut table = Table::new();
     for (idx, line) in text.lines().enumerate() {
         let lineno = idx + 1;

@@ -10,16 +10,16 @@
 //! thread that owns the applied table and runs the commands. `debug` holds
 //! the hidden `--ipvs-debug` commands the kernel tests and benchmarks use.
 
-pub mod backend;
-pub mod debug;
-pub mod diff;
-pub mod genl;
-pub mod ipvsadm;
-pub mod netlink;
-pub mod reconcile;
-pub mod writer;
+pub(crate) mod backend;
+pub(crate) mod debug;
+pub(crate) mod diff;
+pub(crate) mod genl;
+pub(crate) mod ipvsadm;
+pub(crate) mod netlink;
+pub(crate) mod reconcile;
+pub(crate) mod writer;
 
-pub use crate::config::ForwardingMethod;
+pub(crate) use crate::config::ForwardingMethod;
 use crate::config::Protocol;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -27,18 +27,18 @@ use std::net::SocketAddr;
 
 /// Identity of a virtual service in the kernel: protocol + VIP:port.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ServiceKey {
-    pub protocol: Protocol,
-    pub addr: SocketAddr,
+pub(crate) struct ServiceKey {
+    pub(crate) protocol: Protocol,
+    pub(crate) addr: SocketAddr,
 }
 
 /// Service-level settings of a virtual service.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VirtualService {
-    pub key: ServiceKey,
-    pub scheduler: String,
+pub(crate) struct VirtualService {
+    pub(crate) key: ServiceKey,
+    pub(crate) scheduler: String,
     /// One-packet scheduling (`-o`).
-    pub ops: bool,
+    pub(crate) ops: bool,
 }
 
 impl fmt::Display for ServiceKey {
@@ -50,14 +50,15 @@ impl fmt::Display for ServiceKey {
 
 /// How one destination (real server) is set up in a service.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Dest {
-    pub weight: u32,
-    pub forwarding: ForwardingMethod,
+pub(crate) struct Dest {
+    pub(crate) weight: u32,
+    pub(crate) forwarding: ForwardingMethod,
 }
 
 impl Dest {
+    #[cfg(test)]
     /// A direct-routing destination (rsbal's and ipvsadm's default).
-    pub fn dr(weight: u32) -> Dest {
+    pub(crate) fn dr(weight: u32) -> Dest {
         Dest {
             weight,
             forwarding: ForwardingMethod::Dr,
@@ -67,17 +68,17 @@ impl Dest {
 
 /// A virtual service with its destinations (real server address → settings).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServiceTable {
-    pub service: VirtualService,
-    pub dests: BTreeMap<SocketAddr, Dest>,
+pub(crate) struct ServiceTable {
+    pub(crate) service: VirtualService,
+    pub(crate) dests: BTreeMap<SocketAddr, Dest>,
 }
 
 /// The whole table, as the kernel has it or as rsbal wants it.
-pub type Table = BTreeMap<ServiceKey, ServiceTable>;
+pub(crate) type Table = BTreeMap<ServiceKey, ServiceTable>;
 
 /// One change to the kernel's table.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IpvsCommand {
+pub(crate) enum IpvsCommand {
     AddService(VirtualService),
     EditService(VirtualService),
     DeleteService(ServiceKey),

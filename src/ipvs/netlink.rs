@@ -28,10 +28,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const LOG_TARGET: &str = "IpvsWriter";
 /// How long to wait for the kernel's answer to a request.
-pub const RECV_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const RECV_TIMEOUT: Duration = Duration::from_secs(5);
 /// Requests sent in one datagram before their ACKs are collected; small
 /// enough that the ACKs always fit the socket's receive buffer.
-pub const WINDOW: usize = 64;
+pub(crate) const WINDOW: usize = 64;
 /// Receive buffer: the kernel never sends a dump datagram larger than 32 KiB.
 const RECV_BUFFER: usize = 64 * 1024;
 
@@ -243,21 +243,21 @@ impl Connection {
 
 /// The netlink backend. Holds at most one open socket; one that failed is
 /// dropped and the next call opens a fresh one.
-pub struct Netlink {
+pub(crate) struct Netlink {
     conn: Option<Connection>,
 }
 
 impl Netlink {
     /// Opens a socket and resolves the family now; `Err` says why netlink
     /// cannot be used.
-    pub fn connect() -> Result<Netlink, String> {
+    pub(crate) fn connect() -> Result<Netlink, String> {
         Ok(Netlink {
             conn: Some(Connection::open()?),
         })
     }
 
     /// A backend that opens its socket on first use.
-    pub fn lazy() -> Netlink {
+    pub(crate) fn lazy() -> Netlink {
         Netlink { conn: None }
     }
 

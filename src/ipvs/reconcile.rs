@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 
 /// One difference between what a service wants and what the kernel has.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Drift {
+pub(crate) enum Drift {
     /// The whole virtual service is gone from the kernel.
     ServiceMissing(ServiceKey),
     /// Scheduler or one-packet flag differ.
@@ -45,7 +45,7 @@ pub enum Drift {
 
 impl Drift {
     /// A short name for metrics labels.
-    pub fn kind(&self) -> &'static str {
+    pub(crate) fn kind(&self) -> &'static str {
         match self {
             Drift::ServiceMissing(_) => "service_missing",
             Drift::ServiceChanged { .. } => "service_changed",
@@ -118,7 +118,10 @@ impl fmt::Display for Drift {
 
 /// What differs between the services rsbal wants (`wanted`) and the
 /// kernel's table, in service and address order.
-pub fn drift<'a>(kernel: &Table, wanted: impl IntoIterator<Item = &'a ServiceTable>) -> Vec<Drift> {
+pub(crate) fn drift<'a>(
+    kernel: &Table,
+    wanted: impl IntoIterator<Item = &'a ServiceTable>,
+) -> Vec<Drift> {
     let mut wanted: Vec<&ServiceTable> = wanted.into_iter().collect();
     wanted.sort_by_key(|st| st.service.key);
     let mut out = Vec::new();

@@ -16,8 +16,8 @@
 //! `rsbal_ipvs_drift_repairs_total{kind}` counts drift found by
 //! reconciliation.
 
+pub(crate) use super::backend::IpvsBackend;
 use super::backend::{self, BackendChoice};
-pub use super::backend::{IpvsBackend, Ipvsadm};
 use super::diff::{apply, diff_service};
 use super::reconcile;
 use super::{IpvsCommand, ServiceKey, ServiceTable, Table};
@@ -36,7 +36,7 @@ struct CommandCounters {
 
 static COMMANDS: LazyLock<CommandCounters> = LazyLock::new(|| {
     let counter = |name: &str, help: &str| {
-        crate::status::metrics::int_counter_vec(name, help, &[]).with_label_values(&[] as &[&str])
+        metrics::int_counter_vec(name, help, &[]).with_label_values(&[] as &[&str])
     };
     CommandCounters {
         applied: counter(
@@ -51,7 +51,7 @@ static COMMANDS: LazyLock<CommandCounters> = LazyLock::new(|| {
 });
 
 /// Makes the IPVS counters visible (at 0) before the first batch.
-pub fn declare_metrics() {
+pub(crate) fn declare_metrics() {
     LazyLock::force(&COMMANDS);
     LazyLock::force(&DRIFT_REPAIRS);
 }
@@ -69,7 +69,7 @@ static DRIFT_REPAIRS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 
 /// A request to the writer.
 #[derive(Debug)]
-pub enum WriterRequest {
+pub(crate) enum WriterRequest {
     /// The complete desired state of the rsbal service `name`.
     SetService { name: String, table: ServiceTable },
     /// The service `name` was removed from the config: delete it from IPVS.
@@ -84,7 +84,7 @@ pub enum WriterRequest {
 
 /// How the writer treats the kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WriteMode {
+pub(crate) enum WriteMode {
     /// Apply changes.
     Apply,
     /// `-n`: log every command, change nothing.
@@ -92,7 +92,7 @@ pub enum WriteMode {
 }
 
 /// The writer's state; runs on its own thread via [`spawn`].
-pub struct IpvsWriter {
+pub(crate) struct IpvsWriter {
     backend: Box<dyn IpvsBackend>,
     mode: WriteMode,
     /// How often to reconcile; zero = never.
@@ -106,7 +106,11 @@ pub struct IpvsWriter {
 }
 
 impl IpvsWriter {
-    pub fn new(backend: Box<dyn IpvsBackend>, mode: WriteMode, reconcile_every: Duration) -> Self {
+    pub(crate) fn new(
+        backend: Box<dyn IpvsBackend>,
+        mode: WriteMode,
+        reconcile_every: Duration,
+    ) -> Self {
         IpvsWriter {
             backend,
             mode,
@@ -118,7 +122,7 @@ impl IpvsWriter {
     }
 
     /// Reads the kernel's table so that existing services are adopted.
-    pub fn load_kernel_table(&mut self) {
+    pub(crate) fn load_kernel_table(&mut self) {
         match self.backend.read() {
             Ok(table) => {
                 log::info!(target: LOG_TARGET, "read {} existing IPVS service(s) via {}", table.len(), self.backend.describe());
@@ -173,7 +177,7 @@ impl IpvsWriter {
     }
 
     /// The commands that make the kernel match the desired state.
-    pub fn pending_commands(&self) -> Vec<IpvsCommand> {
+    pub(crate) fn pending_commands(&self) -> Vec<IpvsCommand> {
         let mut commands = Vec::new();
         for key in &self.retired {
             commands.extend(diff_service(self.applied.get(key), None));
@@ -189,7 +193,7 @@ impl IpvsWriter {
 
     /// Applies the pending commands; on failure re-reads the kernel and tries
     /// once more.
-    pub fn sync(&mut self) {
+    pub(crate) fn sync(&mut self) {
         for attempt in 0..2 {
             let commands = self.pending_commands();
             if commands.is_empty() {
@@ -237,7 +241,7 @@ impl IpvsWriter {
 
     /// Re-reads the kernel's table, logs every difference in rsbal's
     /// services and repairs it.
-    pub fn reconcile(&mut self) {
+    pub(crate) fn reconcile(&mut self) {
         let kernel = match self.backend.read() {
             Ok(kernel) => kernel,
             Err(e) => {
@@ -269,7 +273,7 @@ impl IpvsWriter {
 
     /// The thread body: coalesce queued requests, sync, answer flushes;
     /// reconcile when due.
-    pub fn run(mut self, requests: Receiver<WriterRequest>) {
+    pub(crate) fn run(mut self, requests: Receiver<WriterRequest>) {
         let mut next = self.next_reconcile();
         loop {
             let due = next.map_or_else(crossbeam_channel::never, crossbeam_channel::at);
@@ -300,7 +304,7 @@ impl IpvsWriter {
 }
 
 /// Starts the writer thread; it reads the kernel's table first.
-pub fn spawn(
+pub(crate) fn spawn(
     backend: Box<dyn IpvsBackend>,
     mode: WriteMode,
     reconcile_every: Duration,

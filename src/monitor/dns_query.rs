@@ -38,7 +38,7 @@ static REQUEST_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
 
 /// The record type asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QueryType {
+pub(crate) enum QueryType {
     A,
     Aaaa,
 }
@@ -54,7 +54,7 @@ impl fmt::Display for QueryType {
 
 /// What a datagram received on the query's socket means.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Reply {
+pub(crate) enum Reply {
     /// An answer to another query (other id): keep waiting.
     OtherId,
     /// NOERROR, with the addresses of the answer section (possibly none).
@@ -74,7 +74,7 @@ pub enum Reply {
 
 /// The wire form of a query for `name` (recursion desired, as PyBal's
 /// resolver asked).
-pub fn build_query(id: u16, name: &str, qtype: QueryType) -> Result<Vec<u8>, String> {
+pub(crate) fn build_query(id: u16, name: &str, qtype: QueryType) -> Result<Vec<u8>, String> {
     let qname = Name::new(name).map_err(|e| format!("{name:?} is not a DNS name: {e}"))?;
     let rtype = match qtype {
         QueryType::A => TYPE::A,
@@ -92,7 +92,7 @@ pub fn build_query(id: u16, name: &str, qtype: QueryType) -> Result<Vec<u8>, Str
 
 /// Classifies one datagram received in answer to the query with id
 /// `expected_id`.
-pub fn classify_reply(bytes: &[u8], expected_id: u16) -> Reply {
+pub(crate) fn classify_reply(bytes: &[u8], expected_id: u16) -> Reply {
     let Ok(id) = header_buffer::id(bytes) else {
         return Reply::Malformed(format!("{}-byte datagram", bytes.len()));
     };
@@ -170,7 +170,7 @@ fn verdict(reply: &Reply, query: &str, fail_on_nxdomain: bool) -> (bool, String)
     }
 }
 
-pub struct DnsQuery {
+pub(crate) struct DnsQuery {
     opts: DnsQueryOptions,
     stop: SocketStop,
 }
@@ -183,13 +183,13 @@ enum Outcome {
 
 impl DnsQuery {
     /// The monitor and the waker that interrupts a query in flight.
-    pub fn new(opts: DnsQueryOptions) -> (Self, Waker) {
+    pub(crate) fn new(opts: DnsQueryOptions) -> (Self, Waker) {
         let (stop, waker) = SocketStop::new();
         (DnsQuery { opts, stop }, waker)
     }
 
     /// The monitor thread's body: one query on a fixed-rate schedule.
-    pub fn run(self, ctx: MonitorContext) {
+    pub(crate) fn run(self, ctx: MonitorContext) {
         let log_target = ctx.log_target(NAME);
         let host = ctx.target.host.clone();
         let histogram = REQUEST_DURATION.clone();

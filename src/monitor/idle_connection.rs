@@ -78,7 +78,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// monitor can shut it down under a blocked read.
 type Current = Arc<Mutex<Option<TcpStream>>>;
 
-pub struct IdleConnection {
+pub(crate) struct IdleConnection {
     opts: IdleConnectionOptions,
     current: Current,
 }
@@ -95,7 +95,7 @@ enum Loss {
 
 impl IdleConnection {
     /// The monitor and the waker that interrupts its blocking read.
-    pub fn new(opts: IdleConnectionOptions) -> (Self, Waker) {
+    pub(crate) fn new(opts: IdleConnectionOptions) -> (Self, Waker) {
         let current: Current = Arc::new(Mutex::new(None));
         let for_waker = Arc::clone(&current);
         let waker: Waker = Box::new(move || {
@@ -108,7 +108,7 @@ impl IdleConnection {
     }
 
     /// The monitor thread's body.
-    pub fn run(self, ctx: MonitorContext) {
+    pub(crate) fn run(self, ctx: MonitorContext) {
         let target = ctx.log_target(NAME);
         let mut delay = INITIAL_DELAY;
         let mut pending: Option<TcpStream> = None;

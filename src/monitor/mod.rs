@@ -8,12 +8,12 @@
 //! DNSQuery and UDP shut their socket down so a blocked read returns at once;
 //! RunCommand kills the running command's process group).
 
-pub mod dns_query;
-pub mod idle_connection;
-pub mod proxy_fetch;
-pub mod run_command;
-pub mod udp;
-pub mod wake;
+pub(crate) mod dns_query;
+pub(crate) mod idle_connection;
+pub(crate) mod proxy_fetch;
+pub(crate) mod run_command;
+pub(crate) mod udp;
+pub(crate) mod wake;
 
 use crate::config::MonitorConfig;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
@@ -27,52 +27,57 @@ const MONITOR_STACK_SIZE: usize = 256 * 1024;
 
 /// What a monitor checks: one server of one service.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MonitorTarget {
-    pub service: String,
-    pub host: String,
-    pub ip: IpAddr,
+pub(crate) struct MonitorTarget {
+    pub(crate) service: String,
+    pub(crate) host: String,
+    pub(crate) ip: IpAddr,
     /// The service port (PyBal checks the real server on the service's port).
-    pub port: u16,
+    pub(crate) port: u16,
     /// The server's weight when the monitor was started (RunCommand's
     /// `server.weight`).
-    pub weight: u32,
+    pub(crate) weight: u32,
 }
 
 impl MonitorTarget {
-    pub fn addr(&self) -> SocketAddr {
+    pub(crate) fn addr(&self) -> SocketAddr {
         SocketAddr::new(self.ip, self.port)
     }
 }
 
 /// One check result.
 #[derive(Debug, Clone, PartialEq)]
-pub struct MonitorReport {
+pub(crate) struct MonitorReport {
     /// Identity of the server instance the monitor was started for; results
     /// of a server that has since been removed or restarted are ignored.
-    pub server_id: u64,
-    pub host: String,
+    pub(crate) server_id: u64,
+    pub(crate) host: String,
     /// Index of the monitor in the service's `monitors` list.
-    pub monitor: usize,
-    pub up: bool,
+    pub(crate) monitor: usize,
+    pub(crate) up: bool,
     /// Why (for down results); a short note for up results.
-    pub reason: String,
+    pub(crate) reason: String,
     /// How long the check took, for checks that have a duration.
-    pub duration: Option<Duration>,
+    pub(crate) duration: Option<Duration>,
 }
 
 /// What a monitor thread gets: where to send results and how to learn it
 /// must stop.
-pub struct MonitorContext {
-    pub target: MonitorTarget,
-    pub server_id: u64,
-    pub monitor: usize,
+pub(crate) struct MonitorContext {
+    pub(crate) target: MonitorTarget,
+    pub(crate) server_id: u64,
+    pub(crate) monitor: usize,
     reports: Sender<MonitorReport>,
     stop: Receiver<()>,
 }
 
 impl MonitorContext {
     /// Sends a result; false when the service is gone (the monitor should end).
-    pub fn report(&self, up: bool, reason: impl Into<String>, duration: Option<Duration>) -> bool {
+    pub(crate) fn report(
+        &self,
+        up: bool,
+        reason: impl Into<String>,
+        duration: Option<Duration>,
+    ) -> bool {
         self.reports
             .send(MonitorReport {
                 server_id: self.server_id,
@@ -86,7 +91,7 @@ impl MonitorContext {
     }
 
     /// True once the handle was dropped.
-    pub fn stopped(&self) -> bool {
+    pub(crate) fn stopped(&self) -> bool {
         matches!(self.stop.try_recv(), Err(TryRecvError::Disconnected))
     }
 
@@ -95,7 +100,7 @@ impl MonitorContext {
     /// stopped: once its service thread stopped it and removed the server's
     /// series, no late update can bring them back (see
     /// [`crate::status::metrics::while_current`]).
-    pub fn observe(&self, monitor_name: &str, update: impl FnOnce([&str; 3])) {
+    pub(crate) fn observe(&self, monitor_name: &str, update: impl FnOnce([&str; 3])) {
         crate::status::metrics::while_current(
             || self.stopped(),
             || update([&self.target.service, &self.target.host, monitor_name]),
@@ -103,7 +108,7 @@ impl MonitorContext {
     }
 
     /// Sleeps for `d` unless stopped first; returns false when stopped.
-    pub fn sleep(&self, d: Duration) -> bool {
+    pub(crate) fn sleep(&self, d: Duration) -> bool {
         !matches!(
             self.stop.recv_timeout(d),
             Err(RecvTimeoutError::Disconnected) | Ok(())
@@ -111,14 +116,14 @@ impl MonitorContext {
     }
 
     /// Sleeps until `deadline` unless stopped first; returns false when stopped.
-    pub fn sleep_until(&self, deadline: Instant) -> bool {
+    pub(crate) fn sleep_until(&self, deadline: Instant) -> bool {
         self.sleep(deadline.saturating_duration_since(Instant::now()))
     }
 
     /// Runs `check` at once and then on a fixed-rate schedule: the next
     /// check is due `interval` after the previous one started, or at once if
     /// that one overran. Ends when stopped or when `check` returns false.
-    pub fn every(&self, interval: Duration, mut check: impl FnMut() -> bool) {
+    pub(crate) fn every(&self, interval: Duration, mut check: impl FnMut() -> bool) {
         let mut next = Instant::now();
         while self.sleep_until(next) {
             let started = Instant::now();
@@ -130,18 +135,18 @@ impl MonitorContext {
     }
 
     /// The log target `<service> <Monitor>`.
-    pub fn log_target(&self, monitor_name: &str) -> String {
+    pub(crate) fn log_target(&self, monitor_name: &str) -> String {
         crate::daemon::logging::monitor_target(&self.target.service, monitor_name)
     }
 }
 
 /// Something that wakes a monitor blocked in a system call when it must stop.
-pub type Waker = Box<dyn Fn() + Send + Sync>;
+pub(crate) type Waker = Box<dyn Fn() + Send + Sync>;
 
 /// Owner's end of a running monitor. Dropping it stops the monitor; the thread
 /// ends by itself shortly after (it is not joined, so a monitor stuck in a
 /// connect cannot hold up a reload or shutdown).
-pub struct MonitorHandle {
+pub(crate) struct MonitorHandle {
     _stop: Sender<()>,
     waker: Option<Waker>,
 }
@@ -155,7 +160,7 @@ impl Drop for MonitorHandle {
 }
 
 /// Starts the monitor described by `config` for `target`.
-pub fn spawn(
+pub(crate) fn spawn(
     config: &MonitorConfig,
     target: MonitorTarget,
     server_id: u64,

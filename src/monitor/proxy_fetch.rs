@@ -47,7 +47,7 @@ impl Resolver for FixedResolver {
     }
 }
 
-pub struct ProxyFetch {
+pub(crate) struct ProxyFetch {
     opts: ProxyFetchOptions,
     agent: Agent,
 }
@@ -69,7 +69,7 @@ fn observe_fetch(ctx: &MonitorContext, url: &str, fetch: &Fetch, took: Duration)
 }
 
 impl ProxyFetch {
-    pub fn new(opts: ProxyFetchOptions, target: &MonitorTarget) -> Self {
+    pub(crate) fn new(opts: ProxyFetchOptions, target: &MonitorTarget) -> Self {
         let config = Agent::config_builder()
             .timeout_global(Some(opts.timeout))
             .max_redirects(0)
@@ -90,7 +90,7 @@ impl ProxyFetch {
 
     /// The monitor thread's body: one check per `interval` on the shared
     /// fixed-rate schedule ([`MonitorContext::every`]).
-    pub fn run(self, ctx: MonitorContext) {
+    pub(crate) fn run(self, ctx: MonitorContext) {
         let log_target = ctx.log_target(NAME);
         ctx.every(self.opts.interval, || {
             let started = Instant::now();

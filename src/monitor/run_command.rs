@@ -53,15 +53,15 @@ static RUN_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
 
 /// What the `server.*` identifiers stand for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerVars {
-    pub host: String,
-    pub ip: String,
-    pub port: String,
-    pub weight: String,
+pub(crate) struct ServerVars {
+    pub(crate) host: String,
+    pub(crate) ip: String,
+    pub(crate) port: String,
+    pub(crate) weight: String,
 }
 
 impl ServerVars {
-    pub fn of(target: &MonitorTarget) -> Self {
+    pub(crate) fn of(target: &MonitorTarget) -> Self {
         ServerVars {
             host: target.host.clone(),
             ip: target.ip.to_string(),
@@ -84,7 +84,7 @@ impl ServerVars {
 /// `arg` with each `server.host`, `server.ip`, `server.port` and
 /// `server.weight` replaced, where it stands as an identifier (not part of a
 /// longer name such as `myserver.hostname`).
-pub fn substitute(arg: &str, vars: &ServerVars) -> String {
+pub(crate) fn substitute(arg: &str, vars: &ServerVars) -> String {
     const PREFIX: &str = "server.";
     let is_word = |c: char| c.is_ascii_alphanumeric() || c == '_';
     let mut out = String::with_capacity(arg.len());
@@ -202,7 +202,7 @@ fn lock(group: &Mutex<Option<Pid>>) -> MutexGuard<'_, Option<Pid>> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-pub struct RunCommand {
+pub(crate) struct RunCommand {
     opts: RunCommandOptions,
     /// `arguments` with the `server.*` identifiers replaced.
     arguments: Vec<String>,
@@ -211,7 +211,7 @@ pub struct RunCommand {
 
 impl RunCommand {
     /// The monitor for `target` and the waker that kills a running command.
-    pub fn new(opts: RunCommandOptions, target: &MonitorTarget) -> (Self, Waker) {
+    pub(crate) fn new(opts: RunCommandOptions, target: &MonitorTarget) -> (Self, Waker) {
         let vars = ServerVars::of(target);
         let arguments = opts
             .arguments
@@ -234,7 +234,7 @@ impl RunCommand {
     }
 
     /// The monitor thread's body: runs on a fixed-rate schedule.
-    pub fn run(self, ctx: MonitorContext) {
+    pub(crate) fn run(self, ctx: MonitorContext) {
         let log_target = ctx.log_target(NAME);
         let host = ctx.target.host.clone();
         let histogram = RUN_DURATION.clone();

@@ -21,7 +21,7 @@ const NAME: &str = "UDP";
 /// How long after a send an ICMP error is awaited before the check is up.
 const ERROR_GRACE: Duration = Duration::from_secs(1);
 
-pub struct Udp {
+pub(crate) struct Udp {
     opts: UdpOptions,
     stop: SocketStop,
 }
@@ -39,13 +39,13 @@ enum Wait {
 
 impl Udp {
     /// The monitor and the waker that interrupts its blocking `recv`.
-    pub fn new(opts: UdpOptions) -> (Self, Waker) {
+    pub(crate) fn new(opts: UdpOptions) -> (Self, Waker) {
         let (stop, waker) = SocketStop::new();
         (Udp { opts, stop }, waker)
     }
 
     /// The monitor thread's body.
-    pub fn run(self, ctx: MonitorContext) {
+    pub(crate) fn run(self, ctx: MonitorContext) {
         let log_target = ctx.log_target(NAME);
         let host = ctx.target.host.clone();
         let mut last_error: Option<Instant> = None;

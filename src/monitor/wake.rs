@@ -20,7 +20,7 @@ struct Shared {
 }
 
 /// The monitor's end: registers sockets and tells whether it must stop.
-pub struct SocketStop {
+pub(crate) struct SocketStop {
     shared: Arc<Mutex<Shared>>,
 }
 
@@ -32,7 +32,7 @@ fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
 
 impl SocketStop {
     /// A stop flag and the waker that sets it and wakes the socket.
-    pub fn new() -> (SocketStop, Waker) {
+    pub(crate) fn new() -> (SocketStop, Waker) {
         let shared = Arc::new(Mutex::new(Shared::default()));
         let for_waker = Arc::clone(&shared);
         let waker: Waker = Box::new(move || {
@@ -47,7 +47,7 @@ impl SocketStop {
 
     /// Makes `socket` the one a stop wakes. False when already stopped (the
     /// caller must not block on it) or when the socket cannot be cloned.
-    pub fn watch(&self, socket: &UdpSocket) -> bool {
+    pub(crate) fn watch(&self, socket: &UdpSocket) -> bool {
         let mut shared = lock(&self.shared);
         if shared.stopped {
             return false;
@@ -62,12 +62,12 @@ impl SocketStop {
     }
 
     /// Forgets the watched socket (so that closing the monitor's copy closes it).
-    pub fn unwatch(&self) {
+    pub(crate) fn unwatch(&self) {
         lock(&self.shared).socket = None;
     }
 
     /// True once the waker ran.
-    pub fn is_stopped(&self) -> bool {
+    pub(crate) fn is_stopped(&self) -> bool {
         lock(&self.shared).stopped
     }
 }

@@ -7,7 +7,7 @@ use std::io;
 use std::net::SocketAddr;
 
 /// A socket bound to `addr` and listening with `backlog`.
-pub fn listening_socket(addr: SocketAddr, backlog: i32) -> io::Result<Socket> {
+pub(crate) fn listening_socket(addr: SocketAddr, backlog: i32) -> io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
     if addr.is_ipv6() {

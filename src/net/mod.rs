@@ -2,5 +2,5 @@
 //! the HTTP and BGP servers ([`listen`]) and the trust roots of outgoing
 //! HTTPS ([`tls`]).
 
-pub mod listen;
-pub mod tls;
+pub(crate) mod listen;
+pub(crate) mod tls;

@@ -13,7 +13,7 @@ const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 /// against the CAs of the PEM file `$SSL_CERT_FILE`, else of the system's
 /// bundle (so a site's internal CA installed on the host works), else against
 /// the Mozilla roots built into rsbal.
-pub fn tls_config() -> TlsConfig {
+pub(crate) fn tls_config() -> TlsConfig {
     static ROOTS: LazyLock<RootCerts> = LazyLock::new(|| {
         let path = std::env::var_os("SSL_CERT_FILE")
             .map_or_else(|| SYSTEM_CA_BUNDLE.into(), std::path::PathBuf::from);

@@ -24,7 +24,7 @@ use std::net::IpAddr;
 
 /// A change of the IPVS pool of this service.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PoolOp {
+pub(crate) enum PoolOp {
     Add {
         host: String,
         ip: IpAddr,
@@ -43,51 +43,51 @@ pub enum PoolOp {
 
 /// A log line the caller should write, in the service's log context.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LogLine {
-    pub level: log::Level,
+pub(crate) struct LogLine {
+    pub(crate) level: Level,
     /// The server the line is about, if any.
-    pub host: Option<String>,
-    pub text: String,
+    pub(crate) host: Option<String>,
+    pub(crate) text: String,
 }
 
 /// What a coordinator call decided.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Outcome {
-    pub ops: Vec<PoolOp>,
-    pub logs: Vec<LogLine>,
+pub(crate) struct Outcome {
+    pub(crate) ops: Vec<PoolOp>,
+    pub(crate) logs: Vec<LogLine>,
     /// Hosts whose monitors must be started: new and ready, newly resolved,
     /// or with a changed address.
-    pub start_monitors: Vec<String>,
+    pub(crate) start_monitors: Vec<String>,
     /// Hosts whose monitors must be stopped: removed, no longer resolvable,
     /// or with a changed address (stop these before starting any).
-    pub stop_monitors: Vec<String>,
+    pub(crate) stop_monitors: Vec<String>,
 }
 
 /// One monitor's view of one server.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct MonitorState {
+pub(crate) struct MonitorState {
     /// `None` until the first result.
-    pub up: Option<bool>,
-    pub up_results: u64,
-    pub down_results: u64,
-    pub up_transitions: u64,
-    pub down_transitions: u64,
+    pub(crate) up: Option<bool>,
+    pub(crate) up_results: u64,
+    pub(crate) down_results: u64,
+    pub(crate) up_transitions: u64,
+    pub(crate) down_transitions: u64,
     /// Reason given with the result that last turned this monitor down.
-    pub last_reason: Option<String>,
+    pub(crate) last_reason: Option<String>,
 }
 
 /// One server's full state.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerState {
-    pub host: String,
-    pub ip: Option<IpAddr>,
-    pub weight: u32,
-    pub enabled: bool,
-    pub ready: bool,
-    pub up: bool,
-    pub pooled: bool,
+pub(crate) struct ServerState {
+    pub(crate) host: String,
+    pub(crate) ip: Option<IpAddr>,
+    pub(crate) weight: u32,
+    pub(crate) enabled: bool,
+    pub(crate) ready: bool,
+    pub(crate) up: bool,
+    pub(crate) pooled: bool,
     /// Per monitor, in configuration order.
-    pub monitors: Vec<MonitorState>,
+    pub(crate) monitors: Vec<MonitorState>,
 }
 
 /// PyBal's pooling state machine for one service.
@@ -95,8 +95,7 @@ pub struct ServerState {
 /// Servers are kept sorted by host, so every decision that has to pick among
 /// servers (force-pooling, draining the pooled-down set) is deterministic.
 #[derive(Debug, Clone)]
-pub struct Coordinator {
-    service: String,
+pub(crate) struct Coordinator {
     depool_threshold: f64,
     monitor_count: usize,
     /// Monitor names for log lines, by index (`#i` where not given).
@@ -109,9 +108,8 @@ pub struct Coordinator {
 
 impl Coordinator {
     /// A coordinator without servers; `monitor_count` monitors per server.
-    pub fn new(service: &str, depool_threshold: f64, monitor_count: usize) -> Self {
+    pub(crate) fn new(depool_threshold: f64, monitor_count: usize) -> Self {
         Coordinator {
-            service: service.to_string(),
             depool_threshold,
             monitor_count,
             monitor_names: Vec::new(),
@@ -123,7 +121,7 @@ impl Coordinator {
 
     /// Names the monitors (configuration order) for log lines, as PyBal's
     /// "Monitoring instance ProxyFetch reports …".
-    pub fn set_monitor_names(&mut self, names: Vec<String>) {
+    pub(crate) fn set_monitor_names(&mut self, names: Vec<String>) {
         self.monitor_names = names;
     }
 
@@ -134,11 +132,6 @@ impl Coordinator {
             .unwrap_or_else(|| format!("#{index}"))
     }
 
-    /// The service name given to [`Coordinator::new`].
-    pub fn service(&self) -> &str {
-        &self.service
-    }
-
     /// Takes the complete new server list (after name resolution): adds new
     /// servers, drops removed ones and merges changed ones, then enforces the
     /// depool threshold.
@@ -146,7 +139,7 @@ impl Coordinator {
     /// If a host appears more than once, its last entry wins. A host can be
     /// both in `stop_monitors` and in `start_monitors` (its address changed):
     /// stop first, then start.
-    pub fn apply_server_list(&mut self, list: Vec<ServerUpdate>) -> Outcome {
+    pub(crate) fn apply_server_list(&mut self, list: Vec<ServerUpdate>) -> Outcome {
         let before = self.pool();
         let mut out = Outcome::default();
         let first_config = self.servers.is_empty();
@@ -196,7 +189,7 @@ impl Coordinator {
     /// `host`. Results for unknown hosts, out-of-range monitor indexes and
     /// servers that are not ready (not resolved, so not monitored) are
     /// ignored and give an empty [`Outcome`].
-    pub fn monitor_result(
+    pub(crate) fn monitor_result(
         &mut self,
         host: &str,
         monitor: usize,
@@ -220,7 +213,7 @@ impl Coordinator {
     /// Changes the depool threshold and re-evaluates: force-pools servers if
     /// fewer than `total × threshold` are pooled, and depools the waiting
     /// pooled-down servers if depooling is now allowed.
-    pub fn set_depool_threshold(&mut self, threshold: f64) -> Outcome {
+    pub(crate) fn set_depool_threshold(&mut self, threshold: f64) -> Outcome {
         let before = self.pool();
         let mut out = Outcome::default();
         self.depool_threshold = threshold;
@@ -232,7 +225,7 @@ impl Coordinator {
     /// The monitors were replaced: every server's monitor states become
     /// unknown (`monitor_count` of them). `up` and `pooled` are unchanged;
     /// the new monitors' first results correct them.
-    pub fn reset_monitors(&mut self, monitor_count: usize) {
+    pub(crate) fn reset_monitors(&mut self, monitor_count: usize) {
         self.monitor_count = monitor_count;
         for server in self.servers.values_mut() {
             server.monitors = vec![MonitorState::default(); monitor_count];
@@ -240,41 +233,41 @@ impl Coordinator {
     }
 
     /// All servers, sorted by host.
-    pub fn servers(&self) -> impl Iterator<Item = &ServerState> {
+    pub(crate) fn servers(&self) -> impl Iterator<Item = &ServerState> {
         self.servers.values()
     }
 
     /// One server's state.
-    pub fn server(&self, host: &str) -> Option<&ServerState> {
+    pub(crate) fn server(&self, host: &str) -> Option<&ServerState> {
         self.servers.get(host)
     }
 
     /// Whether one more server may be depooled: the servers that are up and
     /// enabled are at least `total × threshold` (total counts every server of
     /// the list, disabled and unresolved ones too).
-    pub fn can_depool(&self) -> bool {
+    pub(crate) fn can_depool(&self) -> bool {
         let up_and_enabled = self.servers.values().filter(|s| s.up && s.enabled).count();
         up_and_enabled as f64 >= self.needed()
     }
 
     /// Hosts that are down but stay pooled because of the threshold, sorted.
-    pub fn pooled_down(&self) -> Vec<String> {
+    pub(crate) fn pooled_down(&self) -> Vec<String> {
         self.pooled_down.iter().cloned().collect()
     }
 
     /// The current depool threshold (0.0 ..= 1.0).
-    pub fn depool_threshold(&self) -> f64 {
+    pub(crate) fn depool_threshold(&self) -> f64 {
         self.depool_threshold
     }
 
     /// How many times a down server could not be depooled (for metrics).
-    pub fn could_not_depool_total(&self) -> u64 {
+    pub(crate) fn could_not_depool_total(&self) -> u64 {
         self.could_not_depool_total
     }
 
     /// The destinations that should be in IPVS now: `(ip, weight)` of every
     /// pooled server, in host order.
-    pub fn pooled(&self) -> Vec<(IpAddr, u32)> {
+    pub(crate) fn pooled(&self) -> Vec<(IpAddr, u32)> {
         self.servers
             .values()
             .filter(|s| s.pooled)
@@ -619,7 +612,7 @@ impl Coordinator {
 impl ServerState {
     /// PyBal's status text: `enabled|disabled/up|partially up|down/pooled|not pooled`.
     /// "partially up" = not up, but at least one monitor reports up.
-    pub fn text_status(&self) -> String {
+    pub(crate) fn text_status(&self) -> String {
         let up = if self.up {
             "up"
         } else if self.monitors.iter().any(|m| m.up == Some(true)) {
@@ -719,7 +712,7 @@ mod tests {
     }
 
     fn coordinator(servers: u8, threshold: f64, monitors: usize) -> Coordinator {
-        let mut c = Coordinator::new("svc", threshold, monitors);
+        let mut c = Coordinator::new(threshold, monitors);
         c.apply_server_list(list(servers));
         c
     }
@@ -777,7 +770,7 @@ mod tests {
 
     #[test]
     fn new_ready_servers_start_up_pooled_and_monitored() {
-        let mut c = Coordinator::new("svc", 0.5, 1);
+        let mut c = Coordinator::new(0.5, 1);
         let out = c.apply_server_list(vec![upd(1, 10, true), upd(2, 20, false)]);
         assert_eq!(out.ops, vec![add(1, 10)]);
         assert_eq!(out.start_monitors, vec![host(1), host(2)]);
@@ -869,7 +862,7 @@ mod tests {
 
     #[test]
     fn unmeetable_threshold_is_logged_as_critical() {
-        let mut c = Coordinator::new("svc", 1.0, 1);
+        let mut c = Coordinator::new(1.0, 1);
         let out = c.apply_server_list(vec![upd(1, 10, true), upd(2, 10, false)]);
         assert_eq!(out.ops, vec![add(1, 10)]);
         let critical = out
@@ -1077,7 +1070,7 @@ mod tests {
 
     #[test]
     fn unresolved_server_is_never_pooled() {
-        let mut c = Coordinator::new("svc", 1.0, 1);
+        let mut c = Coordinator::new(1.0, 1);
         let mut l = list(2);
         l[1].ip = None;
         let out = c.apply_server_list(l.clone());
@@ -1097,7 +1090,7 @@ mod tests {
 
     #[test]
     fn server_resolved_later_is_handled_like_a_new_one() {
-        let mut c = Coordinator::new("svc", 0.5, 1);
+        let mut c = Coordinator::new(0.5, 1);
         let mut l = list(2);
         l[1].ip = None;
         c.apply_server_list(l);
@@ -1224,7 +1217,7 @@ mod tests {
 
     #[test]
     fn duplicate_host_in_a_list_uses_the_last_entry() {
-        let mut c = Coordinator::new("svc", 0.0, 1);
+        let mut c = Coordinator::new(0.0, 1);
         let out = c.apply_server_list(vec![upd(1, 10, true), upd(1, 30, true)]);
         assert_eq!(out.ops, vec![add(1, 30)]);
         assert_eq!(c.servers().count(), 1);
@@ -1253,7 +1246,7 @@ mod tests {
 
     #[test]
     fn can_depool_counts_disabled_and_unresolved_servers_in_the_total() {
-        let mut c = Coordinator::new("svc", 0.5, 1);
+        let mut c = Coordinator::new(0.5, 1);
         let mut l = list(4);
         l[2].enabled = false;
         l[3].ip = None;
@@ -1338,7 +1331,7 @@ mod tests {
         let mut rng = fastrand::Rng::with_seed(0x05ee_dba1);
         let thresholds = [0.0, 0.25, 0.5, 0.7, 1.0];
         let mut monitor_count = 2;
-        let mut c = Coordinator::new("svc", 0.5, monitor_count);
+        let mut c = Coordinator::new(0.5, monitor_count);
         let mut pool = HashMap::new();
         let mut monitored = BTreeSet::new();
         // How often interesting situations came up, to show the test reaches them.

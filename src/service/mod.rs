@@ -10,8 +10,8 @@
 //! and keeps the service's `pybal_service_*` / `pybal_monitor_*` metrics
 //! (`pool_metrics`), removing a server's series when its monitors stop.
 
-pub mod coordinator;
-pub mod pool_metrics;
+pub(crate) mod coordinator;
+pub(crate) mod pool_metrics;
 
 use crate::config::ServiceConfig;
 use crate::ipvs::writer::WriterRequest;
@@ -32,7 +32,7 @@ const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(1);
 
 /// A message from the daemon to a service thread.
 #[derive(Debug)]
-pub enum ServiceControl {
+pub(crate) enum ServiceControl {
     /// Reload changed this service's section.
     Reconfigure(Box<ServiceConfig>),
     /// Stop; `remove_from_ipvs` when the service was removed from the config
@@ -41,14 +41,13 @@ pub enum ServiceControl {
 }
 
 /// The daemon's end of a service thread.
-pub struct ServiceHandle {
-    pub name: String,
+pub(crate) struct ServiceHandle {
     control: Sender<ServiceControl>,
     thread: Option<thread::JoinHandle<()>>,
 }
 
 impl ServiceHandle {
-    pub fn reconfigure(&self, config: ServiceConfig) {
+    pub(crate) fn reconfigure(&self, config: ServiceConfig) {
         let _ = self
             .control
             .send(ServiceControl::Reconfigure(Box::new(config)));
@@ -56,7 +55,7 @@ impl ServiceHandle {
 
     /// Stops the thread and waits for it (it only drops handles and sends
     /// one message, so this is quick).
-    pub fn stop(mut self, remove_from_ipvs: bool) {
+    pub(crate) fn stop(mut self, remove_from_ipvs: bool) {
         let _ = self.control.send(ServiceControl::Stop { remove_from_ipvs });
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
@@ -65,7 +64,7 @@ impl ServiceHandle {
 }
 
 /// Starts the thread of service `config`.
-pub fn spawn(
+pub(crate) fn spawn(
     config: ServiceConfig,
     writer: Sender<WriterRequest>,
     store: Arc<SnapshotStore>,
@@ -81,8 +80,7 @@ pub fn spawn(
         config.ip,
         list_tx,
     )?;
-    let mut coordinator =
-        Coordinator::new(&config.name, config.depool_threshold, config.monitors.len());
+    let mut coordinator = Coordinator::new(config.depool_threshold, config.monitors.len());
     coordinator.set_monitor_names(monitor_names(&config));
     let runner = ServiceRunner {
         coordinator,
@@ -100,7 +98,6 @@ pub fn spawn(
         .name(format!("service:{name}"))
         .spawn(move || runner.run(control_rx, list_rx, report_rx))?;
     Ok(ServiceHandle {
-        name,
         control: control_tx,
         thread: Some(thread),
     })
@@ -224,11 +221,7 @@ impl ServiceRunner {
         self.carry_out(outcome, false);
     }
 
-    fn monitor_state(
-        &self,
-        host: &str,
-        monitor: usize,
-    ) -> crate::service::coordinator::MonitorState {
+    fn monitor_state(&self, host: &str, monitor: usize) -> coordinator::MonitorState {
         self.coordinator
             .server(host)
             .and_then(|s| s.monitors.get(monitor))

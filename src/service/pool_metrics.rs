@@ -80,7 +80,7 @@ static MONITOR: LazyLock<MonitorFamilies> = LazyLock::new(|| {
 });
 
 /// Sets the service gauges from a snapshot about to be published.
-pub fn publish(snap: &ServiceSnapshot) {
+pub(crate) fn publish(snap: &ServiceSnapshot) {
     let f = &*SERVICE;
     let labels = [snap.name.as_str()];
     let count = |pred: fn(&crate::service::coordinator::ServerState) -> bool| {
@@ -113,15 +113,15 @@ pub fn publish(snap: &ServiceSnapshot) {
 /// What one monitor report did to the monitor's state, judged from the
 /// state before and after the Coordinator took it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ResultEffect {
-    pub up: bool,
+pub(crate) struct ResultEffect {
+    pub(crate) up: bool,
     /// First result or a change of state.
-    pub transition: bool,
+    pub(crate) transition: bool,
 }
 
 /// `None` when the Coordinator did not count the result (unknown host,
 /// server not ready).
-pub fn result_effect(before: &MonitorState, after: &MonitorState) -> Option<ResultEffect> {
+pub(crate) fn result_effect(before: &MonitorState, after: &MonitorState) -> Option<ResultEffect> {
     let up = if after.up_results > before.up_results {
         true
     } else if after.down_results > before.down_results {
@@ -136,7 +136,7 @@ pub fn result_effect(before: &MonitorState, after: &MonitorState) -> Option<Resu
 }
 
 /// Counts one monitor result.
-pub fn record_result(service: &str, host: &str, monitor: &str, effect: ResultEffect) {
+pub(crate) fn record_result(service: &str, host: &str, monitor: &str, effect: ResultEffect) {
     let f = &*MONITOR;
     let labels = [service, host, monitor];
     if effect.up {
@@ -157,7 +157,7 @@ pub fn record_result(service: &str, host: &str, monitor: &str, effect: ResultEff
 
 /// Removes every series of these servers (their monitors were stopped), in
 /// one pass over the registry.
-pub fn forget_servers(service: &str, hosts: &[&str]) {
+pub(crate) fn forget_servers(service: &str, hosts: &[&str]) {
     if hosts.is_empty() {
         return;
     }
@@ -169,7 +169,7 @@ pub fn forget_servers(service: &str, hosts: &[&str]) {
 }
 
 /// Removes every series of one service (it was removed from the config).
-pub fn forget_service(service: &str) {
+pub(crate) fn forget_service(service: &str) {
     metrics::forget(&[("service", service)]);
 }
 

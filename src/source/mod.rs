@@ -18,7 +18,7 @@
 mod etcd;
 mod file;
 mod http;
-pub mod serverlist;
+pub(crate) mod serverlist;
 
 use crate::config::{SourceOptions, SourceUrl};
 use crate::status::metrics;
@@ -33,12 +33,12 @@ use std::time::{Duration, Instant};
 
 /// A server as the server list (after name resolution) describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerUpdate {
-    pub host: String,
+pub(crate) struct ServerUpdate {
+    pub(crate) host: String,
     /// Resolved address; `None` = could not be resolved (not ready).
-    pub ip: Option<IpAddr>,
-    pub weight: u32,
-    pub enabled: bool,
+    pub(crate) ip: Option<IpAddr>,
+    pub(crate) weight: u32,
+    pub(crate) enabled: bool,
 }
 
 /// Failed fetches and unusable documents, per service.
@@ -55,7 +55,7 @@ const USER_AGENT: &str = concat!("rsbal/", env!("CARGO_PKG_VERSION"), " server-l
 
 /// Owner's end of a source thread; dropping it stops the thread (an HTTP
 /// request in flight, such as an etcd long-poll, is cut at once).
-pub struct SourceHandle {
+pub(crate) struct SourceHandle {
     stop: Option<Sender<()>>,
     agent: Option<ureq::Agent>,
 }
@@ -71,11 +71,11 @@ impl Drop for SourceHandle {
 }
 
 /// A complete, resolved server list.
-pub type ServerList = Vec<ServerUpdate>;
+pub(crate) type ServerList = Vec<ServerUpdate>;
 
 /// Starts watching `url` for service `service` whose VIP is `vip` (the
 /// address family hosts are resolved in).
-pub fn spawn(
+pub(crate) fn spawn(
     service: &str,
     url: &SourceUrl,
     options: SourceOptions,

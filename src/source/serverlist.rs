@@ -14,16 +14,16 @@ use std::collections::HashMap;
 
 /// One server as the list gives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServerEntry {
-    pub host: String,
+pub(crate) struct ServerEntry {
+    pub(crate) host: String,
     /// Missing = 10.
-    pub weight: u32,
+    pub(crate) weight: u32,
     /// Missing = true.
-    pub enabled: bool,
+    pub(crate) enabled: bool,
 }
 
 impl ServerEntry {
-    pub fn new(host: &str, weight: u32, enabled: bool) -> Self {
+    pub(crate) fn new(host: &str, weight: u32, enabled: bool) -> Self {
         ServerEntry {
             host: host.to_string(),
             weight,
@@ -34,22 +34,22 @@ impl ServerEntry {
 
 /// A problem with one line of a legacy list (1-based line).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LineError {
-    pub line: usize,
-    pub reason: String,
+pub(crate) struct LineError {
+    pub(crate) line: usize,
+    pub(crate) reason: String,
 }
 
 /// A parsed list: the servers, in file order with later duplicates replacing
 /// earlier ones, plus the lines that were skipped.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct ParsedList {
-    pub servers: Vec<ServerEntry>,
-    pub errors: Vec<LineError>,
+pub(crate) struct ParsedList {
+    pub(crate) servers: Vec<ServerEntry>,
+    pub(crate) errors: Vec<LineError>,
 }
 
 /// Parses a list; `json` selects the JSON format. An `Err` means the whole
 /// document is unusable (JSON syntax error, not an object).
-pub fn parse(text: &str, json: bool) -> Result<ParsedList, String> {
+pub(crate) fn parse(text: &str, json: bool) -> Result<ParsedList, String> {
     if json {
         parse_json(text)
     } else {

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 /// Severity, ordered: `Ok < Warning < Critical`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
-pub enum Level {
+pub(crate) enum Level {
     Ok,
     Warning,
     Critical,
@@ -26,7 +26,7 @@ pub enum Level {
 
 impl Level {
     /// `OK`, `WARNING`, `CRITICAL`.
-    pub fn upper(self) -> &'static str {
+    pub(crate) fn upper(self) -> &'static str {
         match self {
             Level::Ok => "OK",
             Level::Warning => "WARNING",
@@ -35,7 +35,7 @@ impl Level {
     }
 
     /// `ok`, `warning`, `critical` (the JSON `status`).
-    pub fn lower(self) -> &'static str {
+    pub(crate) fn lower(self) -> &'static str {
         match self {
             Level::Ok => "ok",
             Level::Warning => "warning",
@@ -44,7 +44,7 @@ impl Level {
     }
 
     /// Monitoring-plugin exit code: 0, 1, 2.
-    pub fn exit_code(self) -> i32 {
+    pub(crate) fn exit_code(self) -> i32 {
         match self {
             Level::Ok => 0,
             Level::Warning => 1,
@@ -55,20 +55,20 @@ impl Level {
 
 /// The answer of `/alerts`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Alert {
-    pub level: Level,
-    pub msg: String,
+pub(crate) struct Alert {
+    pub(crate) level: Level,
+    pub(crate) msg: String,
 }
 
 impl Alert {
     /// `OK - All pools are healthy`, `CRITICAL - …`.
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         format!("{} - {}", self.level.upper(), self.msg)
     }
 }
 
 /// One pool's own level and message (`Ok` with an empty message when healthy).
-pub fn pool_alert(snap: &ServiceSnapshot) -> Alert {
+pub(crate) fn pool_alert(snap: &ServiceSnapshot) -> Alert {
     let total = snap.servers.len() as f64;
     if !snap.pooled_down.is_empty() {
         Alert {
@@ -92,7 +92,7 @@ pub fn pool_alert(snap: &ServiceSnapshot) -> Alert {
 }
 
 /// The daemon-wide alert over every pool (PyBal's `Alerts.render_GET`).
-pub fn evaluate<'a>(pools: impl IntoIterator<Item = &'a ServiceSnapshot>) -> Alert {
+pub(crate) fn evaluate<'a>(pools: impl IntoIterator<Item = &'a ServiceSnapshot>) -> Alert {
     let mut critical = Vec::new();
     let mut warning = String::new();
     for snap in pools {

@@ -15,15 +15,15 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::time::Duration;
 
 /// Exit code when rsbal cannot be asked (monitoring-plugin UNKNOWN).
-pub const UNKNOWN: i32 = 3;
+pub(crate) const UNKNOWN: i32 = 3;
 
 /// Where rsbal listens when neither `--url` nor `-c` says.
-pub const DEFAULT_URL: &str = "http://127.0.0.1:9090";
+pub(crate) const DEFAULT_URL: &str = "http://127.0.0.1:9090";
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs `rsbal status`; returns the exit code.
-pub fn run(opts: &StatusOptions) -> i32 {
+pub(crate) fn run(opts: &StatusOptions) -> i32 {
     let base = match base_url(opts) {
         Ok(url) => url,
         Err(e) => {
@@ -118,7 +118,7 @@ fn fetch(base: &str) -> Result<String, String> {
 
 /// The human-readable report: the alert line first (as monitoring plugins
 /// print it), then one block per pool.
-pub fn render(doc: &StatusDoc, base: &str) -> String {
+pub(crate) fn render(doc: &StatusDoc, base: &str) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{} - {}", doc.alert.status.upper(), doc.alert.msg);
     let reload = match &doc.last_reload {

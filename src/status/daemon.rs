@@ -61,7 +61,7 @@ fn unix_secs(t: SystemTime) -> f64 {
 }
 
 /// At start-up: declares the daemon's metrics and publishes the first status.
-pub fn started(store: &SnapshotStore, config_path: &str, bgp_enabled: bool) {
+pub(crate) fn started(store: &SnapshotStore, config_path: &str, bgp_enabled: bool) {
     let f = &*FAMILIES;
     f.build_info
         .with_label_values(&[env!("CARGO_PKG_VERSION")])
@@ -77,7 +77,7 @@ pub fn started(store: &SnapshotStore, config_path: &str, bgp_enabled: bool) {
 }
 
 /// `bgp` in `[global]` (at start and after a reload that changed it).
-pub fn set_bgp_enabled(store: &SnapshotStore, enabled: bool) {
+pub(crate) fn set_bgp_enabled(store: &SnapshotStore, enabled: bool) {
     FAMILIES
         .bgp_enabled
         .with_label_values(&[] as &[&str])
@@ -86,7 +86,7 @@ pub fn set_bgp_enabled(store: &SnapshotStore, enabled: bool) {
 }
 
 /// A SIGHUP reload ended: applied (`ok`) or rejected, with what changed or why.
-pub fn reload_finished(store: &SnapshotStore, ok: bool, message: String) {
+pub(crate) fn reload_finished(store: &SnapshotStore, ok: bool, message: String) {
     let f = &*FAMILIES;
     let now = SystemTime::now();
     f.reloads
@@ -109,7 +109,7 @@ pub fn reload_finished(store: &SnapshotStore, ok: bool, message: String) {
 
 /// For the BGP speaker: the state of the session with `peer` (the address as
 /// configured). `state` names the FSM state (`Established`, `Connect`, …).
-pub fn bgp_session(
+pub(crate) fn bgp_session(
     store: &SnapshotStore,
     local_asn: u32,
     peer: &str,
@@ -139,7 +139,7 @@ pub fn bgp_session(
 }
 
 /// For the BGP speaker: `peer` is gone (removed from the config, or BGP off).
-pub fn bgp_session_removed(store: &SnapshotStore, peer: &str) {
+pub(crate) fn bgp_session_removed(store: &SnapshotStore, peer: &str) {
     let removed = {
         let daemon = store.daemon();
         daemon.bgp.get(peer).map(|s| s.local_asn)

@@ -12,95 +12,95 @@ use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StatusDoc {
-    pub version: String,
+pub(crate) struct StatusDoc {
+    pub(crate) version: String,
     /// Unix time the document was made.
-    pub generated_at: f64,
-    pub started_at: f64,
-    pub config: String,
+    pub(crate) generated_at: f64,
+    pub(crate) started_at: f64,
+    pub(crate) config: String,
     /// What `/alerts` says.
-    pub alert: AlertDoc,
+    pub(crate) alert: AlertDoc,
     #[serde(default)]
-    pub last_reload: Option<ReloadDoc>,
-    pub bgp: BgpDoc,
-    pub pools: Vec<PoolDoc>,
+    pub(crate) last_reload: Option<ReloadDoc>,
+    pub(crate) bgp: BgpDoc,
+    pub(crate) pools: Vec<PoolDoc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AlertDoc {
-    pub status: Level,
-    pub msg: String,
+pub(crate) struct AlertDoc {
+    pub(crate) status: Level,
+    pub(crate) msg: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ReloadDoc {
-    pub at: f64,
-    pub ok: bool,
-    pub message: String,
+pub(crate) struct ReloadDoc {
+    pub(crate) at: f64,
+    pub(crate) ok: bool,
+    pub(crate) message: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BgpDoc {
-    pub enabled: bool,
+pub(crate) struct BgpDoc {
+    pub(crate) enabled: bool,
     #[serde(default)]
-    pub sessions: Vec<BgpSessionDoc>,
+    pub(crate) sessions: Vec<BgpSessionDoc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct BgpSessionDoc {
-    pub peer: String,
-    pub local_asn: u32,
-    pub established: bool,
-    pub state: String,
-    pub since: f64,
+pub(crate) struct BgpSessionDoc {
+    pub(crate) peer: String,
+    pub(crate) local_asn: u32,
+    pub(crate) established: bool,
+    pub(crate) state: String,
+    pub(crate) since: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PoolDoc {
-    pub name: String,
-    pub protocol: String,
+pub(crate) struct PoolDoc {
+    pub(crate) name: String,
+    pub(crate) protocol: String,
     /// `192.0.2.1:80`, `[2001:db8::1]:443`.
-    pub vip: String,
-    pub scheduler: String,
-    pub depool_threshold: f64,
+    pub(crate) vip: String,
+    pub(crate) scheduler: String,
+    pub(crate) depool_threshold: f64,
     /// Whether another server may be depooled now.
-    pub can_depool: bool,
-    pub pooled_down: Vec<String>,
-    pub could_not_depool_total: u64,
+    pub(crate) can_depool: bool,
+    pub(crate) pooled_down: Vec<String>,
+    pub(crate) could_not_depool_total: u64,
     /// This pool's own alert level and message (empty when ok).
-    pub status: Level,
-    pub msg: String,
-    pub monitors: Vec<String>,
-    pub servers: Vec<ServerDoc>,
+    pub(crate) status: Level,
+    pub(crate) msg: String,
+    pub(crate) monitors: Vec<String>,
+    pub(crate) servers: Vec<ServerDoc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ServerDoc {
-    pub host: String,
+pub(crate) struct ServerDoc {
+    pub(crate) host: String,
     /// Resolved address; `None` when the name does not resolve.
-    pub ip: Option<String>,
-    pub weight: u32,
-    pub enabled: bool,
-    pub ready: bool,
-    pub up: bool,
-    pub pooled: bool,
+    pub(crate) ip: Option<String>,
+    pub(crate) weight: u32,
+    pub(crate) enabled: bool,
+    pub(crate) ready: bool,
+    pub(crate) up: bool,
+    pub(crate) pooled: bool,
     /// PyBal's `enabled/up/pooled` text.
-    pub status: String,
-    pub monitors: Vec<MonitorDoc>,
+    pub(crate) status: String,
+    pub(crate) monitors: Vec<MonitorDoc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MonitorDoc {
-    pub name: String,
+pub(crate) struct MonitorDoc {
+    pub(crate) name: String,
     /// `None` until the first result.
-    pub up: Option<bool>,
+    pub(crate) up: Option<bool>,
     /// Why it last went down.
-    pub reason: Option<String>,
+    pub(crate) reason: Option<String>,
 }
 
 /// How a server row should look.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ServerHealth {
+pub(crate) enum ServerHealth {
     /// Pooled and up, or disabled and out as it should be.
     Fine,
     /// Enabled but not pooled (depooled by a monitor, or unresolved).
@@ -110,7 +110,7 @@ pub enum ServerHealth {
 }
 
 impl ServerDoc {
-    pub fn health(&self) -> ServerHealth {
+    pub(crate) fn health(&self) -> ServerHealth {
         if self.pooled && !self.up {
             ServerHealth::DownButPooled
         } else if !self.pooled && self.enabled {
@@ -176,7 +176,7 @@ fn pool_doc(snap: &ServiceSnapshot) -> PoolDoc {
 }
 
 /// The document for the store's current state.
-pub fn build(store: &SnapshotStore) -> StatusDoc {
+pub(crate) fn build(store: &SnapshotStore) -> StatusDoc {
     let pools = store.all();
     let alert = alerts::evaluate(pools.iter().map(|p| &**p));
     let daemon = store.daemon();
@@ -213,7 +213,7 @@ pub fn build(store: &SnapshotStore) -> StatusDoc {
 }
 
 /// `2026-11-02T10:00:00Z` for a Unix time.
-pub fn format_time(unix: f64) -> String {
+pub(crate) fn format_time(unix: f64) -> String {
     if !unix.is_finite() || unix < 0.0 {
         return "?".into();
     }

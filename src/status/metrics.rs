@@ -22,16 +22,11 @@ use std::sync::{LazyLock, Mutex, RwLock};
 
 static REGISTRY: LazyLock<Registry> = LazyLock::new(Registry::new);
 
-/// The registry every rsbal metric lives in.
-pub fn registry() -> &'static Registry {
-    &REGISTRY
-}
-
 /// Content type of [`render`]'s output (Prometheus text format 0.0.4).
-pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub(crate) const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 /// Every registered metric in the Prometheus text exposition format.
-pub fn render() -> String {
+pub(crate) fn render() -> String {
     let mut out = Vec::new();
     if let Err(e) = TextEncoder::new().encode(&REGISTRY.gather(), &mut out) {
         log::error!(target: "metrics", "cannot encode metrics: {e}");
@@ -39,7 +34,7 @@ pub fn render() -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn register(collector: Box<dyn prometheus::core::Collector>, name: &str) {
+fn register(collector: Box<dyn Collector>, name: &str) {
     if let Err(e) = REGISTRY.register(collector) {
         log::error!(target: "metrics", "cannot register metric {name}: {e}");
     }
@@ -97,7 +92,7 @@ fn remove_where<T: MetricVecBuilder>(
 /// labels include all of `matches`: `[("service", s)]` for a removed service,
 /// `[("service", s), ("host", h)]` for a removed server. Call it after the
 /// threads that update those series were told to stop.
-pub fn forget(matches: &[(&str, &str)]) {
+pub(crate) fn forget(matches: &[(&str, &str)]) {
     forget_where(&|labels| {
         matches
             .iter()
@@ -107,7 +102,7 @@ pub fn forget(matches: &[(&str, &str)]) {
 
 /// Like [`forget`], for any condition on the labels: one pass over every
 /// series however many servers go (a reload may drop thousands).
-pub fn forget_where(doomed: &dyn Fn(&HashMap<&str, &str>) -> bool) {
+pub(crate) fn forget_where(doomed: &dyn Fn(&HashMap<&str, &str>) -> bool) {
     let _order = ORDER.write().unwrap_or_else(|p| p.into_inner());
     let families = PER_SERVICE.lock().unwrap_or_else(|p| p.into_inner());
     for forget_in in families.iter() {
@@ -119,7 +114,7 @@ pub fn forget_where(doomed: &dyn Fn(&HashMap<&str, &str>) -> bool) {
 /// thread that updates its own series (a monitor) wraps each update in this,
 /// with its stop check, so that once its owner has stopped it and called
 /// [`forget`], no update can re-create a forgotten series.
-pub fn while_current(stopped: impl FnOnce() -> bool, update: impl FnOnce()) {
+pub(crate) fn while_current(stopped: impl FnOnce() -> bool, update: impl FnOnce()) {
     let _order = ORDER.read().unwrap_or_else(|p| p.into_inner());
     if !stopped() {
         update();
@@ -127,21 +122,26 @@ pub fn while_current(stopped: impl FnOnce() -> bool, update: impl FnOnce()) {
 }
 
 /// A registered counter family.
-pub fn int_counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+pub(crate) fn int_counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let family = IntCounterVec::new(Opts::new(name, help), labels)
         .unwrap_or_else(|e| panic!("invalid metric definition {name}: {e}"));
     register_vec(family, name, labels)
 }
 
 /// A registered gauge family.
-pub fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> GaugeVec {
+pub(crate) fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> GaugeVec {
     let family = GaugeVec::new(Opts::new(name, help), labels)
         .unwrap_or_else(|e| panic!("invalid metric definition {name}: {e}"));
     register_vec(family, name, labels)
 }
 
 /// A registered histogram family with the given bucket bounds.
-pub fn histogram_vec(name: &str, help: &str, labels: &[&str], buckets: Vec<f64>) -> HistogramVec {
+pub(crate) fn histogram_vec(
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: Vec<f64>,
+) -> HistogramVec {
     let family = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
         .unwrap_or_else(|e| panic!("invalid metric definition {name}: {e}"));
     register_vec(family, name, labels)

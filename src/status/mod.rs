@@ -9,12 +9,12 @@
 //! sessions, build info), and [`client`] is the `rsbal status` command that
 //! reads it all back over HTTP.
 
-pub mod alerts;
-pub mod client;
-pub mod daemon;
-pub mod document;
-pub mod metrics;
-pub mod page;
-pub mod routes;
-pub mod server;
-pub mod snapshot;
+pub(crate) mod alerts;
+pub(crate) mod client;
+pub(crate) mod daemon;
+pub(crate) mod document;
+pub(crate) mod metrics;
+pub(crate) mod page;
+pub(crate) mod routes;
+pub(crate) mod server;
+pub(crate) mod snapshot;

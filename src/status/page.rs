@@ -13,10 +13,10 @@ use crate::status::document::{format_time, PoolDoc, ServerDoc, ServerHealth, Sta
 use std::fmt::Write;
 
 /// Seconds between automatic reloads of the page.
-pub const REFRESH_SECS: u32 = 10;
+pub(crate) const REFRESH_SECS: u32 = 10;
 
 /// Escapes text for HTML element content and quoted attribute values.
-pub fn escape(text: &str) -> String {
+pub(crate) fn escape(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -78,7 +78,7 @@ fn yes_no(value: bool, yes: &str, no: &str) -> String {
 }
 
 /// The whole page.
-pub fn render(doc: &StatusDoc) -> String {
+pub(crate) fn render(doc: &StatusDoc) -> String {
     let mut h = String::with_capacity(4096 + doc.pools.len() * 2048);
     let _ = write!(
         h,

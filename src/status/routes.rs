@@ -30,36 +30,36 @@ const NOT_FOUND: &str = "The desired url was not found";
 
 /// The methods served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Method {
+pub(crate) enum Method {
     Get,
     Head,
 }
 
 /// How the client wants the answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum Format {
     Text,
     Json,
 }
 
 /// A parsed request head.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Request {
-    pub method: Method,
+pub(crate) struct Request {
+    pub(crate) method: Method,
     /// Path of the request target, still percent-encoded, without query.
-    pub path: String,
-    pub format: Format,
+    pub(crate) path: String,
+    pub(crate) format: Format,
 }
 
 /// An answer, before serialisation.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Response {
-    pub status: u16,
+pub(crate) struct Response {
+    pub(crate) status: u16,
     /// Headers besides `Date`, `Server`, `Content-Length` and `Connection`.
-    pub headers: Vec<(&'static str, String)>,
-    pub body: String,
+    pub(crate) headers: Vec<(&'static str, String)>,
+    pub(crate) body: String,
     /// HEAD: send the headers only (with the body's length).
-    pub head_only: bool,
+    pub(crate) head_only: bool,
 }
 
 impl Response {
@@ -93,8 +93,9 @@ impl Response {
         self
     }
 
+    #[cfg(test)]
     /// The value of a header set on this response.
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
@@ -102,7 +103,7 @@ impl Response {
     }
 
     /// The bytes sent on the wire.
-    pub fn to_bytes(&self) -> Vec<u8> {
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
         let mut out = format!(
             "HTTP/1.1 {} {}\r\nDate: {}\r\nServer: rsbal/{}\r\n",
             self.status,
@@ -227,7 +228,7 @@ fn accepts_json(value: &str) -> bool {
 
 /// Parses a request head (request line and headers). An `Err` is the answer
 /// to send instead (400, 405, 505).
-pub fn parse_request(head: &[u8]) -> Result<Request, Response> {
+pub(crate) fn parse_request(head: &[u8]) -> Result<Request, Response> {
     let bad = || Response::text(400, "Bad request\n");
     let text = String::from_utf8_lossy(head);
     let mut lines = text
@@ -318,7 +319,7 @@ pub fn parse_request(head: &[u8]) -> Result<Request, Response> {
 }
 
 /// Answers one request head: parse, route, and strip the body for HEAD.
-pub fn handle_request(head: &[u8], store: &SnapshotStore) -> Response {
+pub(crate) fn handle_request(head: &[u8], store: &SnapshotStore) -> Response {
     match parse_request(head) {
         Ok(req) => {
             let mut resp = route(&req, store);
@@ -360,7 +361,7 @@ fn path_segments(path: &str) -> Option<Vec<String>> {
 
 /// Picks the handler of a request; each route is a function of the store
 /// and the format.
-pub fn route(req: &Request, store: &SnapshotStore) -> Response {
+pub(crate) fn route(req: &Request, store: &SnapshotStore) -> Response {
     let Some(segments) = path_segments(&req.path) else {
         return Response::text(400, "Bad request\n");
     };
@@ -377,7 +378,7 @@ pub fn route(req: &Request, store: &SnapshotStore) -> Response {
 }
 
 /// 404 in the requested format.
-pub fn not_found(format: Format) -> Response {
+pub(crate) fn not_found(format: Format) -> Response {
     Response::negotiated(404, format, NOT_FOUND.into(), &json!({"error": NOT_FOUND}))
 }
 

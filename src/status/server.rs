@@ -28,7 +28,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// Largest accepted request head (request line and headers), in bytes.
-pub const MAX_HEAD: usize = 8 * 1024;
+pub(crate) const MAX_HEAD: usize = 8 * 1024;
 
 /// How often the threads look at the stop flag.
 const POLL: Duration = Duration::from_millis(100);
@@ -36,16 +36,16 @@ const POLL: Duration = Duration::from_millis(100);
 /// Sizes and deadlines of the server.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Limits {
-    pub workers: usize,
+    pub(crate) workers: usize,
     /// Complete requests waiting for a worker.
-    pub queue: usize,
+    pub(crate) queue: usize,
     /// Connections whose request head is still being read.
-    pub max_pending: usize,
+    pub(crate) max_pending: usize,
     /// Time a client has to send its whole request head.
-    pub read_timeout: Duration,
-    pub write_timeout: Duration,
+    pub(crate) read_timeout: Duration,
+    pub(crate) write_timeout: Duration,
     /// Time spent discarding what the client still sends after the answer.
-    pub linger: Duration,
+    pub(crate) linger: Duration,
 }
 
 impl Default for Limits {
@@ -62,7 +62,7 @@ impl Default for Limits {
 }
 
 /// The running server: its threads and the addresses it listens on.
-pub struct InstrumentationServer {
+pub(crate) struct InstrumentationServer {
     stop: Arc<AtomicBool>,
     addrs: Vec<SocketAddr>,
     threads: Vec<JoinHandle<()>>,
@@ -72,7 +72,10 @@ pub struct InstrumentationServer {
 ///
 /// An address that cannot be bound (e.g. `::1` on a host without IPv6) is
 /// logged and skipped; the call fails only when none can be bound.
-pub fn start(addrs: &[SocketAddr], store: Arc<SnapshotStore>) -> io::Result<InstrumentationServer> {
+pub(crate) fn start(
+    addrs: &[SocketAddr],
+    store: Arc<SnapshotStore>,
+) -> io::Result<InstrumentationServer> {
     start_with(addrs, store, Limits::default())
 }
 
@@ -151,13 +154,13 @@ pub(super) fn start_with(
 
 impl InstrumentationServer {
     /// The addresses actually listened on (ports resolved when 0 was asked).
-    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+    pub(crate) fn local_addrs(&self) -> Vec<SocketAddr> {
         self.addrs.clone()
     }
 
     /// Stops accepting, ends every thread and waits for them. Requests being
     /// read are abandoned; this returns within a few hundred milliseconds.
-    pub fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         self.shutdown();
     }
 

@@ -17,55 +17,55 @@ use std::time::SystemTime;
 
 /// One service at one instant.
 #[derive(Debug, Clone, PartialEq)]
-pub struct ServiceSnapshot {
-    pub name: String,
-    pub protocol: Protocol,
-    pub ip: IpAddr,
-    pub port: u16,
-    pub scheduler: String,
-    pub depool_threshold: f64,
-    pub can_depool: bool,
+pub(crate) struct ServiceSnapshot {
+    pub(crate) name: String,
+    pub(crate) protocol: Protocol,
+    pub(crate) ip: IpAddr,
+    pub(crate) port: u16,
+    pub(crate) scheduler: String,
+    pub(crate) depool_threshold: f64,
+    pub(crate) can_depool: bool,
     /// Hosts that are down but stay pooled because of the threshold, sorted.
-    pub pooled_down: Vec<String>,
+    pub(crate) pooled_down: Vec<String>,
     /// How many times a down server could not be depooled (threshold).
-    pub could_not_depool_total: u64,
+    pub(crate) could_not_depool_total: u64,
     /// Monitor names in configuration order (index = `ServerState::monitors` index).
-    pub monitor_names: Vec<String>,
+    pub(crate) monitor_names: Vec<String>,
     /// Servers sorted by host.
-    pub servers: Vec<ServerState>,
+    pub(crate) servers: Vec<ServerState>,
 }
 
 /// The outcome of the last SIGHUP reload.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReloadStatus {
-    pub at: SystemTime,
-    pub ok: bool,
+pub(crate) struct ReloadStatus {
+    pub(crate) at: SystemTime,
+    pub(crate) ok: bool,
     /// What changed, or why the new config was rejected.
-    pub message: String,
+    pub(crate) message: String,
 }
 
 /// One BGP session, as the BGP speaker publishes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BgpSessionStatus {
-    pub peer: String,
-    pub local_asn: u32,
-    pub established: bool,
+pub(crate) struct BgpSessionStatus {
+    pub(crate) peer: String,
+    pub(crate) local_asn: u32,
+    pub(crate) established: bool,
     /// The session's state in words (`Established`, `Connect`, `Idle`, …).
-    pub state: String,
+    pub(crate) state: String,
     /// When `established` last changed.
-    pub since: SystemTime,
+    pub(crate) since: SystemTime,
 }
 
 /// What the daemon publishes about itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DaemonStatus {
-    pub started_at: SystemTime,
-    pub config_path: String,
-    pub bgp_enabled: bool,
+pub(crate) struct DaemonStatus {
+    pub(crate) started_at: SystemTime,
+    pub(crate) config_path: String,
+    pub(crate) bgp_enabled: bool,
     /// Sessions by peer address; empty when BGP is off.
-    pub bgp: BTreeMap<String, BgpSessionStatus>,
+    pub(crate) bgp: BTreeMap<String, BgpSessionStatus>,
     /// `None` until the first reload.
-    pub last_reload: Option<ReloadStatus>,
+    pub(crate) last_reload: Option<ReloadStatus>,
 }
 
 impl Default for DaemonStatus {
@@ -82,47 +82,47 @@ impl Default for DaemonStatus {
 
 /// Every service's latest snapshot, by service name, and the daemon's status.
 #[derive(Debug, Default)]
-pub struct SnapshotStore {
+pub(crate) struct SnapshotStore {
     inner: RwLock<BTreeMap<String, Arc<ServiceSnapshot>>>,
     daemon: RwLock<Arc<DaemonStatus>>,
 }
 
 impl SnapshotStore {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Self::default()
     }
 
     /// Replaces the snapshot of `snapshot.name`.
-    pub fn publish(&self, snapshot: ServiceSnapshot) {
+    pub(crate) fn publish(&self, snapshot: ServiceSnapshot) {
         let mut map = self.inner.write().unwrap_or_else(|p| p.into_inner());
         map.insert(snapshot.name.clone(), Arc::new(snapshot));
     }
 
     /// Forgets a service (removed by reload).
-    pub fn remove(&self, name: &str) {
+    pub(crate) fn remove(&self, name: &str) {
         let mut map = self.inner.write().unwrap_or_else(|p| p.into_inner());
         map.remove(name);
     }
 
     /// The latest snapshot of one service.
-    pub fn get(&self, name: &str) -> Option<Arc<ServiceSnapshot>> {
+    pub(crate) fn get(&self, name: &str) -> Option<Arc<ServiceSnapshot>> {
         let map = self.inner.read().unwrap_or_else(|p| p.into_inner());
         map.get(name).cloned()
     }
 
     /// All snapshots, sorted by service name.
-    pub fn all(&self) -> Vec<Arc<ServiceSnapshot>> {
+    pub(crate) fn all(&self) -> Vec<Arc<ServiceSnapshot>> {
         let map = self.inner.read().unwrap_or_else(|p| p.into_inner());
         map.values().cloned().collect()
     }
 
     /// The daemon's latest status.
-    pub fn daemon(&self) -> Arc<DaemonStatus> {
+    pub(crate) fn daemon(&self) -> Arc<DaemonStatus> {
         Arc::clone(&self.daemon.read().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// Publishes a changed daemon status (copy, change, swap).
-    pub fn update_daemon(&self, change: impl FnOnce(&mut DaemonStatus)) {
+    pub(crate) fn update_daemon(&self, change: impl FnOnce(&mut DaemonStatus)) {
         let mut current = self.daemon.write().unwrap_or_else(|p| p.into_inner());
         let mut next = DaemonStatus::clone(&current);
         change(&mut next);

@@ -299,7 +299,7 @@ impl Drop for Rsbal {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        if std::thread::panicking() {
+        if thread::panicking() {
             eprintln!("---- rsbal log ----\n{}", self.log_text());
         }
     }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 /// Session states (RFC 4271 §8.2.2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
+pub(crate) enum State {
     Idle,
     Connect,
     Active,
@@ -35,7 +35,7 @@ impl fmt::Display for State {
 
 /// Which side opened a TCP connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
+pub(crate) enum Direction {
     /// rsbal connected to the peer.
     Outgoing,
     /// The peer connected to rsbal.
@@ -44,41 +44,41 @@ pub enum Direction {
 
 /// Fixed settings of a state machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FsmConfig {
+pub(crate) struct FsmConfig {
     /// The OPEN rsbal sends.
-    pub open: Open,
+    pub(crate) open: Open,
     /// First reconnect delay after a failure; doubles per failure.
-    pub retry_min: Duration,
+    pub(crate) retry_min: Duration,
     /// Largest reconnect delay.
-    pub retry_max: Duration,
+    pub(crate) retry_max: Duration,
     /// How long an outgoing connection attempt may take.
-    pub connect_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
     /// Hold timer while waiting for the peer's OPEN (RFC 4271 suggests 4 min).
-    pub open_hold: Duration,
+    pub(crate) open_hold: Duration,
 }
 
 /// What the two OPENs agreed on.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Negotiated {
+pub(crate) struct Negotiated {
     /// The peer's OPEN.
-    pub peer: Open,
+    pub(crate) peer: Open,
     /// Zero: no hold timer and no keepalives.
-    pub hold_time: Duration,
-    pub codec: Codec,
+    pub(crate) hold_time: Duration,
+    pub(crate) codec: Codec,
     /// Families both sides advertised.
-    pub families: BTreeSet<Family>,
+    pub(crate) families: BTreeSet<Family>,
 }
 
 impl Negotiated {
     /// The peer's graceful-restart capability, if it sent one.
-    pub fn peer_graceful_restart(&self) -> Option<&GracefulRestart> {
+    pub(crate) fn peer_graceful_restart(&self) -> Option<&GracefulRestart> {
         self.peer.graceful_restart()
     }
 }
 
 /// Checks the peer's OPEN against ours and agrees on hold time, AS number
 /// width and families (the OPEN's syntax was checked by the decoder).
-pub fn negotiate(ours: &Open, theirs: &Open) -> Result<Negotiated, Notification> {
+pub(crate) fn negotiate(ours: &Open, theirs: &Open) -> Result<Negotiated, Notification> {
     if theirs.bgp_id == ours.bgp_id {
         return Err(Notification::new(
             error::OPEN,
@@ -105,7 +105,7 @@ pub fn negotiate(ours: &Open, theirs: &Open) -> Result<Negotiated, Notification>
 /// Of two colliding connections that both got the peer's OPEN, the one to
 /// close (RFC 4271 §6.8): the connection opened by the side with the lower
 /// BGP identifier.
-pub fn collision_loser(local_id: Ipv4Addr, remote_id: Ipv4Addr) -> Direction {
+pub(crate) fn collision_loser(local_id: Ipv4Addr, remote_id: Ipv4Addr) -> Direction {
     if u32::from(local_id) < u32::from(remote_id) {
         Direction::Outgoing
     } else {
@@ -115,7 +115,7 @@ pub fn collision_loser(local_id: Ipv4Addr, remote_id: Ipv4Addr) -> Direction {
 
 /// Inputs of the state machine (timer expiries come from [`Fsm::poll_timers`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Event {
+pub(crate) enum Event {
     /// Start (or restart) the session: connect out.
     Start,
     /// Stop for good: send `notification` (if any) and close; no restart.
@@ -136,7 +136,7 @@ pub enum Event {
 
 /// What the session thread must do.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     /// Open an outgoing TCP connection.
     Connect,
     /// Forget the pending outgoing attempt (close it if it still succeeds).
@@ -156,7 +156,7 @@ pub enum Action {
 
 /// The state machine of one connection.
 #[derive(Debug, Clone)]
-pub struct Fsm {
+pub(crate) struct Fsm {
     config: FsmConfig,
     state: State,
     negotiated: Option<Negotiated>,
@@ -175,7 +175,7 @@ pub struct Fsm {
 
 impl Fsm {
     /// A machine in Idle, not started.
-    pub fn new(config: FsmConfig) -> Fsm {
+    pub(crate) fn new(config: FsmConfig) -> Fsm {
         Fsm {
             config,
             state: State::Idle,
@@ -190,27 +190,27 @@ impl Fsm {
         }
     }
 
-    pub fn state(&self) -> State {
+    pub(crate) fn state(&self) -> State {
         self.state
     }
 
     /// What the OPENs agreed on, from OpenConfirm on.
-    pub fn negotiated(&self) -> Option<&Negotiated> {
+    pub(crate) fn negotiated(&self) -> Option<&Negotiated> {
         self.negotiated.as_ref()
     }
 
     /// Why the last connection ended.
-    pub fn last_error(&self) -> Option<&str> {
+    pub(crate) fn last_error(&self) -> Option<&str> {
         self.last_error.as_deref()
     }
 
     /// True when the machine sits in Idle with no restart planned.
-    pub fn is_stopped(&self) -> bool {
+    pub(crate) fn is_stopped(&self) -> bool {
         self.state == State::Idle && self.idle_hold.is_none()
     }
 
     /// The earliest timer deadline, if any timer runs.
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
         [
             self.connect_retry,
             self.hold,
@@ -223,7 +223,7 @@ impl Fsm {
     }
 
     /// Handles every timer that expired at `now`.
-    pub fn poll_timers(&mut self, now: Instant) -> Vec<Action> {
+    pub(crate) fn poll_timers(&mut self, now: Instant) -> Vec<Action> {
         let due = |t: Option<Instant>| t.is_some_and(|t| t <= now);
         let mut actions = Vec::new();
         if due(self.hold) {
@@ -264,7 +264,7 @@ impl Fsm {
     }
 
     /// Handles one event at `now`.
-    pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Action> {
+    pub(crate) fn handle(&mut self, event: Event, now: Instant) -> Vec<Action> {
         use State::*;
         match (self.state, event) {
             (_, Event::Stop(notification)) => self.stop(notification),
