@@ -116,13 +116,17 @@ impl IpvsError {
         }
     }
 
-    /// The errnos of the commands the kernel refused (none when the batch
-    /// failed otherwise).
-    pub(crate) fn refused_with(&self) -> Vec<Errno> {
+    /// True when the kernel refused a command because its table is not
+    /// what the writer believed: EEXIST (already there), ENOENT (no such
+    /// destination), ESRCH (no such service). Re-reading the table repairs
+    /// that; it does not repair EPERM, EINVAL or a failed socket.
+    pub(crate) fn table_was_stale(&self) -> bool {
         match self {
-            IpvsError::Rejected { refusals, .. } => refusals.iter().map(|r| r.errno).collect(),
-            IpvsError::Context { source, .. } => source.refused_with(),
-            _ => Vec::new(),
+            IpvsError::Rejected { refusals, .. } => refusals
+                .iter()
+                .any(|r| matches!(r.errno, Errno::EEXIST | Errno::ENOENT | Errno::ESRCH)),
+            IpvsError::Context { source, .. } => source.table_was_stale(),
+            _ => false,
         }
     }
 }
@@ -284,7 +288,7 @@ mod tests {
              deleting destination 10.0.0.2:80 from tcp 10.0.0.1:80: the kernel said \
              EINVAL (Invalid argument)"
         );
-        assert_eq!(rejected.refused_with(), [Errno::ENOENT, Errno::EINVAL]);
+        assert!(rejected.table_was_stale());
         let unanswered = IpvsError::Unanswered {
             source: Box::new(IpvsError::Timeout { secs: 5 }),
             pending: 2,
@@ -295,7 +299,7 @@ mod tests {
             "no answer from the kernel within 5 s (2 request(s) unanswered, \
              the first deleting destination 10.0.0.2:80 from tcp 10.0.0.1:80)"
         );
-        assert!(unanswered.refused_with().is_empty());
+        assert!(!unanswered.table_was_stale());
         let dump = IpvsError::Kernel {
             what: "dumping IPVS services".into(),
             errno: Errno::EPERM,
@@ -305,6 +309,18 @@ mod tests {
             dump.to_string(),
             "ignored by nobody: dumping IPVS services: EPERM (Operation not permitted)"
         );
+        assert!(!dump.table_was_stale());
+        let eperm = IpvsError::Rejected {
+            refusals: vec![Refusal {
+                command: del(),
+                errno: Errno::EPERM,
+            }],
+            batch: 1,
+        };
+        assert!(!eperm.table_was_stale());
+        assert!(eperm
+            .to_string()
+            .ends_with(": changing IPVS needs CAP_NET_ADMIN"));
         let save = IpvsError::from(SaveError {
             line: 2,
             reason: "bad weight \"x\"".into(),

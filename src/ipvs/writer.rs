@@ -24,7 +24,6 @@ use super::reconcile;
 use super::{IpvsCommand, ServiceKey, ServiceTable, Table};
 use crate::status::metrics;
 use crossbeam_channel::{Receiver, Sender};
-use nix::errno::Errno;
 use prometheus::IntCounterVec;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::LazyLock;
@@ -246,23 +245,19 @@ impl IpvsWriter {
     }
 
     /// After a failed batch: re-reads the kernel's table, so that the retry
-    /// diffs against what the kernel has. EEXIST, ENOENT and ESRCH say the
-    /// applied table was wrong (something else changed the kernel), which
-    /// the re-read repairs; after any other failure (EPERM, no answer,
-    /// ipvsadm missing) the re-read is harmless and the retry shows whether
-    /// the failure lasts. A failed re-read leaves `applied` as it was.
+    /// diffs against what the kernel has. A stale table (EEXIST, ENOENT,
+    /// ESRCH: something else changed the kernel) is what the re-read
+    /// repairs; after any other failure (EPERM, no answer, ipvsadm missing)
+    /// the re-read is harmless and the retry shows whether the failure
+    /// lasts. A failed re-read leaves `applied` as it was.
     fn before_retry(&mut self, failure: &IpvsError) {
-        let stale = failure
-            .refused_with()
-            .iter()
-            .any(|errno| matches!(errno, Errno::EEXIST | Errno::ENOENT | Errno::ESRCH));
-        if stale {
+        if failure.table_was_stale() {
             log::debug!(target: LOG_TARGET, "the kernel's table differs from what the writer applied");
         }
         log::info!(target: LOG_TARGET, "re-reading the IPVS table and retrying");
-        if let Err(e) = self.load_kernel_table() {
-            log::debug!(target: LOG_TARGET, "retrying against the last known table: {e}");
-        }
+        // A failure is logged; the retry then diffs against `applied` as
+        // it was.
+        let _ = self.load_kernel_table();
     }
 
     /// Re-reads the kernel's table, logs every difference in rsbal's
@@ -377,7 +372,7 @@ mod tests {
                     return Err(IpvsError::Rejected {
                         refusals: vec![crate::ipvs::error::Refusal {
                             command: cmd.clone(),
-                            errno: Errno::EEXIST,
+                            errno: nix::errno::Errno::EEXIST,
                         }],
                         batch: commands.len(),
                     });
@@ -488,6 +483,25 @@ mod tests {
             "not rsbal's: untouched"
         );
         assert_eq!(kernel.log.lock().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_refused_batch_is_retried_against_the_re_read_table() {
+        let web = st("192.0.2.1:80", &[("10.0.0.2:80", 10)]);
+        let kernel = kernel_with(&[]);
+        let mut w = writer(&kernel);
+        // Someone else creates the service after the writer read the table:
+        // the writer's AddService is refused (EEXIST), the re-read shows the
+        // service, and the retry only adds what is missing.
+        let mut theirs = web.clone();
+        theirs.dests.clear();
+        kernel.table.lock().unwrap().insert(web.service.key, theirs);
+        w.take(set("web", &web));
+        w.sync();
+        assert_eq!(kernel.table.lock().unwrap()[&web.service.key], web);
+        let log = kernel.log.lock().unwrap();
+        assert!(matches!(log[0], IpvsCommand::AddService(_)), "{log:?}");
+        assert!(matches!(log[1..], [IpvsCommand::AddDest { .. }]), "{log:?}");
     }
 
     #[test]
