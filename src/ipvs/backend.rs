@@ -7,6 +7,7 @@
 //! ipvs-backend` asks for: netlink (`ipvs::netlink`) when the kernel's IPVS
 //! generic netlink family resolves, else `ipvsadm`, saying why in the log.
 
+use super::error::IpvsError;
 use super::ipvsadm::{parse_save, restore_line};
 use super::netlink::Netlink;
 use super::{IpvsCommand, Table};
@@ -19,10 +20,11 @@ const LOG_TARGET: &str = "IpvsWriter";
 
 /// Something that can read and change the kernel's IPVS table.
 pub(crate) trait IpvsBackend: Send {
-    /// The kernel's current table.
-    fn read(&mut self) -> Result<Table, String>;
+    /// The kernel's current table; `Err` when it could not be read (never
+    /// an empty table in its place).
+    fn read(&mut self) -> Result<Table, IpvsError>;
     /// Applies commands in order; `Err` tells what failed.
-    fn apply(&mut self, commands: &[IpvsCommand]) -> Result<(), String>;
+    fn apply(&mut self, commands: &[IpvsCommand]) -> Result<(), IpvsError>;
     /// Short description for logs.
     fn describe(&self) -> String;
     /// How one command is shown in the log (`ipvsadm -a -t …`).
@@ -38,30 +40,38 @@ pub(crate) struct Ipvsadm {
 
 impl Ipvsadm {
     /// "PATH ARG failed (exit status): stderr"
-    fn failure(&self, arg: &str, out: &std::process::Output) -> String {
-        format!(
-            "{} {arg} failed ({}): {}",
-            self.path.display(),
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        )
+    fn failure(&self, arg: &'static str, out: &std::process::Output) -> IpvsError {
+        IpvsError::Exit {
+            program: self.path.clone(),
+            arg,
+            status: out.status,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        }
+    }
+
+    fn spawn_failed(&self, arg: &'static str) -> impl FnOnce(std::io::Error) -> IpvsError + '_ {
+        move |source| IpvsError::Spawn {
+            program: self.path.clone(),
+            arg,
+            source,
+        }
     }
 }
 
 impl IpvsBackend for Ipvsadm {
-    fn read(&mut self) -> Result<Table, String> {
+    fn read(&mut self) -> Result<Table, IpvsError> {
         let out = Command::new(&self.path)
             .arg("-Sn")
             .stdin(Stdio::null())
             .output()
-            .map_err(|e| format!("cannot run {} -Sn: {e}", self.path.display()))?;
+            .map_err(self.spawn_failed("-Sn"))?;
         if !out.status.success() {
             return Err(self.failure("-Sn", &out));
         }
-        parse_save(&String::from_utf8_lossy(&out.stdout))
+        Ok(parse_save(&String::from_utf8_lossy(&out.stdout))?)
     }
 
-    fn apply(&mut self, commands: &[IpvsCommand]) -> Result<(), String> {
+    fn apply(&mut self, commands: &[IpvsCommand]) -> Result<(), IpvsError> {
         let mut input = String::new();
         for cmd in commands {
             input.push_str(&restore_line(cmd));
@@ -73,18 +83,22 @@ impl IpvsBackend for Ipvsadm {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| format!("cannot run {} -R: {e}", self.path.display()))?;
+            .map_err(self.spawn_failed("-R"))?;
         let written = match child.stdin.take() {
             Some(mut stdin) => stdin.write_all(input.as_bytes()),
             None => Ok(()),
         };
-        let out = child
-            .wait_with_output()
-            .map_err(|e| format!("{} -R: {e}", self.path.display()))?;
+        let out = child.wait_with_output().map_err(|source| IpvsError::Wait {
+            program: self.path.clone(),
+            source,
+        })?;
         if !out.status.success() {
             return Err(self.failure("-R", &out));
         }
-        written.map_err(|e| format!("cannot write to {} -R: {e}", self.path.display()))
+        written.map_err(|source| IpvsError::Stdin {
+            program: self.path.clone(),
+            source,
+        })
     }
 
     fn describe(&self) -> String {

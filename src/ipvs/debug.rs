@@ -20,6 +20,10 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+/// What went wrong: a usage error, an [`IpvsError`](super::error::IpvsError)
+/// or a bench whose kernel table is not what it wrote; only printed.
+type DebugResult<T> = Result<T, Box<dyn std::error::Error>>;
+
 const USAGE: &str = "usage: rsbal --ipvs-debug dump [netlink | ipvsadm [PATH]]\n\
                      \x20      rsbal --ipvs-debug watch SECONDS\n\
                      \x20      rsbal --ipvs-debug bench N [IPVSADM]";
@@ -34,7 +38,7 @@ pub(crate) fn main(args: &[String]) -> i32 {
         Some("dump") => dump(rest),
         Some("watch") => watch(rest),
         Some("bench") => bench(rest),
-        _ => Err(USAGE.to_string()),
+        _ => Err(USAGE.into()),
     };
     match result {
         Ok(()) => 0,
@@ -59,11 +63,11 @@ fn ipvsadm(path: Option<&String>) -> Ipvsadm {
     }
 }
 
-fn dump(args: &[String]) -> Result<(), String> {
+fn dump(args: &[String]) -> DebugResult<()> {
     let mut backend: Box<dyn IpvsBackend> = match args.first().map(String::as_str) {
         None | Some("netlink") => Box::new(Netlink::connect()?),
         Some("ipvsadm") => Box::new(ipvsadm(args.get(1))),
-        Some(other) => return Err(format!("unknown backend {other:?}\n{USAGE}")),
+        Some(other) => return Err(format!("unknown backend {other:?}\n{USAGE}").into()),
     };
     for line in table_lines(&backend.read()?) {
         println!("{line}");
@@ -71,12 +75,12 @@ fn dump(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-fn watch(args: &[String]) -> Result<(), String> {
+fn watch(args: &[String]) -> DebugResult<()> {
     let secs: f64 = args
         .first()
         .and_then(|s| s.parse().ok())
         .filter(|s: &f64| s.is_finite() && *s > 0.0)
-        .ok_or_else(|| USAGE.to_string())?;
+        .ok_or(USAGE)?;
     let duration = Duration::from_secs_f64(secs);
     let mut netlink = Netlink::connect()?;
     let start = Instant::now();
@@ -113,7 +117,7 @@ fn bench_dest(i: usize) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(ip), 80)
 }
 
-fn timed(backend: &mut dyn IpvsBackend, commands: &[IpvsCommand]) -> Result<f64, String> {
+fn timed(backend: &mut dyn IpvsBackend, commands: &[IpvsCommand]) -> DebugResult<f64> {
     let start = Instant::now();
     backend.apply(commands)?;
     Ok(start.elapsed().as_secs_f64() * 1000.0)
@@ -121,7 +125,7 @@ fn timed(backend: &mut dyn IpvsBackend, commands: &[IpvsCommand]) -> Result<f64,
 
 /// Adds, re-weights and deletes `n` destinations through `backend`; prints
 /// one `BENCH` line.
-fn bench_one(backend: &mut dyn IpvsBackend, name: &str, n: usize) -> Result<(), String> {
+fn bench_one(backend: &mut dyn IpvsBackend, name: &str, n: usize) -> DebugResult<()> {
     let key = ServiceKey {
         protocol: Protocol::Tcp,
         addr: BENCH_VIP,
@@ -164,7 +168,7 @@ fn bench_one(backend: &mut dyn IpvsBackend, name: &str, n: usize) -> Result<(), 
     let read_ms = start.elapsed().as_secs_f64() * 1000.0;
     let found = table.get(&key).map_or(0, |st| st.dests.len());
     if found != n {
-        return Err(format!("{name}: {found} of {n} destinations in the kernel"));
+        return Err(format!("{name}: {found} of {n} destinations in the kernel").into());
     }
     let edit_ms = timed(backend, &with_weight(2, false))?;
     let deletes: Vec<IpvsCommand> = dests
@@ -184,12 +188,12 @@ fn bench_one(backend: &mut dyn IpvsBackend, name: &str, n: usize) -> Result<(), 
     Ok(())
 }
 
-fn bench(args: &[String]) -> Result<(), String> {
+fn bench(args: &[String]) -> DebugResult<()> {
     let n: usize = args
         .first()
         .and_then(|s| s.parse().ok())
         .filter(|n| (1..=600_000).contains(n))
-        .ok_or_else(|| USAGE.to_string())?;
+        .ok_or(USAGE)?;
     let mut netlink = Netlink::connect()?;
     let mut ipvsadm = ipvsadm(args.get(1));
     bench_one(&mut netlink, "netlink", n)?;

@@ -10,8 +10,10 @@
 //! Netlink headers and attributes are in host byte order, except ports
 //! (network order), as the kernel expects.
 
+use super::error::DecodeError;
 use super::{Dest, ForwardingMethod, IpvsCommand, ServiceKey, VirtualService};
 use crate::config::Protocol;
+use nix::errno::Errno;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
@@ -351,16 +353,16 @@ fn align4(n: usize) -> usize {
 }
 
 /// Splits a datagram into its messages.
-pub(crate) fn split(datagram: &[u8]) -> Result<Vec<Message<'_>>, String> {
+pub(crate) fn split(datagram: &[u8]) -> Result<Vec<Message<'_>>, DecodeError> {
     let mut out = Vec::new();
     let mut at = 0;
     while datagram.len() - at >= NLMSG_HDRLEN {
         let len = read_u32(datagram, at).unwrap_or(0) as usize;
         if len < NLMSG_HDRLEN || at + len > datagram.len() {
-            return Err(format!(
+            return Err(DecodeError(format!(
                 "bad netlink message length {len} at offset {at} of {}",
                 datagram.len()
-            ));
+            )));
         }
         out.push(Message {
             kind: read_u16(datagram, at + 4).unwrap_or(0),
@@ -374,11 +376,11 @@ pub(crate) fn split(datagram: &[u8]) -> Result<Vec<Message<'_>>, String> {
 }
 
 /// What `msg` says; generic netlink data must carry a full genl header.
-pub(crate) fn reply<'a>(msg: &Message<'a>) -> Result<Reply<'a>, String> {
+pub(crate) fn reply<'a>(msg: &Message<'a>) -> Result<Reply<'a>, DecodeError> {
     let code = || {
         read_u32(msg.payload, 0)
             .map(|v| v as i32)
-            .ok_or_else(|| format!("netlink message type {} too short", msg.kind))
+            .ok_or_else(|| DecodeError(format!("netlink message type {} too short", msg.kind)))
     };
     match msg.kind {
         NLMSG_ERROR => match code()? {
@@ -392,10 +394,10 @@ pub(crate) fn reply<'a>(msg: &Message<'a>) -> Result<Reply<'a>, String> {
         })),
         _ => {
             if msg.payload.len() < GENL_HDRLEN {
-                return Err(format!(
+                return Err(DecodeError(format!(
                     "generic netlink message without its header (type {})",
                     msg.kind
-                ));
+                )));
             }
             Ok(Reply::Data {
                 cmd: msg.payload[0],
@@ -406,14 +408,16 @@ pub(crate) fn reply<'a>(msg: &Message<'a>) -> Result<Reply<'a>, String> {
 }
 
 /// The attributes in `buf` as (type without flags, payload), in order.
-pub(crate) fn attributes(buf: &[u8]) -> Result<Vec<(u16, &[u8])>, String> {
+pub(crate) fn attributes(buf: &[u8]) -> Result<Vec<(u16, &[u8])>, DecodeError> {
     let mut out = Vec::new();
     let mut at = 0;
     while buf.len() - at >= NLA_HDRLEN {
         let len = read_u16(buf, at).unwrap_or(0) as usize;
         let kind = read_u16(buf, at + 2).unwrap_or(0) & NLA_TYPE_MASK;
         if len < NLA_HDRLEN || at + len > buf.len() {
-            return Err(format!("bad attribute length {len} at offset {at}"));
+            return Err(DecodeError(format!(
+                "bad attribute length {len} at offset {at}"
+            )));
         }
         out.push((kind, &buf[at + NLA_HDRLEN..at + len]));
         at += align4(len);
@@ -425,27 +429,29 @@ fn find<'a>(attrs: &[(u16, &'a [u8])], kind: u16) -> Option<&'a [u8]> {
     attrs.iter().find(|(k, _)| *k == kind).map(|(_, v)| *v)
 }
 
-fn need<'a>(attrs: &[(u16, &'a [u8])], kind: u16, what: &str) -> Result<&'a [u8], String> {
-    find(attrs, kind).ok_or_else(|| format!("kernel reply without {what}"))
+fn need<'a>(attrs: &[(u16, &'a [u8])], kind: u16, what: &str) -> Result<&'a [u8], DecodeError> {
+    find(attrs, kind).ok_or_else(|| DecodeError(format!("kernel reply without {what}")))
 }
 
-fn get_u16(attrs: &[(u16, &[u8])], kind: u16, what: &str) -> Result<u16, String> {
-    read_u16(need(attrs, kind, what)?, 0).ok_or_else(|| format!("{what}: short attribute"))
+fn get_u16(attrs: &[(u16, &[u8])], kind: u16, what: &str) -> Result<u16, DecodeError> {
+    read_u16(need(attrs, kind, what)?, 0)
+        .ok_or_else(|| DecodeError(format!("{what}: short attribute")))
 }
 
-fn get_u32(attrs: &[(u16, &[u8])], kind: u16, what: &str) -> Result<u32, String> {
-    read_u32(need(attrs, kind, what)?, 0).ok_or_else(|| format!("{what}: short attribute"))
+fn get_u32(attrs: &[(u16, &[u8])], kind: u16, what: &str) -> Result<u32, DecodeError> {
+    read_u32(need(attrs, kind, what)?, 0)
+        .ok_or_else(|| DecodeError(format!("{what}: short attribute")))
 }
 
-fn get_port(attrs: &[(u16, &[u8])], kind: u16) -> Result<u16, String> {
+fn get_port(attrs: &[(u16, &[u8])], kind: u16) -> Result<u16, DecodeError> {
     let b = need(attrs, kind, "port")?;
     match b {
         [hi, lo, ..] => Ok(u16::from_be_bytes([*hi, *lo])),
-        _ => Err("port: short attribute".to_string()),
+        _ => Err(DecodeError("port: short attribute".to_string())),
     }
 }
 
-fn get_ip(attrs: &[(u16, &[u8])], kind: u16, af: u16) -> Result<IpAddr, String> {
+fn get_ip(attrs: &[(u16, &[u8])], kind: u16, af: u16) -> Result<IpAddr, DecodeError> {
     let b = need(attrs, kind, "address")?;
     match af {
         AF_INET if b.len() >= 4 => Ok(IpAddr::V4(Ipv4Addr::new(b[0], b[1], b[2], b[3]))),
@@ -454,18 +460,21 @@ fn get_ip(attrs: &[(u16, &[u8])], kind: u16, af: u16) -> Result<IpAddr, String> 
             octets.copy_from_slice(&b[..16]);
             Ok(IpAddr::V6(Ipv6Addr::from(octets)))
         }
-        _ => Err(format!("address of family {af} with {} byte(s)", b.len())),
+        _ => Err(DecodeError(format!(
+            "address of family {af} with {} byte(s)",
+            b.len()
+        ))),
     }
 }
 
 /// The family id in a `CTRL_CMD_NEWFAMILY` answer's attributes.
-pub(crate) fn family_id(attrs: &[u8]) -> Result<u16, String> {
+pub(crate) fn family_id(attrs: &[u8]) -> Result<u16, DecodeError> {
     get_u16(&attributes(attrs)?, CTRL_ATTR_FAMILY_ID, "family id")
 }
 
 /// One entry of a `GET_SERVICE` dump. `None` for services rsbal never
 /// manages (firewall marks, protocols other than TCP and UDP).
-pub(crate) fn service(attrs: &[u8]) -> Result<Option<VirtualService>, String> {
+pub(crate) fn service(attrs: &[u8]) -> Result<Option<VirtualService>, DecodeError> {
     let top = attributes(attrs)?;
     let svc = attributes(need(&top, IPVS_CMD_ATTR_SERVICE, "service")?)?;
     let af = get_u16(&svc, IPVS_SVC_ATTR_AF, "address family")?;
@@ -497,7 +506,7 @@ pub(crate) fn service(attrs: &[u8]) -> Result<Option<VirtualService>, String> {
 
 /// One entry of a `GET_DEST` dump of a service of address family `af`
 /// (IPv4 service: `true`).
-pub(crate) fn dest(attrs: &[u8], service_is_ipv4: bool) -> Result<(SocketAddr, Dest), String> {
+pub(crate) fn dest(attrs: &[u8], service_is_ipv4: bool) -> Result<(SocketAddr, Dest), DecodeError> {
     let top = attributes(attrs)?;
     let d = attributes(need(&top, IPVS_CMD_ATTR_DEST, "destination")?)?;
     let af = match find(&d, IPVS_DEST_ATTR_ADDR_FAMILY).and_then(|b| read_u16(b, 0)) {
@@ -516,7 +525,7 @@ pub(crate) fn dest(attrs: &[u8], service_is_ipv4: bool) -> Result<(SocketAddr, D
         // Old kernels report a local real server as "local node"; it was
         // added as direct routing.
         IP_VS_CONN_F_DROUTE | IP_VS_CONN_F_LOCALNODE => ForwardingMethod::Dr,
-        other => return Err(format!("unknown forwarding method {other}")),
+        other => return Err(DecodeError(format!("unknown forwarding method {other}"))),
     };
     Ok((SocketAddr::new(ip, port), Dest { weight, forwarding }))
 }
@@ -557,7 +566,7 @@ impl<T> Pending<T> {
     /// its errno (0 = done). Answers to requests not waited for (late
     /// answers to earlier ones, whose "Success" must not be taken for a new
     /// request's) and non-ACK messages are ignored.
-    pub(crate) fn settle(&mut self, datagram: &[u8]) -> Result<Vec<(T, i32)>, String> {
+    pub(crate) fn settle(&mut self, datagram: &[u8]) -> Result<Vec<(T, i32)>, DecodeError> {
         let mut answered = Vec::new();
         for msg in split(datagram)? {
             let errno = match reply(&msg)? {
@@ -575,8 +584,8 @@ impl<T> Pending<T> {
 
 /// `EEXIST (File exists)`: an errno's name and text.
 pub(crate) fn errno_text(errno: i32) -> String {
-    let e = nix::errno::Errno::from_raw(errno);
-    if e == nix::errno::Errno::UnknownErrno {
+    let e = Errno::from_raw(errno);
+    if e == Errno::UnknownErrno {
         format!("error {errno}")
     } else {
         format!("{e:?} ({})", e.desc())
@@ -585,10 +594,8 @@ pub(crate) fn errno_text(errno: i32) -> String {
 
 /// What an errno means for an IPVS command, where the kernel's choice of
 /// code is not self-explanatory.
-pub(crate) fn ipvs_hint(cmd: &IpvsCommand, errno: i32) -> Option<&'static str> {
-    use nix::errno::Errno;
-    let e = Errno::from_raw(errno);
-    match (cmd, e) {
+pub(crate) fn ipvs_hint(cmd: &IpvsCommand, errno: Errno) -> Option<&'static str> {
+    match (cmd, errno) {
         (_, Errno::ESRCH) => Some("the service does not exist"),
         (IpvsCommand::AddService(_) | IpvsCommand::AddDest { .. }, Errno::EEXIST) => {
             Some("it exists already")
@@ -1113,8 +1120,14 @@ mod tests {
             service: tcp("192.0.2.1:80"),
             dest: sa("127.0.0.1:80"),
         };
-        assert_eq!(ipvs_hint(&del, 2), Some("the destination does not exist"));
-        assert_eq!(ipvs_hint(&del, 3), Some("the service does not exist"));
-        assert_eq!(ipvs_hint(&del, 22), None);
+        assert_eq!(
+            ipvs_hint(&del, Errno::ENOENT),
+            Some("the destination does not exist")
+        );
+        assert_eq!(
+            ipvs_hint(&del, Errno::ESRCH),
+            Some("the service does not exist")
+        );
+        assert_eq!(ipvs_hint(&del, Errno::EINVAL), None);
     }
 }

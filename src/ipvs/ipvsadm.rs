@@ -9,6 +9,7 @@
 //! Direct routing is `ipvsadm`'s default (`-g`), so, like PyBal, rsbal writes
 //! no forwarding flag for it; NAT adds `-m` and tunnelling `-i`.
 
+use super::error::SaveError;
 use super::{Dest, ForwardingMethod, IpvsCommand, ServiceKey, ServiceTable, Table, VirtualService};
 use crate::config::Protocol;
 use std::collections::BTreeMap;
@@ -157,11 +158,14 @@ fn parse_fields(tokens: &[&str]) -> Result<Fields, String> {
 /// options rsbal does not model (`-p`, `-M`, `-x`, `-y`, `-b`, …). A
 /// destination without `-g`/`-m`/`-i` uses direct routing.
 /// Errors name the 1-based line number.
-pub(crate) fn parse_save(text: &str) -> Result<Table, String> {
+pub(crate) fn parse_save(text: &str) -> Result<Table, SaveError> {
     let mut table = Table::new();
     for (idx, line) in text.lines().enumerate() {
         let lineno = idx + 1;
-        let err = |msg: String| format!("line {lineno}: {msg}");
+        let err = |reason: String| SaveError {
+            line: lineno,
+            reason,
+        };
         let tokens: Vec<&str> = line.split_whitespace().collect();
         let Some((&op, rest)) = tokens.split_first() else {
             continue;
@@ -447,6 +451,8 @@ mod tests {
     fn parse_errors_name_the_line() {
         let e = parse_save("-A -t 10.0.0.1:80 -s wrr\n-a -t 10.0.0.9:80 -r 10.0.0.2:80 -g -w 1\n")
             .unwrap_err();
+        assert_eq!(e.line, 2);
+        let e = e.to_string();
         assert!(e.starts_with("line 2:"), "{e}");
         assert!(e.contains("not defined"), "{e}");
 
@@ -472,7 +478,7 @@ mod tests {
             ("-A -t lvs.example.org:http -s rr", "line 1:"),
         ];
         for (text, prefix) in bad {
-            let e = parse_save(text).unwrap_err();
+            let e = parse_save(text).unwrap_err().to_string();
             assert!(e.starts_with(prefix), "{text:?}: {e}");
         }
     }

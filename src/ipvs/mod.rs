@@ -7,12 +7,16 @@
 //! `ipvsadm -Sn` output (pure), `genl` encodes and decodes IPVS generic
 //! netlink messages (pure), `backend` and `netlink` are the two ways of
 //! reading and changing the kernel's table, and `writer` is the IpvsWriter
-//! thread that owns the applied table and runs the commands. `debug` holds
+//! thread that owns the applied table and runs the commands. `error` holds
+//! [`error::IpvsError`], what both backends return (the kernel's errno per
+//! refused command, socket and `ipvsadm` failures), so that the writer
+//! decides on types, not texts. `debug` holds
 //! the hidden `--ipvs-debug` commands the kernel tests and benchmarks use.
 
 pub(crate) mod backend;
 pub(crate) mod debug;
 pub(crate) mod diff;
+pub(crate) mod error;
 pub(crate) mod genl;
 pub(crate) mod ipvsadm;
 pub(crate) mod netlink;

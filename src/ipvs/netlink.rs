@@ -13,6 +13,7 @@
 //! one. Message bytes are built and read by `ipvs::genl`.
 
 use super::backend::IpvsBackend;
+use super::error::{DecodeError, IpvsError, Refusal};
 use super::genl::{self, Reply};
 use super::ipvsadm::restore_line;
 use super::{IpvsCommand, ServiceTable, Table};
@@ -43,24 +44,24 @@ struct Connection {
     buf: Vec<u8>,
 }
 
-fn sys(what: &str, e: Errno) -> String {
-    format!("{what}: {}", genl::errno_text(e as i32))
+fn sys(what: &'static str) -> impl FnOnce(Errno) -> IpvsError {
+    move |errno| IpvsError::Socket { what, errno }
 }
 
 impl Connection {
-    fn open() -> Result<Connection, String> {
+    fn open() -> Result<Connection, IpvsError> {
         let fd = socket(
             AddressFamily::Netlink,
             SockType::Raw,
             SockFlag::SOCK_CLOEXEC,
             SockProtocol::NetlinkGeneric,
         )
-        .map_err(|e| sys("cannot open a generic netlink socket", e))?;
+        .map_err(sys("cannot open a generic netlink socket"))?;
         bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0))
-            .map_err(|e| sys("cannot bind the netlink socket", e))?;
+            .map_err(sys("cannot bind the netlink socket"))?;
         let timeout = TimeVal::new(RECV_TIMEOUT.as_secs() as _, 0);
         setsockopt(&fd, sockopt::ReceiveTimeout, &timeout)
-            .map_err(|e| sys("cannot set the netlink receive timeout", e))?;
+            .map_err(sys("cannot set the netlink receive timeout"))?;
         // Start somewhere unpredictable, so that answers meant for an
         // earlier socket of this process are never mistaken for ours.
         let seq = SystemTime::now()
@@ -82,42 +83,42 @@ impl Connection {
         self.seq
     }
 
-    fn send(&self, bytes: &[u8]) -> Result<(), String> {
+    fn send(&self, bytes: &[u8]) -> Result<(), IpvsError> {
         let sent = send(self.fd.as_raw_fd(), bytes, MsgFlags::empty())
-            .map_err(|e| sys("cannot send to the kernel", e))?;
+            .map_err(sys("cannot send to the kernel"))?;
         if sent != bytes.len() {
-            return Err(format!("the kernel took {sent} of {} bytes", bytes.len()));
+            return Err(IpvsError::ShortSend {
+                sent,
+                len: bytes.len(),
+            });
         }
         Ok(())
     }
 
     /// One datagram from the kernel.
-    fn receive(&mut self) -> Result<Vec<u8>, String> {
+    fn receive(&mut self) -> Result<Vec<u8>, IpvsError> {
         loop {
             match recv(self.fd.as_raw_fd(), &mut self.buf, MsgFlags::MSG_TRUNC) {
                 Ok(n) if n > self.buf.len() => {
-                    return Err(format!(
-                        "netlink answer of {n} bytes does not fit {} bytes",
-                        self.buf.len()
-                    ))
+                    return Err(IpvsError::Truncated {
+                        len: n,
+                        buffer: self.buf.len(),
+                    })
                 }
                 Ok(n) => return Ok(self.buf[..n].to_vec()),
                 Err(Errno::EINTR) => continue,
                 Err(Errno::EAGAIN) => {
-                    return Err(format!(
-                        "no answer from the kernel within {} s",
-                        RECV_TIMEOUT.as_secs()
-                    ))
+                    return Err(IpvsError::Timeout {
+                        secs: RECV_TIMEOUT.as_secs(),
+                    })
                 }
-                Err(Errno::ENOBUFS) => {
-                    return Err("netlink receive buffer overrun: answers were lost".into())
-                }
-                Err(e) => return Err(sys("cannot receive from the kernel", e)),
+                Err(Errno::ENOBUFS) => return Err(IpvsError::Overrun),
+                Err(e) => return Err(sys("cannot receive from the kernel")(e)),
             }
         }
     }
 
-    fn resolve_family(&mut self) -> Result<u16, String> {
+    fn resolve_family(&mut self) -> Result<u16, IpvsError> {
         let seq = self.next_seq();
         self.send(&genl::get_family(seq, genl::IPVS_GENL_NAME))?;
         let mut family = None;
@@ -130,19 +131,19 @@ impl Connection {
                 match genl::reply(&msg)? {
                     Reply::Data { attrs, .. } => family = Some(genl::family_id(attrs)?),
                     Reply::Ack | Reply::Done(_) => {
-                        return family
-                            .ok_or_else(|| "the kernel answered without a family id".to_string())
-                    }
-                    Reply::Error(e) if e == Errno::ENOENT as i32 => {
-                        return Err("the kernel has no IPVS generic netlink family \
-                                    (ip_vs module not loaded?)"
-                            .to_string())
+                        return family.ok_or_else(|| {
+                            DecodeError("the kernel answered without a family id".to_string())
+                                .into()
+                        })
                     }
                     Reply::Error(e) => {
-                        return Err(format!(
-                            "resolving the IPVS generic netlink family: {}",
-                            genl::errno_text(e)
-                        ))
+                        return Err(match Errno::from_raw(e) {
+                            Errno::ENOENT => IpvsError::NoFamily,
+                            errno => IpvsError::Kernel {
+                                what: "resolving the IPVS generic netlink family".to_string(),
+                                errno,
+                            },
+                        })
                     }
                 }
             }
@@ -155,12 +156,14 @@ impl Connection {
         &mut self,
         what: &str,
         request: impl Fn(u16, u32) -> Vec<u8>,
-    ) -> Result<Vec<Vec<u8>>, String> {
+    ) -> Result<Vec<Vec<u8>>, IpvsError> {
         let seq = self.next_seq();
         self.send(&request(self.family, seq))?;
         let mut entries = Vec::new();
         loop {
-            let datagram = self.receive().map_err(|e| format!("dumping {what}: {e}"))?;
+            let datagram = self
+                .receive()
+                .map_err(|e| e.context(format!("dumping {what}")))?;
             for msg in genl::split(&datagram)? {
                 if msg.seq != seq {
                     log::debug!(target: LOG_TARGET, "netlink: ignoring a stale answer (sequence {})", msg.seq);
@@ -170,14 +173,17 @@ impl Connection {
                     Reply::Data { attrs, .. } => entries.push(attrs.to_vec()),
                     Reply::Done(0) | Reply::Ack => return Ok(entries),
                     Reply::Done(e) | Reply::Error(e) => {
-                        return Err(format!("dumping {what}: {}", genl::errno_text(e)))
+                        return Err(IpvsError::Kernel {
+                            what: format!("dumping {what}"),
+                            errno: Errno::from_raw(e),
+                        })
                     }
                 }
             }
         }
     }
 
-    fn read(&mut self) -> Result<Table, String> {
+    fn read(&mut self) -> Result<Table, IpvsError> {
         let mut table = Table::new();
         for attrs in self.dump("IPVS services", genl::dump_services)? {
             if let Some(service) = genl::service(&attrs)? {
@@ -194,8 +200,8 @@ impl Connection {
             let what = format!("the destinations of {key}");
             let entries = self.dump(&what, |family, seq| genl::dump_dests(family, seq, key))?;
             for attrs in entries {
-                let (addr, dest) =
-                    genl::dest(&attrs, key.addr.is_ipv4()).map_err(|e| format!("{what}: {e}"))?;
+                let (addr, dest) = genl::dest(&attrs, key.addr.is_ipv4())
+                    .map_err(|e| IpvsError::from(e).context(what.as_str()))?;
                 st.dests.insert(addr, dest);
             }
         }
@@ -203,9 +209,9 @@ impl Connection {
     }
 
     /// Sends `commands` in windows and collects every ACK. Returns the
-    /// failures, each naming the command and the kernel's error; `Err` when
-    /// the socket itself failed (some answers are then unknown).
-    fn apply(&mut self, commands: &[IpvsCommand]) -> Result<Vec<String>, String> {
+    /// commands the kernel refused, each with its errno; `Err` when the
+    /// socket itself failed (some answers are then unknown).
+    fn apply(&mut self, commands: &[IpvsCommand]) -> Result<Vec<Refusal>, IpvsError> {
         let mut failures = Vec::new();
         for window in commands.chunks(WINDOW) {
             let mut datagram = Vec::with_capacity(window.len() * 128);
@@ -217,22 +223,17 @@ impl Connection {
             }
             self.send(&datagram)?;
             while !pending.is_empty() {
-                let answer = self.receive().map_err(|e| {
-                    let first = pending.first().map(|c| c.to_string()).unwrap_or_default();
-                    format!(
-                        "{e} ({} request(s) unanswered, the first {first})",
-                        pending.len()
-                    )
+                let answer = self.receive().map_err(|e| IpvsError::Unanswered {
+                    source: Box::new(e),
+                    pending: pending.len(),
+                    first: pending.first().map(|c| c.to_string()).unwrap_or_default(),
                 })?;
                 for (cmd, errno) in pending.settle(&answer)? {
                     if errno != 0 {
-                        let hint = genl::ipvs_hint(cmd, errno)
-                            .map(|h| format!(": {h}"))
-                            .unwrap_or_default();
-                        failures.push(format!(
-                            "{cmd}: the kernel said {}{hint}",
-                            genl::errno_text(errno)
-                        ));
+                        failures.push(Refusal {
+                            command: cmd.clone(),
+                            errno: Errno::from_raw(errno),
+                        });
                     }
                 }
             }
@@ -250,7 +251,7 @@ pub(crate) struct Netlink {
 impl Netlink {
     /// Opens a socket and resolves the family now; `Err` says why netlink
     /// cannot be used.
-    pub(crate) fn connect() -> Result<Netlink, String> {
+    pub(crate) fn connect() -> Result<Netlink, IpvsError> {
         Ok(Netlink {
             conn: Some(Connection::open()?),
         })
@@ -263,8 +264,8 @@ impl Netlink {
 
     fn with_conn<T>(
         &mut self,
-        f: impl FnOnce(&mut Connection) -> Result<T, String>,
-    ) -> Result<T, String> {
+        f: impl FnOnce(&mut Connection) -> Result<T, IpvsError>,
+    ) -> Result<T, IpvsError> {
         let conn = match self.conn.as_mut() {
             Some(conn) => conn,
             None => self.conn.insert(Connection::open()?),
@@ -280,21 +281,19 @@ impl Netlink {
 }
 
 impl IpvsBackend for Netlink {
-    fn read(&mut self) -> Result<Table, String> {
+    fn read(&mut self) -> Result<Table, IpvsError> {
         self.with_conn(Connection::read)
     }
 
-    fn apply(&mut self, commands: &[IpvsCommand]) -> Result<(), String> {
-        let failures = self.with_conn(|conn| conn.apply(commands))?;
-        if failures.is_empty() {
+    fn apply(&mut self, commands: &[IpvsCommand]) -> Result<(), IpvsError> {
+        let refusals = self.with_conn(|conn| conn.apply(commands))?;
+        if refusals.is_empty() {
             Ok(())
         } else {
-            Err(format!(
-                "{} of {} netlink request(s) failed: {}",
-                failures.len(),
-                commands.len(),
-                failures.join("; ")
-            ))
+            Err(IpvsError::Rejected {
+                refusals,
+                batch: commands.len(),
+            })
         }
     }
 

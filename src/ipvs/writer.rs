@@ -19,6 +19,7 @@
 pub(crate) use super::backend::IpvsBackend;
 use super::backend::{self, BackendChoice};
 use super::diff::{apply, diff_service};
+use super::error::IpvsError;
 use super::reconcile;
 use super::{IpvsCommand, ServiceKey, ServiceTable, Table};
 use crate::status::metrics;
@@ -122,11 +123,15 @@ impl IpvsWriter {
     }
 
     /// Reads the kernel's table so that existing services are adopted.
-    pub(crate) fn load_kernel_table(&mut self) {
+    /// A table that could not be read is never taken for an empty one:
+    /// `applied` then stays as it was (empty at start, which the log says),
+    /// and the error is returned.
+    pub(crate) fn load_kernel_table(&mut self) -> Result<(), IpvsError> {
         match self.backend.read() {
             Ok(table) => {
                 log::info!(target: LOG_TARGET, "read {} existing IPVS service(s) via {}", table.len(), self.backend.describe());
                 self.applied = table;
+                Ok(())
             }
             Err(e) => {
                 let level = if self.mode == WriteMode::DryRun {
@@ -135,6 +140,7 @@ impl IpvsWriter {
                     log::Level::Error
                 };
                 log::log!(target: LOG_TARGET, level, "cannot read the IPVS table ({e}); assuming it is empty");
+                Err(e)
             }
         }
     }
@@ -231,12 +237,27 @@ impl IpvsWriter {
                 Err(e) => {
                     log::error!(target: LOG_TARGET, "applying {} IPVS command(s) failed: {e}", commands.len());
                     if attempt == 0 {
-                        log::info!(target: LOG_TARGET, "re-reading the IPVS table and retrying");
-                        self.load_kernel_table();
+                        self.before_retry(&e);
                     }
                 }
             }
         }
+    }
+
+    /// After a failed batch: re-reads the kernel's table, so that the retry
+    /// diffs against what the kernel has. A stale table (EEXIST, ENOENT,
+    /// ESRCH: something else changed the kernel) is what the re-read
+    /// repairs; after any other failure (EPERM, no answer, ipvsadm missing)
+    /// the re-read is harmless and the retry shows whether the failure
+    /// lasts. A failed re-read leaves `applied` as it was.
+    fn before_retry(&mut self, failure: &IpvsError) {
+        if failure.table_was_stale() {
+            log::debug!(target: LOG_TARGET, "the kernel's table differs from what the writer applied");
+        }
+        log::info!(target: LOG_TARGET, "re-reading the IPVS table and retrying");
+        // A failure is logged; the retry then diffs against `applied` as
+        // it was.
+        let _ = self.load_kernel_table();
     }
 
     /// Re-reads the kernel's table, logs every difference in rsbal's
@@ -314,7 +335,9 @@ pub(crate) fn spawn(
     let handle = thread::Builder::new()
         .name("ipvs-writer".to_string())
         .spawn(move || {
-            writer.load_kernel_table();
+            // A failure is logged; the writer starts from an empty table
+            // (PyBal's behaviour).
+            let _ = writer.load_kernel_table();
             writer.run(rx)
         })?;
     Ok((tx, handle))
@@ -337,16 +360,22 @@ mod tests {
     }
 
     impl IpvsBackend for ModelKernel {
-        fn read(&mut self) -> Result<Table, String> {
+        fn read(&mut self) -> Result<Table, IpvsError> {
             Ok(self.table.lock().unwrap().clone())
         }
 
-        fn apply(&mut self, commands: &[IpvsCommand]) -> Result<(), String> {
+        fn apply(&mut self, commands: &[IpvsCommand]) -> Result<(), IpvsError> {
             let mut table = self.table.lock().unwrap();
             for cmd in commands {
                 self.log.lock().unwrap().push(cmd.clone());
                 if !crate::ipvs::diff::accepts(&table, cmd) {
-                    return Err(format!("{cmd}: refused"));
+                    return Err(IpvsError::Rejected {
+                        refusals: vec![crate::ipvs::error::Refusal {
+                            command: cmd.clone(),
+                            errno: nix::errno::Errno::EEXIST,
+                        }],
+                        batch: commands.len(),
+                    });
                 }
                 apply(&mut table, cmd);
             }
@@ -401,7 +430,7 @@ mod tests {
             WriteMode::Apply,
             Duration::from_secs(60),
         );
-        w.load_kernel_table();
+        w.load_kernel_table().unwrap();
         w
     }
 
@@ -454,6 +483,25 @@ mod tests {
             "not rsbal's: untouched"
         );
         assert_eq!(kernel.log.lock().unwrap().len(), 3);
+    }
+
+    #[test]
+    fn a_refused_batch_is_retried_against_the_re_read_table() {
+        let web = st("192.0.2.1:80", &[("10.0.0.2:80", 10)]);
+        let kernel = kernel_with(&[]);
+        let mut w = writer(&kernel);
+        // Someone else creates the service after the writer read the table:
+        // the writer's AddService is refused (EEXIST), the re-read shows the
+        // service, and the retry only adds what is missing.
+        let mut theirs = web.clone();
+        theirs.dests.clear();
+        kernel.table.lock().unwrap().insert(web.service.key, theirs);
+        w.take(set("web", &web));
+        w.sync();
+        assert_eq!(kernel.table.lock().unwrap()[&web.service.key], web);
+        let log = kernel.log.lock().unwrap();
+        assert!(matches!(log[0], IpvsCommand::AddService(_)), "{log:?}");
+        assert!(matches!(log[1..], [IpvsCommand::AddDest { .. }]), "{log:?}");
     }
 
     #[test]

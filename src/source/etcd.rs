@@ -14,11 +14,12 @@
 //! Decoding responses and keeping the current view of the directory is pure
 //! code ([`View`]), tested without a server.
 
-use super::{Backoff, ListKeeper, USER_AGENT};
+use super::{Backoff, ListKeeper, SourceError, USER_AGENT};
 use crate::net::tls::tls_config;
 use crate::source::serverlist::ServerEntry;
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use std::fmt;
 use std::time::Duration;
 use ureq::Agent;
 
@@ -55,17 +56,14 @@ pub(super) struct Server {
     key: String,
 }
 
-/// What one long-poll got.
+/// What one long-poll got (a timeout, [`WATCH_TIMEOUT`] without a change,
+/// is an error the caller takes for a quiet watch).
 #[derive(Debug)]
 enum Watched {
     Event(Response),
-    /// [`WATCH_TIMEOUT`] passed without a change.
-    Quiet,
     /// etcd ended the watch without an event (it does when a watcher falls
     /// behind): read everything again.
     Ended,
-    /// The index asked for is older than etcd's history: read again.
-    IndexCleared(String),
 }
 
 /// Why following the watch stopped.
@@ -75,7 +73,7 @@ enum Followed {
     /// etcd cannot continue this watch: read the directory again.
     ReadAgain,
     /// etcd failed.
-    Failed(String),
+    Failed(SourceError),
 }
 
 impl Server {
@@ -121,7 +119,7 @@ impl Server {
                 return;
             }
             if let Some(e) = failure {
-                keeper.fail(format!("{e}; keeping the last good list"));
+                keeper.fail(&e);
                 if !keeper.sleep(backoff.next_delay()) {
                     return;
                 }
@@ -147,9 +145,13 @@ impl Server {
                         return Followed::ServiceGone;
                     }
                 }
-                Ok(Watched::Quiet) => {}
                 Ok(Watched::Ended) => return Followed::ReadAgain,
-                Ok(Watched::IndexCleared(why)) => {
+                // WATCH_TIMEOUT without a change: watch again.
+                Err(e) if e.is_timeout() => {}
+                // The index asked for is older than etcd's history.
+                Err(SourceError::Http {
+                    etcd: Some(why), ..
+                }) if why.error_code == INDEX_CLEARED => {
                     log::info!(target: &keeper.service, "etcd {}: {why}; reading the whole list again", self.key);
                     return Followed::ReadAgain;
                 }
@@ -160,23 +162,20 @@ impl Server {
 
     /// The whole directory, the index to watch from and the nodes that
     /// could not be used.
-    fn read(&self, agent: &Agent) -> Result<(View, u64, Vec<String>), String> {
+    fn read(&self, agent: &Agent) -> Result<(View, u64, Vec<String>), SourceError> {
         let mut response = agent
             .get(self.url("recursive=true"))
             .call()
-            .map_err(|e| e.to_string())?;
+            .map_err(SourceError::request)?;
         let status = response.status().as_u16();
         let etcd_index = response
             .headers()
             .get("x-etcd-index")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
-        let body = response
-            .body_mut()
-            .read_to_string()
-            .map_err(|e| format!("reading the answer: {e}"))?;
+        let body = read_body(&mut response)?;
         if status != 200 {
-            return Err(describe_error(status, &body));
+            return Err(http_error(status, &body));
         }
         let read = parse_response(&body)?;
         let (view, problems) = View::from_read(&self.key, &read);
@@ -185,35 +184,35 @@ impl Server {
     }
 
     /// One long-poll for the first change at or after `index`.
-    fn wait(&self, agent: &Agent, index: u64) -> Result<Watched, String> {
+    fn wait(&self, agent: &Agent, index: u64) -> Result<Watched, SourceError> {
         let url = self.url(&format!("wait=true&recursive=true&waitIndex={index}"));
         let request = agent
             .get(url)
             .config()
             .timeout_global(Some(WATCH_TIMEOUT))
             .build();
-        let mut response = match request.call() {
-            Ok(response) => response,
-            Err(ureq::Error::Timeout(_)) => return Ok(Watched::Quiet),
-            Err(e) => return Err(e.to_string()),
-        };
+        let mut response = request.call().map_err(SourceError::request)?;
         let status = response.status().as_u16();
-        let body = match response.body_mut().read_to_string() {
-            Ok(body) => body,
-            Err(ureq::Error::Timeout(_)) => return Ok(Watched::Quiet),
-            Err(e) => return Err(format!("reading the answer: {e}")),
-        };
+        let body = read_body(&mut response)?;
         if status != 200 {
-            return match parse_error(&body) {
-                Some(e) if e.error_code == INDEX_CLEARED => Ok(Watched::IndexCleared(e.describe())),
-                _ => Err(describe_error(status, &body)),
-            };
+            return Err(http_error(status, &body));
         }
         if body.trim().is_empty() {
             return Ok(Watched::Ended);
         }
         parse_response(&body).map(Watched::Event)
     }
+}
+
+/// The whole body of an answer.
+fn read_body(response: &mut ureq::http::Response<ureq::Body>) -> Result<String, SourceError> {
+    response
+        .body_mut()
+        .read_to_string()
+        .map_err(|source| SourceError::Body {
+            context: "reading the answer",
+            source,
+        })
 }
 
 /// Hands the view's servers to the keeper; false when the service is gone.
@@ -276,35 +275,37 @@ struct Node {
 /// etcd's error body, e.g. `{"errorCode": 100, "message": "Key not found"}`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct EtcdError {
-    error_code: u64,
+pub(super) struct EtcdError {
+    pub(super) error_code: u64,
     message: String,
     #[serde(default)]
     cause: Option<String>,
 }
 
-impl EtcdError {
-    fn describe(&self) -> String {
+impl fmt::Display for EtcdError {
+    /// `etcd error 100: Key not found (/nokey)`
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "etcd error {}: {}", self.error_code, self.message)?;
         match &self.cause {
-            Some(cause) => format!("etcd error {}: {} ({cause})", self.error_code, self.message),
-            None => format!("etcd error {}: {}", self.error_code, self.message),
+            Some(cause) => write!(f, " ({cause})"),
+            None => Ok(()),
         }
     }
 }
 
-fn parse_response(body: &str) -> Result<Response, String> {
-    serde_json::from_str(body).map_err(|e| format!("not an etcd v2 answer: {e}"))
+fn parse_response(body: &str) -> Result<Response, SourceError> {
+    serde_json::from_str(body).map_err(SourceError::NotEtcd)
 }
 
 fn parse_error(body: &str) -> Option<EtcdError> {
     serde_json::from_str(body).ok()
 }
 
-/// A non-200 answer in words: etcd's own error when the body is one.
-fn describe_error(status: u16, body: &str) -> String {
-    match parse_error(body) {
-        Some(e) => format!("HTTP status {status}, {}", e.describe()),
-        None => format!("HTTP status {status}"),
+/// A non-200 answer, with etcd's own error when the body is one.
+fn http_error(status: u16, body: &str) -> SourceError {
+    SourceError::Http {
+        status,
+        etcd: parse_error(body),
     }
 }
 
@@ -622,15 +623,20 @@ mod tests {
         let cleared = r#"{"errorCode":401,"message":"The event in requested index is outdated and cleared","cause":"the requested history has been cleared [19/5]","index":1018}"#;
         let e = parse_error(cleared).unwrap();
         assert_eq!(e.error_code, INDEX_CLEARED);
-        assert!(e.describe().contains("outdated and cleared"));
+        assert!(e.to_string().contains("outdated and cleared"));
         assert_eq!(
-            describe_error(
+            http_error(
                 404,
                 r#"{"errorCode":100,"message":"Key not found","cause":"/nokey","index":6}"#
-            ),
+            )
+            .to_string(),
             "HTTP status 404, etcd error 100: Key not found (/nokey)"
         );
-        assert_eq!(describe_error(502, "<html>"), "HTTP status 502");
+        assert_eq!(http_error(502, "<html>").to_string(), "HTTP status 502");
+        assert_eq!(
+            http_error(400, r#"{"errorCode":401,"message":"cleared"}"#).to_string(),
+            "HTTP status 400, etcd error 401: cleared"
+        );
         assert!(parse_response("").is_err());
         assert!(parse_response(r#"{"action":"get"}"#).is_err());
         assert!(parse_response(

@@ -1,7 +1,7 @@
 //! `file://` server lists: the file is re-read every poll interval (PyBal:
 //! every second) and applied when its content changed.
 
-use super::ListKeeper;
+use super::{ListKeeper, SourceError};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,10 @@ pub(super) fn watch(mut keeper: ListKeeper, path: &Path, json: bool, interval: D
                     return;
                 }
             }
-            Err(e) => keeper.fail(format!("cannot read {}: {e}", path.display())),
+            Err(source) => keeper.fail(&SourceError::Read {
+                path: path.to_path_buf(),
+                source,
+            }),
         }
         if !keeper.sleep_until(started + interval) {
             return;

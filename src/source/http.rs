@@ -5,7 +5,7 @@
 //! connection error, a timeout or a truncated body is a failed fetch: the
 //! last good list stays.
 
-use super::{ListKeeper, USER_AGENT};
+use super::{ListKeeper, SourceError, USER_AGENT};
 use crate::net::tls::tls_config;
 use std::time::{Duration, Instant};
 use ureq::Agent;
@@ -61,7 +61,7 @@ pub(super) fn watch(
                 if keeper.stopped() {
                     return;
                 }
-                keeper.fail(format!("{e}; keeping the last good list"));
+                keeper.fail(&e);
             }
         }
         if !keeper.sleep_until(started + interval) {
@@ -71,7 +71,7 @@ pub(super) fn watch(
 }
 
 /// One conditional GET.
-fn fetch(agent: &Agent, url: &str, validators: &Validators) -> Result<Fetched, String> {
+fn fetch(agent: &Agent, url: &str, validators: &Validators) -> Result<Fetched, SourceError> {
     let mut request = agent.get(url);
     if let Some(etag) = &validators.etag {
         request = request.header("If-None-Match", etag);
@@ -79,11 +79,11 @@ fn fetch(agent: &Agent, url: &str, validators: &Validators) -> Result<Fetched, S
     if let Some(date) = &validators.last_modified {
         request = request.header("If-Modified-Since", date);
     }
-    let mut response = request.call().map_err(|e| e.to_string())?;
+    let mut response = request.call().map_err(SourceError::request)?;
     match response.status().as_u16() {
         200 => {}
         304 => return Ok(Fetched::NotModified),
-        status => return Err(format!("HTTP status {status}")),
+        status => return Err(SourceError::Http { status, etcd: None }),
     }
     let header = |name: &str| {
         response
@@ -99,6 +99,9 @@ fn fetch(agent: &Agent, url: &str, validators: &Validators) -> Result<Fetched, S
     let body = response
         .body_mut()
         .read_to_vec()
-        .map_err(|e| format!("reading the body: {e}"))?;
+        .map_err(|source| SourceError::Body {
+            context: "reading the body",
+            source,
+        })?;
     Ok(Fetched::Document(body, fresh))
 }

@@ -8,13 +8,14 @@
 //! metric and host-name resolution. How a list is fetched is each kind's job:
 //! [`file`] (re-read every `config-poll-interval`), [`http`] (polled, with
 //! conditional requests) and [`etcd`] (v2 keys API, read then long-poll
-//! watched).
+//! watched). Every failure is a [`SourceError`] (`error`).
 //!
 //! A source that fails (unreadable file, HTTP error, etcd down, a document
 //! that does not parse, a list that parses to zero servers while the previous
 //! one had some) never empties a pool: the last good list stays in force, each
 //! failure is counted in the metric and logged once per change of state.
 
+mod error;
 mod etcd;
 mod file;
 mod http;
@@ -23,6 +24,7 @@ pub(crate) mod serverlist;
 use crate::config::{SourceOptions, SourceUrl};
 use crate::status::metrics;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use error::SourceError;
 use prometheus::IntCounterVec;
 use serverlist::ServerEntry;
 use std::collections::HashMap;
@@ -127,14 +129,43 @@ struct ListKeeper {
     resolver: Resolver,
     lists: Sender<ServerList>,
     stop: Receiver<()>,
-    errors: prometheus::IntCounter,
-    /// The failure currently in force, so it is logged once, not every poll.
-    failing: Option<String>,
+    failures: Failures,
     /// Entries of the last list that was handed over.
     last_good: Option<Vec<ServerEntry>>,
     /// The last document seen (file or HTTP body) and, when it could not be
     /// used, why: an unchanged document is not parsed again.
-    last_document: Option<(Vec<u8>, Option<String>)>,
+    last_document: Option<(Vec<u8>, Option<SourceError>)>,
+}
+
+/// The failure state of one source: counted in the metric, logged once per
+/// change of state.
+struct Failures {
+    errors: prometheus::IntCounter,
+    /// The failure currently in force (as logged), so it is logged once,
+    /// not every poll.
+    failing: Option<String>,
+}
+
+impl Failures {
+    /// One failed fetch or unusable document of `source`.
+    fn fail(&mut self, service: &str, source: &str, e: &SourceError) {
+        self.errors.inc();
+        let what = match e {
+            // A file that cannot be read says so alone, as it always did.
+            SourceError::Read { .. } => e.to_string(),
+            _ => format!("{e}; keeping the last good list"),
+        };
+        if self.failing.as_ref() != Some(&what) {
+            log::error!(target: service, "server list source {source} failing: {what}");
+            self.failing = Some(what);
+        }
+    }
+
+    fn recovered(&mut self, service: &str, source: &str) {
+        if self.failing.take().is_some() {
+            log::info!(target: service, "server list source {source} is good again");
+        }
+    }
 }
 
 impl ListKeeper {
@@ -151,8 +182,10 @@ impl ListKeeper {
             resolver: Resolver::new(ipv6),
             lists,
             stop,
-            errors: SOURCE_ERRORS.with_label_values(&[service]),
-            failing: None,
+            failures: Failures {
+                errors: SOURCE_ERRORS.with_label_values(&[service]),
+                failing: None,
+            },
             last_good: None,
             last_document: None,
         }
@@ -183,9 +216,9 @@ impl ListKeeper {
     fn apply_document(&mut self, document: Vec<u8>, json: bool) -> bool {
         if let Some((last, problem)) = &self.last_document {
             if *last == document {
-                match problem.clone() {
-                    Some(problem) => self.fail(problem),
-                    None => self.recovered(),
+                match problem {
+                    Some(problem) => self.failures.fail(&self.service, &self.source, problem),
+                    None => self.failures.recovered(&self.service, &self.source),
                 }
                 return true;
             }
@@ -199,8 +232,8 @@ impl ListKeeper {
                 self.apply_entries(parsed.servers)
             }
             Err(e) => {
-                let problem = format!("{e}; keeping the last good list");
-                self.fail(problem.clone());
+                let problem = SourceError::BadDocument(e);
+                self.fail(&problem);
                 (true, Some(problem))
             }
         };
@@ -210,22 +243,19 @@ impl ListKeeper {
 
     /// The source confirmed its last document is still current (HTTP 304).
     fn unchanged(&mut self) {
-        match self.last_document.as_ref().map(|(_, p)| p.clone()) {
-            Some(Some(problem)) => self.fail(problem),
+        match &self.last_document {
+            Some((_, Some(problem))) => self.failures.fail(&self.service, &self.source, problem),
             _ => self.recovered(),
         }
     }
 
     /// A complete list of entries: handed over when usable and different
     /// from the last one. Returns (service still there, why it was not used).
-    fn apply_entries(&mut self, servers: Vec<ServerEntry>) -> (bool, Option<String>) {
+    fn apply_entries(&mut self, servers: Vec<ServerEntry>) -> (bool, Option<SourceError>) {
         let had_servers = self.last_good.as_ref().is_some_and(|l| !l.is_empty());
         if servers.is_empty() && had_servers {
-            let problem =
-                "list has no servers while the previous one had some; keeping the last good list"
-                    .to_string();
-            self.fail(problem.clone());
-            return (true, Some(problem));
+            self.fail(&SourceError::Empty);
+            return (true, Some(SourceError::Empty));
         }
         self.recovered();
         if self.last_good.as_ref() == Some(&servers) {
@@ -238,18 +268,12 @@ impl ListKeeper {
 
     /// One failed fetch or unusable document: counted, logged when it is a
     /// new state.
-    fn fail(&mut self, what: String) {
-        self.errors.inc();
-        if self.failing.as_ref() != Some(&what) {
-            log::error!(target: &self.service, "server list source {} failing: {what}", self.source);
-            self.failing = Some(what);
-        }
+    fn fail(&mut self, e: &SourceError) {
+        self.failures.fail(&self.service, &self.source, e);
     }
 
     fn recovered(&mut self) {
-        if self.failing.take().is_some() {
-            log::info!(target: &self.service, "server list source {} is good again", self.source);
-        }
+        self.failures.recovered(&self.service, &self.source);
     }
 }
 

@@ -11,6 +11,7 @@
 
 use crate::config::pyliteral::{self, PyValue};
 use std::collections::HashMap;
+use std::fmt;
 
 /// One server as the list gives it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,9 +48,40 @@ pub(crate) struct ParsedList {
     pub(crate) errors: Vec<LineError>,
 }
 
+/// Why a whole document is unusable (a legacy list never is: its bad lines
+/// are skipped).
+#[derive(Debug)]
+pub(crate) enum DocumentError {
+    /// A JSON syntax error (serde's text names the line and column).
+    NotJson(serde_json::Error),
+    /// Valid JSON, but not an object of hosts; what it is instead.
+    NotAnObject(&'static str),
+}
+
+impl fmt::Display for DocumentError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DocumentError::NotJson(e) => write!(f, "not valid JSON: {e}"),
+            DocumentError::NotAnObject(found) => write!(
+                f,
+                "expected a JSON object {{\"host\": {{\"enabled\": true, \"weight\": 10}}, …}}, found {found}"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for DocumentError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            DocumentError::NotJson(e) => Some(e),
+            DocumentError::NotAnObject(_) => None,
+        }
+    }
+}
+
 /// Parses a list; `json` selects the JSON format. An `Err` means the whole
 /// document is unusable (JSON syntax error, not an object).
-pub(crate) fn parse(text: &str, json: bool) -> Result<ParsedList, String> {
+pub(crate) fn parse(text: &str, json: bool) -> Result<ParsedList, DocumentError> {
     if json {
         parse_json(text)
     } else {
@@ -160,14 +192,10 @@ fn entry(host: String, weight: Option<u32>, enabled: Option<bool>) -> ServerEntr
 // JSON: {"host": {"enabled": true, "weight": 10}, …}
 // ---------------------------------------------------------------------------
 
-fn parse_json(text: &str) -> Result<ParsedList, String> {
-    let document: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| format!("not valid JSON: {e}"))?;
+fn parse_json(text: &str) -> Result<ParsedList, DocumentError> {
+    let document: serde_json::Value = serde_json::from_str(text).map_err(DocumentError::NotJson)?;
     let serde_json::Value::Object(hosts) = document else {
-        return Err(format!(
-            "expected a JSON object {{\"host\": {{\"enabled\": true, \"weight\": 10}}, …}}, found {}",
-            json_type(&document)
-        ));
+        return Err(DocumentError::NotAnObject(json_type(&document)));
     };
     let mut builder = ListBuilder::default();
     for (host, attributes) in &hosts {
@@ -296,9 +324,12 @@ mod tests {
 
     #[test]
     fn empty_lists() {
-        assert_eq!(parse("", false), Ok(ParsedList::default()));
-        assert_eq!(parse("# nothing\n\n", false), Ok(ParsedList::default()));
-        assert_eq!(parse("{}", true), Ok(ParsedList::default()));
+        assert_eq!(parse("", false).unwrap(), ParsedList::default());
+        assert_eq!(
+            parse("# nothing\n\n", false).unwrap(),
+            ParsedList::default()
+        );
+        assert_eq!(parse("{}", true).unwrap(), ParsedList::default());
     }
 
     #[test]
@@ -351,10 +382,15 @@ mod tests {
 
     #[test]
     fn json_document_errors() {
-        assert!(parse("[1, 2]", true).unwrap_err().contains("an array"));
+        assert_eq!(
+            parse("[1, 2]", true).unwrap_err().to_string(),
+            "expected a JSON object {\"host\": {\"enabled\": true, \"weight\": 10}, …}, \
+             found an array"
+        );
         assert!(parse("{\"a\": ", true)
             .unwrap_err()
-            .contains("not valid JSON"));
+            .to_string()
+            .starts_with("not valid JSON: EOF while parsing"));
         assert!(parse("", true).is_err());
         assert!(parse("\"x\"", true).is_err());
     }
