@@ -230,7 +230,7 @@ impl ServiceRunner {
     }
 
     /// Does what the coordinator decided. `force_ipvs` sends the desired IPVS
-    /// state even without pool operations (first list).
+    /// state even when the pool did not change (first list).
     fn carry_out(&mut self, outcome: Outcome, force_ipvs: bool) {
         for line in &outcome.logs {
             log::log!(target: &self.config.name, line.level, "{}", line.text);
@@ -243,7 +243,7 @@ impl ServiceRunner {
         for host in &outcome.start_monitors {
             self.start_monitors(host);
         }
-        if force_ipvs || !outcome.ops.is_empty() {
+        if force_ipvs || outcome.pool_changed {
             self.send_ipvs_state();
         }
         if outcome == Outcome::default() {
