@@ -11,7 +11,7 @@
 
 use super::udp::{connected_socket, is_unreachable, unreachable_reason};
 use super::wake::SocketStop;
-use super::{MonitorContext, Waker};
+use super::{Monitor, MonitorContext, MonitorTarget, Waker};
 use crate::config::DnsQueryOptions;
 use prometheus::HistogramVec;
 use simple_dns::rdata::RData;
@@ -21,8 +21,6 @@ use std::io::{self, ErrorKind};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::LazyLock;
 use std::time::Instant;
-
-const NAME: &str = "DNSQuery";
 
 /// Largest reply read (EDNS0 payloads stay below this).
 const MAX_REPLY: usize = 4096;
@@ -181,16 +179,20 @@ enum Outcome {
     Stopped,
 }
 
-impl DnsQuery {
+impl Monitor for DnsQuery {
+    const NAME: &'static str = "DNSQuery";
+    type Options = DnsQueryOptions;
+
     /// The monitor and the waker that interrupts a query in flight.
-    pub(crate) fn new(opts: DnsQueryOptions) -> (Self, Waker) {
+    fn new(opts: &DnsQueryOptions, _target: &MonitorTarget) -> (Self, Option<Waker>) {
         let (stop, waker) = SocketStop::new();
-        (DnsQuery { opts, stop }, waker)
+        let opts = opts.clone();
+        (DnsQuery { opts, stop }, Some(waker))
     }
 
     /// The monitor thread's body: one query on a fixed-rate schedule.
-    pub(crate) fn run(self, ctx: MonitorContext) {
-        let log_target = ctx.log_target(NAME);
+    fn run(self, ctx: MonitorContext) {
+        let log_target = ctx.log_target();
         let host = ctx.target.host.clone();
         let histogram = REQUEST_DURATION.clone();
         ctx.every(self.opts.interval, || {
@@ -202,7 +204,7 @@ impl DnsQuery {
             let took = started.elapsed();
             let result = if up { "successful" } else { "failed" };
             // Inside `observe`: no late update re-creates a forgotten series.
-            ctx.observe(NAME, |[service, host, monitor]| {
+            ctx.observe(|[service, host, monitor]| {
                 histogram
                     .with_label_values(&[service, host, monitor, result])
                     .observe(took.as_secs_f64())
@@ -211,7 +213,9 @@ impl DnsQuery {
             ctx.report(up, reason, Some(took))
         });
     }
+}
 
+impl DnsQuery {
     /// One query for a random name and type.
     fn check(&self, server: SocketAddr) -> Outcome {
         let Some(name) = pick(&self.opts.hostnames) else {

@@ -14,7 +14,7 @@
 //! (keepalive gave up), `error` (anything else) or `closed` (clean close by
 //! the server).
 
-use super::{MonitorContext, Waker};
+use super::{Monitor, MonitorContext, MonitorTarget, Waker};
 use crate::config::IdleConnectionOptions;
 use prometheus::IntCounterVec;
 use socket2::{SockRef, TcpKeepalive};
@@ -22,8 +22,6 @@ use std::io::{ErrorKind, Read};
 use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
-
-const NAME: &str = "IdleConnection";
 
 static CONNECTIONS_FAILED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     crate::status::metrics::int_counter_vec(
@@ -42,13 +40,11 @@ static CONNECTIONS_LOST: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 
 fn count_failed(ctx: &MonitorContext) {
-    ctx.observe(NAME, |labels| {
-        CONNECTIONS_FAILED.with_label_values(&labels).inc()
-    });
+    ctx.observe(|labels| CONNECTIONS_FAILED.with_label_values(&labels).inc());
 }
 
 fn count_lost(ctx: &MonitorContext, reason: &str) {
-    ctx.observe(NAME, |[service, host, monitor]| {
+    ctx.observe(|[service, host, monitor]| {
         CONNECTIONS_LOST
             .with_label_values(&[service, host, monitor, reason])
             .inc()
@@ -93,9 +89,12 @@ enum Loss {
     Stopped,
 }
 
-impl IdleConnection {
+impl Monitor for IdleConnection {
+    const NAME: &'static str = "IdleConnection";
+    type Options = IdleConnectionOptions;
+
     /// The monitor and the waker that interrupts its blocking read.
-    pub(crate) fn new(opts: IdleConnectionOptions) -> (Self, Waker) {
+    fn new(opts: &IdleConnectionOptions, _target: &MonitorTarget) -> (Self, Option<Waker>) {
         let current: Current = Arc::new(Mutex::new(None));
         let for_waker = Arc::clone(&current);
         let waker: Waker = Box::new(move || {
@@ -104,12 +103,13 @@ impl IdleConnection {
                 let _ = stream.shutdown(Shutdown::Both);
             }
         });
-        (IdleConnection { opts, current }, waker)
+        let opts = opts.clone();
+        (IdleConnection { opts, current }, Some(waker))
     }
 
     /// The monitor thread's body.
-    pub(crate) fn run(self, ctx: MonitorContext) {
-        let target = ctx.log_target(NAME);
+    fn run(self, ctx: MonitorContext) {
+        let target = ctx.log_target();
         let mut delay = INITIAL_DELAY;
         let mut pending: Option<TcpStream> = None;
         while !ctx.stopped() {
@@ -170,7 +170,9 @@ impl IdleConnection {
             }
         }
     }
+}
 
+impl IdleConnection {
     fn connect(&self, ctx: &MonitorContext, timeout: Duration) -> std::io::Result<TcpStream> {
         let stream = TcpStream::connect_timeout(&ctx.target.addr(), timeout)?;
         if self.opts.keepalive {

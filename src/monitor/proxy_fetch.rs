@@ -10,7 +10,7 @@
 //! {service, host, monitor, result, url}, a gauge of the last fetch's
 //! duration as PyBal has it (`result` is `successful` or `failed`).
 
-use super::{MonitorContext, MonitorTarget};
+use super::{Monitor, MonitorContext, MonitorTarget, Waker};
 use crate::config::ProxyFetchOptions;
 use prometheus::GaugeVec;
 use std::net::SocketAddr;
@@ -19,8 +19,6 @@ use std::time::{Duration, Instant};
 use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 use ureq::Agent;
-
-const NAME: &str = "ProxyFetch";
 
 static REQUEST_DURATION: LazyLock<GaugeVec> = LazyLock::new(|| {
     crate::status::metrics::gauge_vec(
@@ -61,15 +59,18 @@ struct Fetch {
 /// Sets the duration gauge of one fetch.
 fn observe_fetch(ctx: &MonitorContext, url: &str, fetch: &Fetch, took: Duration) {
     let result = if fetch.ok { "successful" } else { "failed" };
-    ctx.observe(NAME, |[service, host, monitor]| {
+    ctx.observe(|[service, host, monitor]| {
         REQUEST_DURATION
             .with_label_values(&[service, host, monitor, result, url])
             .set(took.as_secs_f64());
     });
 }
 
-impl ProxyFetch {
-    pub(crate) fn new(opts: ProxyFetchOptions, target: &MonitorTarget) -> Self {
+impl Monitor for ProxyFetch {
+    const NAME: &'static str = "ProxyFetch";
+    type Options = ProxyFetchOptions;
+
+    fn new(opts: &ProxyFetchOptions, target: &MonitorTarget) -> (Self, Option<Waker>) {
         let config = Agent::config_builder()
             .timeout_global(Some(opts.timeout))
             .max_redirects(0)
@@ -85,13 +86,14 @@ impl ProxyFetch {
             DefaultConnector::new(),
             FixedResolver(target.addr()),
         );
-        ProxyFetch { opts, agent }
+        let opts = opts.clone();
+        (ProxyFetch { opts, agent }, None)
     }
 
     /// The monitor thread's body: one check per `interval` on the shared
     /// fixed-rate schedule ([`MonitorContext::every`]).
-    pub(crate) fn run(self, ctx: MonitorContext) {
-        let log_target = ctx.log_target(NAME);
+    fn run(self, ctx: MonitorContext) {
+        let log_target = ctx.log_target();
         ctx.every(self.opts.interval, || {
             let started = Instant::now();
             let (up, reason) = self.check(&ctx);
@@ -100,7 +102,9 @@ impl ProxyFetch {
             ctx.report(up, reason, Some(took))
         });
     }
+}
 
+impl ProxyFetch {
     /// One check: one URL at random, or all of them with `check_all`.
     fn check(&self, ctx: &MonitorContext) -> (bool, String) {
         if self.opts.check_all {

@@ -16,7 +16,7 @@
 //! it prints on stdout and stderr is logged line by line, control characters
 //! escaped.
 
-use super::{MonitorContext, MonitorTarget, Waker};
+use super::{Monitor, MonitorContext, MonitorTarget, Waker};
 use crate::config::RunCommandOptions;
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
@@ -31,7 +31,6 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-const NAME: &str = "RunCommand";
 /// `PATH` of the command's environment.
 const COMMAND_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// First and longest pause between two looks at a running command.
@@ -209,9 +208,12 @@ pub(crate) struct RunCommand {
     running: RunningGroup,
 }
 
-impl RunCommand {
+impl Monitor for RunCommand {
+    const NAME: &'static str = "RunCommand";
+    type Options = RunCommandOptions;
+
     /// The monitor for `target` and the waker that kills a running command.
-    pub(crate) fn new(opts: RunCommandOptions, target: &MonitorTarget) -> (Self, Waker) {
+    fn new(opts: &RunCommandOptions, target: &MonitorTarget) -> (Self, Option<Waker>) {
         let vars = ServerVars::of(target);
         let arguments = opts
             .arguments
@@ -226,16 +228,16 @@ impl RunCommand {
             }
         });
         let monitor = RunCommand {
-            opts,
+            opts: opts.clone(),
             arguments,
             running,
         };
-        (monitor, waker)
+        (monitor, Some(waker))
     }
 
     /// The monitor thread's body: runs on a fixed-rate schedule.
-    pub(crate) fn run(self, ctx: MonitorContext) {
-        let log_target = ctx.log_target(NAME);
+    fn run(self, ctx: MonitorContext) {
+        let log_target = ctx.log_target();
         let host = ctx.target.host.clone();
         let histogram = RUN_DURATION.clone();
         ctx.every(self.opts.interval, || {
@@ -251,7 +253,7 @@ impl RunCommand {
             }
             let verdict = verdict(&ended);
             // Inside `observe`: no late update re-creates a forgotten series.
-            ctx.observe(NAME, |[service, host, monitor]| {
+            ctx.observe(|[service, host, monitor]| {
                 histogram
                     .with_label_values(&[
                         service,
@@ -266,7 +268,9 @@ impl RunCommand {
             ctx.report(verdict.up, verdict.reason, Some(took))
         });
     }
+}
 
+impl RunCommand {
     /// The command line, for log lines.
     fn command_line(&self) -> String {
         format!("{} {:?}", self.opts.command, self.arguments)
@@ -633,10 +637,11 @@ mod tests {
             port: 8080,
             weight: 1,
         };
-        let (monitor, _waker) = RunCommand::new(opts, &target);
+        let (monitor, _waker) = RunCommand::new(&opts, &target);
         let (tx, _rx) = crossbeam_channel::unbounded();
         let (_stop_tx, stop_rx) = crossbeam_channel::bounded(0);
         let ctx = MonitorContext {
+            name: RunCommand::NAME,
             target,
             server_id: 1,
             monitor: 0,

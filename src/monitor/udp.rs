@@ -11,13 +11,12 @@
 //! a moment later (which PyBal did).
 
 use super::wake::SocketStop;
-use super::{MonitorContext, Waker};
+use super::{Monitor, MonitorContext, MonitorTarget, Waker};
 use crate::config::UdpOptions;
 use std::io::{self, ErrorKind};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-const NAME: &str = "UDP";
 /// How long after a send an ICMP error is awaited before the check is up.
 const ERROR_GRACE: Duration = Duration::from_secs(1);
 
@@ -37,16 +36,20 @@ enum Wait {
     Stopped,
 }
 
-impl Udp {
+impl Monitor for Udp {
+    const NAME: &'static str = "UDP";
+    type Options = UdpOptions;
+
     /// The monitor and the waker that interrupts its blocking `recv`.
-    pub(crate) fn new(opts: UdpOptions) -> (Self, Waker) {
+    fn new(opts: &UdpOptions, _target: &MonitorTarget) -> (Self, Option<Waker>) {
         let (stop, waker) = SocketStop::new();
-        (Udp { opts, stop }, waker)
+        let opts = opts.clone();
+        (Udp { opts, stop }, Some(waker))
     }
 
     /// The monitor thread's body.
-    pub(crate) fn run(self, ctx: MonitorContext) {
-        let log_target = ctx.log_target(NAME);
+    fn run(self, ctx: MonitorContext) {
+        let log_target = ctx.log_target();
         let host = ctx.target.host.clone();
         let mut last_error: Option<Instant> = None;
         let mut socket: Option<UdpSocket> = None;
@@ -109,7 +112,9 @@ impl Udp {
             }
         }
     }
+}
 
+impl Udp {
     /// A UDP socket connected to `addr` and registered with the waker.
     fn open(&self, addr: SocketAddr) -> io::Result<UdpSocket> {
         let sock = connected_socket(addr)?;
@@ -230,10 +235,12 @@ mod tests {
         let closed = UdpSocket::bind("127.0.0.1:0").unwrap();
         let addr = closed.local_addr().unwrap();
         drop(closed);
-        let (udp, _waker) = Udp::new(UdpOptions {
+        let (stop, _waker) = SocketStop::new();
+        let opts = UdpOptions {
             interval: Duration::from_secs(1),
             icmp_timeout: Duration::from_secs(1),
-        });
+        };
+        let udp = Udp { opts, stop };
         let sock = udp.open(addr).unwrap();
         sock.send(&[]).unwrap();
         let waited = udp.wait_for_error(&sock, Instant::now() + Duration::from_secs(5));
