@@ -14,7 +14,7 @@
 //! (keepalive gave up), `error` (anything else) or `closed` (clean close by
 //! the server).
 
-use super::{Monitor, MonitorContext, MonitorTarget, Waker};
+use super::{CheckError, CheckOutcome, Monitor, MonitorContext, MonitorTarget, Step, Waker};
 use crate::config::IdleConnectionOptions;
 use prometheus::IntCounterVec;
 use socket2::{SockRef, TcpKeepalive};
@@ -83,8 +83,8 @@ pub(crate) struct IdleConnection {
 enum Loss {
     /// The server closed it (EOF).
     Clean,
-    /// Reset or another error: what happened, and its `reason` label.
-    Unclean(String, &'static str),
+    /// Reset or another error: what to report, and its `reason` label.
+    Unclean(CheckError, &'static str),
     /// We are stopping.
     Stopped,
 }
@@ -118,14 +118,17 @@ impl Monitor for IdleConnection {
                 None => match self.connect(&ctx, CONNECT_TIMEOUT) {
                     Ok(stream) => {
                         log::debug!(target: &target, "{}: connection established", ctx.target.host);
-                        if !ctx.report(true, "connection established", None) {
+                        let up = CheckOutcome::Up("connection established".to_string());
+                        if !ctx.report(up, None) {
                             return;
                         }
                         stream
                     }
                     Err(e) => {
                         count_failed(&ctx);
-                        if !ctx.report(false, format!("connect failed: {e}"), None) {
+                        let error =
+                            CheckError::io(Step::Acquire, &e, format!("connect failed: {e}"));
+                        if !ctx.report(CheckOutcome::Down(error), None) {
                             return;
                         }
                         if !ctx.sleep(jittered(delay)) {
@@ -139,9 +142,9 @@ impl Monitor for IdleConnection {
             delay = INITIAL_DELAY;
             match self.hold(&ctx, stream) {
                 Loss::Stopped => return,
-                Loss::Unclean(reason, label) => {
+                Loss::Unclean(error, label) => {
                     count_lost(&ctx, label);
-                    if !ctx.report(false, format!("connection lost: {reason}"), None) {
+                    if !ctx.report(CheckOutcome::Down(error), None) {
                         return;
                     }
                     if !ctx.sleep(jittered(delay)) {
@@ -157,7 +160,8 @@ impl Monitor for IdleConnection {
                         Err(e) => {
                             count_failed(&ctx);
                             let reason = format!("connection closed and reconnect failed: {e}");
-                            if !ctx.report(false, reason, None) {
+                            let error = CheckError::io(Step::Acquire, &e, reason);
+                            if !ctx.report(CheckOutcome::Down(error), None) {
                                 return;
                             }
                             if !ctx.sleep(jittered(delay)) {
@@ -189,7 +193,10 @@ impl IdleConnection {
     fn hold(&self, ctx: &MonitorContext, stream: TcpStream) -> Loss {
         let mut reader = match stream.try_clone() {
             Ok(reader) => reader,
-            Err(e) => return Loss::Unclean(format!("cannot use socket: {e}"), "error"),
+            Err(e) => {
+                let reason = format!("connection lost: cannot use socket: {e}");
+                return Loss::Unclean(CheckError::io(Step::Acquire, &e, reason), "error");
+            }
         };
         {
             let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
@@ -205,7 +212,10 @@ impl IdleConnection {
                 Ok(0) => break Loss::Clean,
                 Ok(_) => continue, // An idle connection; whatever the server says is ignored.
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => break Loss::Unclean(e.to_string(), loss_label(e.kind())),
+                Err(e) => {
+                    let error = CheckError::io(Step::Use, &e, format!("connection lost: {e}"));
+                    break Loss::Unclean(error, loss_label(e.kind()));
+                }
             }
         };
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = None;

@@ -11,6 +11,7 @@
 //! their socket down so a blocked read returns at once; RunCommand kills the
 //! running command's process group).
 
+pub(crate) mod check;
 pub(crate) mod dns_query;
 pub(crate) mod idle_connection;
 pub(crate) mod proxy_fetch;
@@ -19,6 +20,7 @@ pub(crate) mod udp;
 pub(crate) mod wake;
 
 use crate::config::MonitorConfig;
+pub(crate) use check::{CheckError, CheckOutcome, Step};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::net::{IpAddr, SocketAddr};
 use std::thread;
@@ -56,11 +58,21 @@ pub(crate) struct MonitorReport {
     pub(crate) host: String,
     /// Index of the monitor in the service's `monitors` list.
     pub(crate) monitor: usize,
-    pub(crate) up: bool,
-    /// Why (for down results); a short note for up results.
-    pub(crate) reason: String,
+    /// Up, or down for a remote or a local reason.
+    pub(crate) outcome: CheckOutcome,
     /// How long the check took, for checks that have a duration.
     pub(crate) duration: Option<Duration>,
+}
+
+impl MonitorReport {
+    pub(crate) fn up(&self) -> bool {
+        self.outcome.is_up()
+    }
+
+    /// Why (for down results); a short note for up results.
+    pub(crate) fn reason(&self) -> &str {
+        self.outcome.reason()
+    }
 }
 
 /// What a monitor thread gets: where to send results and how to learn it
@@ -77,19 +89,13 @@ pub(crate) struct MonitorContext {
 
 impl MonitorContext {
     /// Sends a result; false when the service is gone (the monitor should end).
-    pub(crate) fn report(
-        &self,
-        up: bool,
-        reason: impl Into<String>,
-        duration: Option<Duration>,
-    ) -> bool {
+    pub(crate) fn report(&self, outcome: CheckOutcome, duration: Option<Duration>) -> bool {
         self.reports
             .send(MonitorReport {
                 server_id: self.server_id,
                 host: self.target.host.clone(),
                 monitor: self.monitor,
-                up,
-                reason: reason.into(),
+                outcome,
                 duration,
             })
             .is_ok()
@@ -178,9 +184,12 @@ impl Drop for MonitorHandle {
 /// coordinator or another monitor.
 ///
 /// **Reporting.** Each check result (for IdleConnection, each connect and
-/// each loss) is one [`MonitorContext::report`]: up with a short note, or
-/// down with the reason operators read. The first result is reported as
-/// soon as it is known; the service thread counts every result and acts on
+/// each loss) is one [`MonitorContext::report`]: [`CheckOutcome::Up`] with a
+/// short note, or [`CheckOutcome::Down`] with a [`CheckError`] that says
+/// whether the server failed (`Remote`) or rsbal could not check for want of
+/// its own resources (`Local`, see [`CheckError::io`]); its `Display` is the
+/// reason operators read. The first result is reported as soon as it is
+/// known; the service thread counts every result and acts on
 /// transitions, so repeating a state is cheap. Checks that take time pass
 /// their duration.
 /// Metric updates go through [`MonitorContext::observe`] only (labels

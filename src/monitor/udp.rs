@@ -11,7 +11,7 @@
 //! a moment later (which PyBal did).
 
 use super::wake::SocketStop;
-use super::{Monitor, MonitorContext, MonitorTarget, Waker};
+use super::{CheckError, CheckOutcome, Monitor, MonitorContext, MonitorTarget, Step, Waker};
 use crate::config::UdpOptions;
 use std::io::{self, ErrorKind};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
@@ -65,7 +65,9 @@ impl Monitor for Udp {
                 None => match self.open(ctx.target.addr()) {
                     Ok(sock) => sock,
                     Err(e) => {
-                        if !ctx.report(false, format!("cannot open a UDP socket: {e}"), None) {
+                        let reason = format!("cannot open a UDP socket: {e}");
+                        let error = CheckError::io(Step::Acquire, &e, reason);
+                        if !ctx.report(CheckOutcome::Down(error), None) {
                             return;
                         }
                         continue;
@@ -87,7 +89,7 @@ impl Monitor for Udp {
                     if quiet_long_enough(last_error, Instant::now(), self.opts.icmp_timeout) {
                         let reason = "no ICMP error received".to_string();
                         log::debug!(target: &log_target, "{host}: {reason}");
-                        if !ctx.report(true, reason, None) {
+                        if !ctx.report(CheckOutcome::Up(reason), None) {
                             return;
                         }
                     } else {
@@ -162,16 +164,19 @@ enum Flow {
 
 /// Reports a failed wait (an ICMP error is remembered in `last_error`).
 fn on_failure(ctx: &MonitorContext, failure: Wait, last_error: &mut Option<Instant>) -> Flow {
-    let (reason, flow) = match failure {
+    let (error, flow) = match failure {
         Wait::Quiet => return Flow::Keep,
         Wait::Stopped => return Flow::Stop,
         Wait::Unreachable(e) => {
             *last_error = Some(Instant::now());
-            (unreachable_reason(&e), Flow::Keep)
+            (CheckError::Remote(unreachable_reason(&e)), Flow::Keep)
         }
-        Wait::Failed(e) => (format!("UDP socket error: {e}"), Flow::Reopen),
+        Wait::Failed(e) => {
+            let reason = format!("UDP socket error: {e}");
+            (CheckError::io(Step::Use, &e, reason), Flow::Reopen)
+        }
     };
-    if ctx.report(false, reason, None) {
+    if ctx.report(CheckOutcome::Down(error), None) {
         flow
     } else {
         Flow::Stop

@@ -202,14 +202,14 @@ impl ServiceRunner {
                 .map(|s| s.text_status())
                 .unwrap_or_default();
             log::debug!(target: &target, "{} ({status}): {} {}", report.host,
-                if report.up { "up:" } else { "down:" }, report.reason);
+                if report.up() { "up:" } else { "down:" }, report.reason());
         }
         let before = self.monitor_state(&report.host, report.monitor);
         let outcome = self.coordinator.monitor_result(
             &report.host,
             report.monitor,
-            report.up,
-            &report.reason,
+            report.up(),
+            report.reason(),
         );
         let after = self.monitor_state(&report.host, report.monitor);
         if let (Some(config), Some(effect)) = (
