@@ -242,7 +242,10 @@ pub(crate) fn registered<W: WithKind>(config: &MonitorConfig, w: W) -> W::Output
     }
 }
 
-/// Starts the monitor described by `config` for `target`.
+/// Starts the monitor described by `config` for `target`. An error is always
+/// a local failure (no thread could be created, e.g. `EAGAIN` at the
+/// process's thread limit); the caller logs it and the monitor reports
+/// nothing.
 pub(crate) fn spawn(
     config: &MonitorConfig,
     target: MonitorTarget,
