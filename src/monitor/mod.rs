@@ -189,12 +189,11 @@ impl Drop for MonitorHandle {
 /// whether the server failed (`Remote`) or rsbal could not check for want of
 /// its own resources (`Local`, see [`CheckError::io`]); its `Display` is the
 /// reason operators read. The first result is reported as soon as it is
-/// known; the service thread counts every result and acts on
-/// transitions, so repeating a state is cheap. Checks that take time pass
-/// their duration.
-/// Metric updates go through [`MonitorContext::observe`] only (labels
-/// `service`, `host`, `monitor`), so that no late update re-creates the
-/// series of a stopped server.
+/// known; the service thread counts every result and acts on transitions,
+/// so repeating a state is cheap. Checks that take time pass their
+/// duration. Metric updates go through [`MonitorContext::observe`] only
+/// (labels `service`, `host`, `monitor`), so that no late update re-creates
+/// the series of a stopped server.
 ///
 /// **Stopping.** The owner stops a monitor by dropping its [`MonitorHandle`]
 /// (the thread is not joined). `run` must then return promptly and report
