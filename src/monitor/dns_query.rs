@@ -11,7 +11,7 @@
 
 use super::udp::{connected_socket, is_unreachable, unreachable_reason};
 use super::wake::SocketStop;
-use super::{MonitorContext, Waker};
+use super::{CheckError, CheckOutcome, Monitor, MonitorContext, MonitorTarget, Step, Waker};
 use crate::config::DnsQueryOptions;
 use prometheus::HistogramVec;
 use simple_dns::rdata::RData;
@@ -21,8 +21,6 @@ use std::io::{self, ErrorKind};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::LazyLock;
 use std::time::Instant;
-
-const NAME: &str = "DNSQuery";
 
 /// Largest reply read (EDNS0 payloads stay below this).
 const MAX_REPLY: usize = 4096;
@@ -177,44 +175,51 @@ pub(crate) struct DnsQuery {
 
 /// How one check ended.
 enum Outcome {
-    Done { up: bool, reason: String },
+    Done(CheckOutcome),
     Stopped,
 }
 
-impl DnsQuery {
+impl Monitor for DnsQuery {
+    const NAME: &'static str = "DNSQuery";
+    type Options = DnsQueryOptions;
+
     /// The monitor and the waker that interrupts a query in flight.
-    pub(crate) fn new(opts: DnsQueryOptions) -> (Self, Waker) {
+    fn new(opts: &DnsQueryOptions, _target: &MonitorTarget) -> (Self, Option<Waker>) {
         let (stop, waker) = SocketStop::new();
-        (DnsQuery { opts, stop }, waker)
+        let opts = opts.clone();
+        (DnsQuery { opts, stop }, Some(waker))
     }
 
     /// The monitor thread's body: one query on a fixed-rate schedule.
-    pub(crate) fn run(self, ctx: MonitorContext) {
-        let log_target = ctx.log_target(NAME);
+    fn run(self, ctx: MonitorContext) {
+        let log_target = ctx.log_target();
         let host = ctx.target.host.clone();
         let histogram = REQUEST_DURATION.clone();
         ctx.every(self.opts.interval, || {
             let started = Instant::now();
-            let (up, reason) = match self.check(ctx.target.addr()) {
+            let outcome = match self.check(ctx.target.addr()) {
                 Outcome::Stopped => return false,
-                Outcome::Done { up, reason } => (up, reason),
+                Outcome::Done(outcome) => outcome,
             };
             let took = started.elapsed();
-            let result = if up { "successful" } else { "failed" };
+            let result = if outcome.is_up() { "successful" } else { "failed" };
             // Inside `observe`: no late update re-creates a forgotten series.
-            ctx.observe(NAME, |[service, host, monitor]| {
+            ctx.observe(|[service, host, monitor]| {
                 histogram
                     .with_label_values(&[service, host, monitor, result])
                     .observe(took.as_secs_f64())
             });
-            log::debug!(target: &log_target, "{host}: {reason} ({:.3} s)", took.as_secs_f64());
-            ctx.report(up, reason, Some(took))
+            log::debug!(target: &log_target, "{host}: {} ({:.3} s)", outcome.reason(), took.as_secs_f64());
+            ctx.report(outcome, Some(took))
         });
     }
+}
 
+impl DnsQuery {
     /// One query for a random name and type.
     fn check(&self, server: SocketAddr) -> Outcome {
         let Some(name) = pick(&self.opts.hostnames) else {
+            // Validation requires one; down, as it always was.
             return done(false, "no host names configured".to_string());
         };
         let qtype = if fastrand::bool() {
@@ -235,40 +240,43 @@ impl DnsQuery {
                 done(up, reason)
             }
             Ok(None) => Outcome::Stopped,
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => done(
-                false,
-                format!(
-                    "DNS query timeout after {}s, query: {query}",
-                    self.opts.timeout.as_secs_f64()
-                ),
-            ),
-            Err(e) if is_unreachable(&e) => done(
-                false,
-                format!(
-                    "DNS query failed: {}, query: {query}",
-                    unreachable_reason(&e)
-                ),
-            ),
-            Err(e) => done(false, format!("DNS query failed: {e}, query: {query}")),
+            Err((step, e)) => {
+                let reason = if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
+                    format!(
+                        "DNS query timeout after {}s, query: {query}",
+                        self.opts.timeout.as_secs_f64()
+                    )
+                } else if is_unreachable(&e) {
+                    format!(
+                        "DNS query failed: {}, query: {query}",
+                        unreachable_reason(&e)
+                    )
+                } else {
+                    format!("DNS query failed: {e}, query: {query}")
+                };
+                Outcome::Done(CheckOutcome::Down(CheckError::io(step, &e, reason)))
+            }
         };
         self.stop.unwatch();
         outcome
     }
 
     /// Sends the query and waits for the reply with our id. `Ok(None)` when
-    /// stopped; a timeout is an `Err` of kind `TimedOut`.
+    /// stopped; a timeout is an `Err` of kind `TimedOut`. An error comes
+    /// with the step it happened in.
     fn exchange(
         &self,
         server: SocketAddr,
         query: &[u8],
         id: u16,
         deadline: Instant,
-    ) -> io::Result<Option<Reply>> {
-        let sock = connected_socket(server)?;
+    ) -> Result<Option<Reply>, (Step, io::Error)> {
+        let sock = connected_socket(server).map_err(|e| (Step::Acquire, e))?;
         if !self.stop.watch(&sock) {
             return Ok(None);
         }
-        sock.send(query)?;
+        let using = |e: io::Error| (Step::Use, e);
+        sock.send(query).map_err(using)?;
         let mut buf = vec![0u8; MAX_REPLY];
         loop {
             if self.stop.is_stopped() {
@@ -276,9 +284,9 @@ impl DnsQuery {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return Err(io::Error::from(ErrorKind::TimedOut));
+                return Err(using(io::Error::from(ErrorKind::TimedOut)));
             }
-            sock.set_read_timeout(Some(left))?;
+            sock.set_read_timeout(Some(left)).map_err(using)?;
             match sock.recv(&mut buf) {
                 Ok(n) => {
                     if self.stop.is_stopped() {
@@ -290,14 +298,20 @@ impl DnsQuery {
                     }
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+                Err(e) => return Err(using(e)),
             }
         }
     }
 }
 
+/// A finished check that failed or passed on the server's side (a reply,
+/// or none at all).
 fn done(up: bool, reason: String) -> Outcome {
-    Outcome::Done { up, reason }
+    Outcome::Done(if up {
+        CheckOutcome::Up(reason)
+    } else {
+        CheckOutcome::down(reason)
+    })
 }
 
 fn pick(names: &[String]) -> Option<&str> {

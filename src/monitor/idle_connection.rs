@@ -14,7 +14,7 @@
 //! (keepalive gave up), `error` (anything else) or `closed` (clean close by
 //! the server).
 
-use super::{MonitorContext, Waker};
+use super::{CheckError, CheckOutcome, Monitor, MonitorContext, MonitorTarget, Step, Waker};
 use crate::config::IdleConnectionOptions;
 use prometheus::IntCounterVec;
 use socket2::{SockRef, TcpKeepalive};
@@ -22,8 +22,6 @@ use std::io::{ErrorKind, Read};
 use std::net::{Shutdown, TcpStream};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
-
-const NAME: &str = "IdleConnection";
 
 static CONNECTIONS_FAILED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     crate::status::metrics::int_counter_vec(
@@ -42,13 +40,11 @@ static CONNECTIONS_LOST: LazyLock<IntCounterVec> = LazyLock::new(|| {
 });
 
 fn count_failed(ctx: &MonitorContext) {
-    ctx.observe(NAME, |labels| {
-        CONNECTIONS_FAILED.with_label_values(&labels).inc()
-    });
+    ctx.observe(|labels| CONNECTIONS_FAILED.with_label_values(&labels).inc());
 }
 
 fn count_lost(ctx: &MonitorContext, reason: &str) {
-    ctx.observe(NAME, |[service, host, monitor]| {
+    ctx.observe(|[service, host, monitor]| {
         CONNECTIONS_LOST
             .with_label_values(&[service, host, monitor, reason])
             .inc()
@@ -87,15 +83,18 @@ pub(crate) struct IdleConnection {
 enum Loss {
     /// The server closed it (EOF).
     Clean,
-    /// Reset or another error: what happened, and its `reason` label.
-    Unclean(String, &'static str),
+    /// Reset or another error: what to report, and its `reason` label.
+    Unclean(CheckError, &'static str),
     /// We are stopping.
     Stopped,
 }
 
-impl IdleConnection {
+impl Monitor for IdleConnection {
+    const NAME: &'static str = "IdleConnection";
+    type Options = IdleConnectionOptions;
+
     /// The monitor and the waker that interrupts its blocking read.
-    pub(crate) fn new(opts: IdleConnectionOptions) -> (Self, Waker) {
+    fn new(opts: &IdleConnectionOptions, _target: &MonitorTarget) -> (Self, Option<Waker>) {
         let current: Current = Arc::new(Mutex::new(None));
         let for_waker = Arc::clone(&current);
         let waker: Waker = Box::new(move || {
@@ -104,12 +103,13 @@ impl IdleConnection {
                 let _ = stream.shutdown(Shutdown::Both);
             }
         });
-        (IdleConnection { opts, current }, waker)
+        let opts = opts.clone();
+        (IdleConnection { opts, current }, Some(waker))
     }
 
     /// The monitor thread's body.
-    pub(crate) fn run(self, ctx: MonitorContext) {
-        let target = ctx.log_target(NAME);
+    fn run(self, ctx: MonitorContext) {
+        let target = ctx.log_target();
         let mut delay = INITIAL_DELAY;
         let mut pending: Option<TcpStream> = None;
         while !ctx.stopped() {
@@ -118,14 +118,17 @@ impl IdleConnection {
                 None => match self.connect(&ctx, CONNECT_TIMEOUT) {
                     Ok(stream) => {
                         log::debug!(target: &target, "{}: connection established", ctx.target.host);
-                        if !ctx.report(true, "connection established", None) {
+                        let up = CheckOutcome::Up("connection established".to_string());
+                        if !ctx.report(up, None) {
                             return;
                         }
                         stream
                     }
                     Err(e) => {
                         count_failed(&ctx);
-                        if !ctx.report(false, format!("connect failed: {e}"), None) {
+                        let error =
+                            CheckError::io(Step::Acquire, &e, format!("connect failed: {e}"));
+                        if !ctx.report(CheckOutcome::Down(error), None) {
                             return;
                         }
                         if !ctx.sleep(jittered(delay)) {
@@ -139,9 +142,9 @@ impl IdleConnection {
             delay = INITIAL_DELAY;
             match self.hold(&ctx, stream) {
                 Loss::Stopped => return,
-                Loss::Unclean(reason, label) => {
+                Loss::Unclean(error, label) => {
                     count_lost(&ctx, label);
-                    if !ctx.report(false, format!("connection lost: {reason}"), None) {
+                    if !ctx.report(CheckOutcome::Down(error), None) {
                         return;
                     }
                     if !ctx.sleep(jittered(delay)) {
@@ -157,7 +160,8 @@ impl IdleConnection {
                         Err(e) => {
                             count_failed(&ctx);
                             let reason = format!("connection closed and reconnect failed: {e}");
-                            if !ctx.report(false, reason, None) {
+                            let error = CheckError::io(Step::Acquire, &e, reason);
+                            if !ctx.report(CheckOutcome::Down(error), None) {
                                 return;
                             }
                             if !ctx.sleep(jittered(delay)) {
@@ -170,7 +174,9 @@ impl IdleConnection {
             }
         }
     }
+}
 
+impl IdleConnection {
     fn connect(&self, ctx: &MonitorContext, timeout: Duration) -> std::io::Result<TcpStream> {
         let stream = TcpStream::connect_timeout(&ctx.target.addr(), timeout)?;
         if self.opts.keepalive {
@@ -187,7 +193,10 @@ impl IdleConnection {
     fn hold(&self, ctx: &MonitorContext, stream: TcpStream) -> Loss {
         let mut reader = match stream.try_clone() {
             Ok(reader) => reader,
-            Err(e) => return Loss::Unclean(format!("cannot use socket: {e}"), "error"),
+            Err(e) => {
+                let reason = format!("connection lost: cannot use socket: {e}");
+                return Loss::Unclean(CheckError::io(Step::Acquire, &e, reason), "error");
+            }
         };
         {
             let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
@@ -203,7 +212,10 @@ impl IdleConnection {
                 Ok(0) => break Loss::Clean,
                 Ok(_) => continue, // An idle connection; whatever the server says is ignored.
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-                Err(e) => break Loss::Unclean(e.to_string(), loss_label(e.kind())),
+                Err(e) => {
+                    let error = CheckError::io(Step::Use, &e, format!("connection lost: {e}"));
+                    break Loss::Unclean(error, loss_label(e.kind()));
+                }
             }
         };
         *self.current.lock().unwrap_or_else(|p| p.into_inner()) = None;

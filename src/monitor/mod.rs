@@ -1,13 +1,17 @@
 //! Monitors: one thread per (server, monitor), each reporting results to its
 //! service thread over a crossbeam channel.
 //!
-//! A monitor thread owns only its own socket or timer. It never touches the
-//! coordinator: it sends a [`MonitorReport`] and the service thread decides.
-//! Stopping is by dropping the [`MonitorHandle`]: that disconnects the stop
-//! channel every sleep waits on and runs the monitor's waker (IdleConnection,
-//! DNSQuery and UDP shut their socket down so a blocked read returns at once;
-//! RunCommand kills the running command's process group).
+//! Every kind of monitor implements [`Monitor`], whose doc comment is the
+//! contract (how it reports, how it stops, what its waker does), and is
+//! registered once, in [`registered`]. A monitor thread owns only its own
+//! socket, child or timer. It never touches the coordinator: it sends a
+//! [`MonitorReport`] and the service thread decides. Stopping is by dropping
+//! the [`MonitorHandle`]: that disconnects the stop channel every sleep waits
+//! on and runs the monitor's waker (IdleConnection, DNSQuery and UDP shut
+//! their socket down so a blocked read returns at once; RunCommand kills the
+//! running command's process group).
 
+pub(crate) mod check;
 pub(crate) mod dns_query;
 pub(crate) mod idle_connection;
 pub(crate) mod proxy_fetch;
@@ -16,6 +20,7 @@ pub(crate) mod udp;
 pub(crate) mod wake;
 
 use crate::config::MonitorConfig;
+pub(crate) use check::{CheckError, CheckOutcome, Step};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::net::{IpAddr, SocketAddr};
 use std::thread;
@@ -53,16 +58,28 @@ pub(crate) struct MonitorReport {
     pub(crate) host: String,
     /// Index of the monitor in the service's `monitors` list.
     pub(crate) monitor: usize,
-    pub(crate) up: bool,
-    /// Why (for down results); a short note for up results.
-    pub(crate) reason: String,
+    /// Up, or down for a remote or a local reason.
+    pub(crate) outcome: CheckOutcome,
     /// How long the check took, for checks that have a duration.
     pub(crate) duration: Option<Duration>,
+}
+
+impl MonitorReport {
+    pub(crate) fn up(&self) -> bool {
+        self.outcome.is_up()
+    }
+
+    /// Why (for down results); a short note for up results.
+    pub(crate) fn reason(&self) -> &str {
+        self.outcome.reason()
+    }
 }
 
 /// What a monitor thread gets: where to send results and how to learn it
 /// must stop.
 pub(crate) struct MonitorContext {
+    /// The monitor's [`Monitor::NAME`].
+    name: &'static str,
     pub(crate) target: MonitorTarget,
     pub(crate) server_id: u64,
     pub(crate) monitor: usize,
@@ -72,19 +89,13 @@ pub(crate) struct MonitorContext {
 
 impl MonitorContext {
     /// Sends a result; false when the service is gone (the monitor should end).
-    pub(crate) fn report(
-        &self,
-        up: bool,
-        reason: impl Into<String>,
-        duration: Option<Duration>,
-    ) -> bool {
+    pub(crate) fn report(&self, outcome: CheckOutcome, duration: Option<Duration>) -> bool {
         self.reports
             .send(MonitorReport {
                 server_id: self.server_id,
                 host: self.target.host.clone(),
                 monitor: self.monitor,
-                up,
-                reason: reason.into(),
+                outcome,
                 duration,
             })
             .is_ok()
@@ -100,10 +111,10 @@ impl MonitorContext {
     /// stopped: once its service thread stopped it and removed the server's
     /// series, no late update can bring them back (see
     /// [`crate::status::metrics::while_current`]).
-    pub(crate) fn observe(&self, monitor_name: &str, update: impl FnOnce([&str; 3])) {
+    pub(crate) fn observe(&self, update: impl FnOnce([&str; 3])) {
         crate::status::metrics::while_current(
             || self.stopped(),
-            || update([&self.target.service, &self.target.host, monitor_name]),
+            || update([&self.target.service, &self.target.host, self.name]),
         );
     }
 
@@ -135,8 +146,8 @@ impl MonitorContext {
     }
 
     /// The log target `<service> <Monitor>`.
-    pub(crate) fn log_target(&self, monitor_name: &str) -> String {
-        crate::daemon::logging::monitor_target(&self.target.service, monitor_name)
+    pub(crate) fn log_target(&self) -> String {
+        crate::daemon::logging::monitor_target(&self.target.service, self.name)
     }
 }
 
@@ -159,7 +170,81 @@ impl Drop for MonitorHandle {
     }
 }
 
-/// Starts the monitor described by `config` for `target`.
+/// The contract of a kind of monitor. Its module implements it and
+/// [`registered`] maps the kind's [`MonitorConfig`] variant to it; besides
+/// that variant and its options' parsing (`config`), nothing else changes
+/// to add one.
+///
+/// **Life.** [`Monitor::new`] runs on the service thread when the server's
+/// monitors start: it only builds state (no I/O, nothing that blocks) and
+/// returns the waker, if the monitor needs one. [`Monitor::run`] is then the
+/// body of the monitor's own thread (256 KiB stack), which owns everything it
+/// uses: its socket, HTTP agent or child process, its schedule. It shares
+/// nothing but the state its waker reaches, and never touches the
+/// coordinator or another monitor.
+///
+/// **Reporting.** Each check result (for IdleConnection, each connect and
+/// each loss) is one [`MonitorContext::report`]: [`CheckOutcome::Up`] with a
+/// short note, or [`CheckOutcome::Down`] with a [`CheckError`] that says
+/// whether the server failed (`Remote`) or rsbal could not check for want of
+/// its own resources (`Local`, see [`CheckError::io`]); its `Display` is the
+/// reason operators read. The first result is reported as soon as it is
+/// known; the service thread counts every result and acts on transitions,
+/// so repeating a state is cheap. Checks that take time pass their
+/// duration. Metric updates go through [`MonitorContext::observe`] only
+/// (labels `service`, `host`, `monitor`), so that no late update re-creates
+/// the series of a stopped server.
+///
+/// **Stopping.** The owner stops a monitor by dropping its [`MonitorHandle`]
+/// (the thread is not joined). `run` must then return promptly and report
+/// nothing more: every wait is [`MonitorContext::sleep`], `sleep_until` or
+/// `every`, which return false at once when stopped, and `report` returning
+/// false (the service is gone) ends the monitor too. Whatever else the thread
+/// blocks in must be cut short by the **waker** (IdleConnection, DNSQuery and
+/// UDP shut their socket down, [`wake::SocketStop`] for UDP sockets;
+/// RunCommand SIGKILLs the running command's process group) or be bounded by
+/// the monitor's own timeout (ProxyFetch's request). The waker runs on the
+/// thread that drops the handle, so it must not block; it may run before
+/// `run` has opened what it blocks on, so `run` checks for a stop after
+/// handing a new socket or child to the waker. A stopped monitor leaves
+/// nothing behind (RunCommand kills the command's whole process group).
+pub(crate) trait Monitor: Send + Sized + 'static {
+    /// The kind's name as configured (`IdleConnection`, `DNSQuery`, …): the
+    /// `monitor` label of its metrics and its log target.
+    const NAME: &'static str;
+    /// Its options, as the configuration parsed them.
+    type Options;
+    /// The monitor of `target`, and the waker that unblocks its thread
+    /// (`None` when it only ever waits on the context's sleeps or its own
+    /// timeout).
+    fn new(opts: &Self::Options, target: &MonitorTarget) -> (Self, Option<Waker>);
+    /// The monitor thread's body: checks until stopped.
+    fn run(self, ctx: MonitorContext);
+}
+
+/// Something done with the [`Monitor`] kind registered for a configured
+/// monitor (start it; in tests, name it).
+pub(crate) trait WithKind {
+    type Output;
+    fn with<M: Monitor>(self, opts: &M::Options) -> Self::Output;
+}
+
+/// The registration of every kind of monitor: which [`Monitor`] serves each
+/// [`MonitorConfig`] variant.
+pub(crate) fn registered<W: WithKind>(config: &MonitorConfig, w: W) -> W::Output {
+    match config {
+        MonitorConfig::IdleConnection(opts) => w.with::<idle_connection::IdleConnection>(opts),
+        MonitorConfig::ProxyFetch(opts) => w.with::<proxy_fetch::ProxyFetch>(opts),
+        MonitorConfig::RunCommand(opts) => w.with::<run_command::RunCommand>(opts),
+        MonitorConfig::DnsQuery(opts) => w.with::<dns_query::DnsQuery>(opts),
+        MonitorConfig::Udp(opts) => w.with::<udp::Udp>(opts),
+    }
+}
+
+/// Starts the monitor described by `config` for `target`. An error is always
+/// a local failure (no thread could be created, e.g. `EAGAIN` at the
+/// process's thread limit); the caller logs it and the monitor reports
+/// nothing.
 pub(crate) fn spawn(
     config: &MonitorConfig,
     target: MonitorTarget,
@@ -167,47 +252,101 @@ pub(crate) fn spawn(
     monitor: usize,
     reports: Sender<MonitorReport>,
 ) -> std::io::Result<MonitorHandle> {
-    let (stop_tx, stop_rx) = crossbeam_channel::bounded(0);
-    let name = format!("{}:{}:{}", config.name(), target.service, target.host);
-    let ctx = MonitorContext {
-        target,
-        server_id,
-        monitor,
-        reports,
-        stop: stop_rx,
+    registered(
+        config,
+        Start {
+            target,
+            server_id,
+            monitor,
+            reports,
+        },
+    )
+}
+
+/// Starting a monitor's thread.
+struct Start {
+    target: MonitorTarget,
+    server_id: u64,
+    monitor: usize,
+    reports: Sender<MonitorReport>,
+}
+
+impl WithKind for Start {
+    type Output = std::io::Result<MonitorHandle>;
+
+    fn with<M: Monitor>(self, opts: &M::Options) -> Self::Output {
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded(0);
+        let (monitor, waker) = M::new(opts, &self.target);
+        let name = format!("{}:{}:{}", M::NAME, self.target.service, self.target.host);
+        let ctx = MonitorContext {
+            name: M::NAME,
+            target: self.target,
+            server_id: self.server_id,
+            monitor: self.monitor,
+            reports: self.reports,
+            stop: stop_rx,
+        };
+        thread::Builder::new()
+            .name(name)
+            .stack_size(MONITOR_STACK_SIZE)
+            .spawn(move || monitor.run(ctx))?;
+        Ok(MonitorHandle {
+            _stop: stop_tx,
+            waker,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{
+        DnsQueryOptions, IdleConnectionOptions, ProxyFetchOptions, RunCommandOptions, UdpOptions,
     };
-    let builder = thread::Builder::new()
-        .name(name)
-        .stack_size(MONITOR_STACK_SIZE);
-    let waker = match config {
-        MonitorConfig::IdleConnection(opts) => {
-            let (monitor, waker) = idle_connection::IdleConnection::new(opts.clone());
-            builder.spawn(move || monitor.run(ctx))?;
-            Some(waker)
+
+    /// The registered kind's name.
+    struct Name;
+
+    impl WithKind for Name {
+        type Output = &'static str;
+        fn with<M: Monitor>(self, _opts: &M::Options) -> &'static str {
+            M::NAME
         }
-        MonitorConfig::ProxyFetch(opts) => {
-            let monitor = proxy_fetch::ProxyFetch::new(opts.clone(), &ctx.target);
-            builder.spawn(move || monitor.run(ctx))?;
-            None
+    }
+
+    #[test]
+    fn every_kind_is_registered_under_its_configured_name() {
+        let second = Duration::from_secs(1);
+        let configs = [
+            MonitorConfig::IdleConnection(IdleConnectionOptions::default()),
+            MonitorConfig::ProxyFetch(ProxyFetchOptions {
+                interval: second,
+                timeout: second,
+                urls: vec!["http://localhost/".into()],
+                check_all: false,
+                max_failures: 0,
+                http_status: 200,
+            }),
+            MonitorConfig::RunCommand(RunCommandOptions {
+                interval: second,
+                timeout: second,
+                command: "/bin/true".into(),
+                arguments: vec![],
+                log_output: false,
+            }),
+            MonitorConfig::DnsQuery(DnsQueryOptions {
+                interval: second,
+                timeout: second,
+                hostnames: vec!["localhost".into()],
+                fail_on_nxdomain: false,
+            }),
+            MonitorConfig::Udp(UdpOptions {
+                interval: second,
+                icmp_timeout: second,
+            }),
+        ];
+        for config in &configs {
+            assert_eq!(registered(config, Name), config.name());
         }
-        MonitorConfig::RunCommand(opts) => {
-            let (monitor, waker) = run_command::RunCommand::new(opts.clone(), &ctx.target);
-            builder.spawn(move || monitor.run(ctx))?;
-            Some(waker)
-        }
-        MonitorConfig::DnsQuery(opts) => {
-            let (monitor, waker) = dns_query::DnsQuery::new(opts.clone());
-            builder.spawn(move || monitor.run(ctx))?;
-            Some(waker)
-        }
-        MonitorConfig::Udp(opts) => {
-            let (monitor, waker) = udp::Udp::new(opts.clone());
-            builder.spawn(move || monitor.run(ctx))?;
-            Some(waker)
-        }
-    };
-    Ok(MonitorHandle {
-        _stop: stop_tx,
-        waker,
-    })
+    }
 }

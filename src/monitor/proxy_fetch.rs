@@ -10,7 +10,7 @@
 //! {service, host, monitor, result, url}, a gauge of the last fetch's
 //! duration as PyBal has it (`result` is `successful` or `failed`).
 
-use super::{MonitorContext, MonitorTarget};
+use super::{CheckError, CheckOutcome, Monitor, MonitorContext, MonitorTarget, Step, Waker};
 use crate::config::ProxyFetchOptions;
 use prometheus::GaugeVec;
 use std::net::SocketAddr;
@@ -19,8 +19,6 @@ use std::time::{Duration, Instant};
 use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 use ureq::Agent;
-
-const NAME: &str = "ProxyFetch";
 
 static REQUEST_DURATION: LazyLock<GaugeVec> = LazyLock::new(|| {
     crate::status::metrics::gauge_vec(
@@ -52,24 +50,28 @@ pub(crate) struct ProxyFetch {
     agent: Agent,
 }
 
-/// Result of one fetch.
-struct Fetch {
-    ok: bool,
-    reason: String,
-}
+/// Result of one fetch: a note, or why it failed.
+type Fetch = Result<String, CheckError>;
 
 /// Sets the duration gauge of one fetch.
 fn observe_fetch(ctx: &MonitorContext, url: &str, fetch: &Fetch, took: Duration) {
-    let result = if fetch.ok { "successful" } else { "failed" };
-    ctx.observe(NAME, |[service, host, monitor]| {
+    let result = if fetch.is_ok() {
+        "successful"
+    } else {
+        "failed"
+    };
+    ctx.observe(|[service, host, monitor]| {
         REQUEST_DURATION
             .with_label_values(&[service, host, monitor, result, url])
             .set(took.as_secs_f64());
     });
 }
 
-impl ProxyFetch {
-    pub(crate) fn new(opts: ProxyFetchOptions, target: &MonitorTarget) -> Self {
+impl Monitor for ProxyFetch {
+    const NAME: &'static str = "ProxyFetch";
+    type Options = ProxyFetchOptions;
+
+    fn new(opts: &ProxyFetchOptions, target: &MonitorTarget) -> (Self, Option<Waker>) {
         let config = Agent::config_builder()
             .timeout_global(Some(opts.timeout))
             .max_redirects(0)
@@ -85,24 +87,27 @@ impl ProxyFetch {
             DefaultConnector::new(),
             FixedResolver(target.addr()),
         );
-        ProxyFetch { opts, agent }
+        let opts = opts.clone();
+        (ProxyFetch { opts, agent }, None)
     }
 
     /// The monitor thread's body: one check per `interval` on the shared
     /// fixed-rate schedule ([`MonitorContext::every`]).
-    pub(crate) fn run(self, ctx: MonitorContext) {
-        let log_target = ctx.log_target(NAME);
+    fn run(self, ctx: MonitorContext) {
+        let log_target = ctx.log_target();
         ctx.every(self.opts.interval, || {
             let started = Instant::now();
-            let (up, reason) = self.check(&ctx);
+            let outcome = self.check(&ctx);
             let took = started.elapsed();
-            log::debug!(target: &log_target, "{}: {} ({} ms)", ctx.target.host, reason, took.as_millis());
-            ctx.report(up, reason, Some(took))
+            log::debug!(target: &log_target, "{}: {} ({} ms)", ctx.target.host, outcome.reason(), took.as_millis());
+            ctx.report(outcome, Some(took))
         });
     }
+}
 
+impl ProxyFetch {
     /// One check: one URL at random, or all of them with `check_all`.
-    fn check(&self, ctx: &MonitorContext) -> (bool, String) {
+    fn check(&self, ctx: &MonitorContext) -> CheckOutcome {
         if self.opts.check_all {
             let results: Vec<Fetch> = self
                 .opts
@@ -110,28 +115,17 @@ impl ProxyFetch {
                 .iter()
                 .map(|u| self.timed_fetch(ctx, u))
                 .collect();
-            let failures: Vec<&Fetch> = results.iter().filter(|f| !f.ok).collect();
-            let up = failures.len() as u64 <= u64::from(self.opts.max_failures);
-            let reason = if failures.is_empty() {
-                format!("all {} URLs fetched", results.len())
-            } else {
-                let what: Vec<&str> = failures.iter().map(|f| f.reason.as_str()).collect();
-                format!(
-                    "{} of {} URLs failed (max_failures {}): {}",
-                    failures.len(),
-                    results.len(),
-                    self.opts.max_failures,
-                    what.join("; ")
-                )
-            };
-            (up, reason)
+            all_urls(&results, self.opts.max_failures)
         } else {
             let url = match self.opts.urls.len() {
-                0 => return (false, "no URL configured".to_string()),
+                // Validation requires a URL; down, as it always was.
+                0 => return CheckOutcome::down("no URL configured".to_string()),
                 n => &self.opts.urls[fastrand::usize(..n)],
             };
-            let fetch = self.timed_fetch(ctx, url);
-            (fetch.ok, fetch.reason)
+            match self.timed_fetch(ctx, url) {
+                Ok(note) => CheckOutcome::Up(note),
+                Err(error) => CheckOutcome::Down(error),
+            }
         }
     }
 
@@ -147,32 +141,88 @@ impl ProxyFetch {
             Ok(response) => {
                 let status = response.status().as_u16();
                 if status == self.opts.http_status {
-                    Fetch {
-                        ok: true,
-                        reason: format!("{url}: HTTP {status}"),
-                    }
+                    Ok(format!("{url}: HTTP {status}"))
                 } else {
-                    Fetch {
-                        ok: false,
-                        reason: format!(
-                            "{url}: HTTP status {status} (expected {})",
-                            self.opts.http_status
-                        ),
-                    }
+                    Err(CheckError::Remote(format!(
+                        "{url}: HTTP status {status} (expected {})",
+                        self.opts.http_status
+                    )))
                 }
             }
-            Err(ureq::Error::Timeout(_)) => Fetch {
-                ok: false,
-                reason: format!("{url}: timeout after {}", fmt_secs(self.opts.timeout)),
-            },
-            Err(e) => Fetch {
-                ok: false,
-                reason: format!("{url}: {e}"),
-            },
+            Err(ureq::Error::Timeout(_)) => Err(CheckError::Remote(format!(
+                "{url}: timeout after {}",
+                fmt_secs(self.opts.timeout)
+            ))),
+            // The connection's socket or an exchange on it.
+            Err(ureq::Error::Io(e)) => Err(CheckError::io(Step::Use, &e, format!("{url}: {e}"))),
+            Err(e) => Err(CheckError::Remote(format!("{url}: {e}"))),
         }
+    }
+}
+
+/// The outcome of a `check_all` check: up while at most `max_failures` URLs
+/// failed. Down is local when the local failures tipped it (the remote ones
+/// alone were within `max_failures`), remote otherwise.
+fn all_urls(results: &[Fetch], max_failures: u32) -> CheckOutcome {
+    let failures: Vec<&CheckError> = results.iter().filter_map(|f| f.as_ref().err()).collect();
+    if failures.is_empty() {
+        return CheckOutcome::Up(format!("all {} URLs fetched", results.len()));
+    }
+    let what: Vec<&str> = failures.iter().map(|e| e.reason()).collect();
+    let reason = format!(
+        "{} of {} URLs failed (max_failures {max_failures}): {}",
+        failures.len(),
+        results.len(),
+        what.join("; ")
+    );
+    let tolerated = |n: usize| n as u64 <= u64::from(max_failures);
+    if tolerated(failures.len()) {
+        CheckOutcome::Up(reason)
+    } else if tolerated(failures.iter().filter(|e| !e.is_local()).count()) {
+        CheckOutcome::Down(CheckError::Local(reason))
+    } else {
+        CheckOutcome::down(reason)
     }
 }
 
 fn fmt_secs(d: Duration) -> String {
     format!("{}s", d.as_secs_f64())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_all_is_down_locally_only_when_local_failures_tip_it() {
+        let ok = || Ok("u: HTTP 200".to_string());
+        let remote = || {
+            Err(CheckError::Remote(
+                "u: HTTP status 503 (expected 200)".into(),
+            ))
+        };
+        let local = || Err(CheckError::Local("u: Too many open files".into()));
+        assert_eq!(
+            all_urls(&[ok(), ok()], 0),
+            CheckOutcome::Up("all 2 URLs fetched".into())
+        );
+        let tolerated = all_urls(&[ok(), remote()], 1);
+        assert!(tolerated.is_up());
+        assert_eq!(
+            tolerated.reason(),
+            "1 of 2 URLs failed (max_failures 1): u: HTTP status 503 (expected 200)"
+        );
+        assert!(matches!(
+            all_urls(&[remote(), local()], 1),
+            CheckOutcome::Down(CheckError::Local(_))
+        ));
+        assert!(matches!(
+            all_urls(&[remote(), remote(), local()], 1),
+            CheckOutcome::Down(CheckError::Remote(_))
+        ));
+        assert!(matches!(
+            all_urls(&[ok(), remote()], 0),
+            CheckOutcome::Down(CheckError::Remote(_))
+        ));
+    }
 }

@@ -16,7 +16,7 @@
 //! it prints on stdout and stderr is logged line by line, control characters
 //! escaped.
 
-use super::{MonitorContext, MonitorTarget, Waker};
+use super::{CheckError, CheckOutcome, Monitor, MonitorContext, MonitorTarget, Step, Waker};
 use crate::config::RunCommandOptions;
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
@@ -31,7 +31,6 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-const NAME: &str = "RunCommand";
 /// `PATH` of the command's environment.
 const COMMAND_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// First and longest pause between two looks at a running command.
@@ -114,11 +113,10 @@ pub(crate) fn substitute(arg: &str, vars: &ServerVars) -> String {
     out
 }
 
-/// Up or down, the reason, and the metric's `result` and `exitcode`.
+/// Up or down (and why), and the metric's `result` and `exitcode`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Verdict {
-    up: bool,
-    reason: String,
+    outcome: CheckOutcome,
     result: &'static str,
     exitcode: String,
 }
@@ -129,7 +127,7 @@ enum Ended {
     Exited(ExitStatus),
     TimedOut(Duration),
     /// The command could not be started or waited for.
-    Failed(String),
+    Failed(CheckError),
     Stopped,
 }
 
@@ -137,14 +135,12 @@ fn verdict(ended: &Ended) -> Verdict {
     match ended {
         Ended::Exited(status) => match (status.code(), status.signal()) {
             (Some(0), _) => Verdict {
-                up: true,
-                reason: "command exited with status 0".to_string(),
+                outcome: CheckOutcome::Up("command exited with status 0".to_string()),
                 result: "successful",
                 exitcode: "0".to_string(),
             },
             (Some(code), _) => Verdict {
-                up: false,
-                reason: format!("command failed with exit status {code}"),
+                outcome: CheckOutcome::down(format!("command failed with exit status {code}")),
                 result: "failed",
                 exitcode: code.to_string(),
             },
@@ -154,37 +150,32 @@ fn verdict(ended: &Ended) -> Verdict {
                     .map(str::to_string)
                     .unwrap_or_else(|_| format!("signal {signal}"));
                 Verdict {
-                    up: false,
-                    reason: format!("command killed by {name}"),
+                    outcome: CheckOutcome::down(format!("command killed by {name}")),
                     result: "failed",
                     exitcode: name,
                 }
             }
             (None, None) => Verdict {
-                up: false,
-                reason: format!("command ended abnormally ({status})"),
+                outcome: CheckOutcome::down(format!("command ended abnormally ({status})")),
                 result: "failed",
                 exitcode: String::new(),
             },
         },
         Ended::TimedOut(timeout) => Verdict {
-            up: false,
-            reason: format!(
+            outcome: CheckOutcome::down(format!(
                 "command timed out after {}s; its process group was killed",
                 timeout.as_secs_f64()
-            ),
+            )),
             result: "timeout",
             exitcode: "SIGKILL".to_string(),
         },
-        Ended::Failed(why) => Verdict {
-            up: false,
-            reason: why.clone(),
+        Ended::Failed(error) => Verdict {
+            outcome: CheckOutcome::Down(error.clone()),
             result: "error",
             exitcode: String::new(),
         },
         Ended::Stopped => Verdict {
-            up: false,
-            reason: "monitor stopped".to_string(),
+            outcome: CheckOutcome::down("monitor stopped".to_string()),
             result: "stopped",
             exitcode: String::new(),
         },
@@ -209,9 +200,12 @@ pub(crate) struct RunCommand {
     running: RunningGroup,
 }
 
-impl RunCommand {
+impl Monitor for RunCommand {
+    const NAME: &'static str = "RunCommand";
+    type Options = RunCommandOptions;
+
     /// The monitor for `target` and the waker that kills a running command.
-    pub(crate) fn new(opts: RunCommandOptions, target: &MonitorTarget) -> (Self, Waker) {
+    fn new(opts: &RunCommandOptions, target: &MonitorTarget) -> (Self, Option<Waker>) {
         let vars = ServerVars::of(target);
         let arguments = opts
             .arguments
@@ -226,16 +220,16 @@ impl RunCommand {
             }
         });
         let monitor = RunCommand {
-            opts,
+            opts: opts.clone(),
             arguments,
             running,
         };
-        (monitor, waker)
+        (monitor, Some(waker))
     }
 
     /// The monitor thread's body: runs on a fixed-rate schedule.
-    pub(crate) fn run(self, ctx: MonitorContext) {
-        let log_target = ctx.log_target(NAME);
+    fn run(self, ctx: MonitorContext) {
+        let log_target = ctx.log_target();
         let host = ctx.target.host.clone();
         let histogram = RUN_DURATION.clone();
         ctx.every(self.opts.interval, || {
@@ -251,7 +245,7 @@ impl RunCommand {
             }
             let verdict = verdict(&ended);
             // Inside `observe`: no late update re-creates a forgotten series.
-            ctx.observe(NAME, |[service, host, monitor]| {
+            ctx.observe(|[service, host, monitor]| {
                 histogram
                     .with_label_values(&[
                         service,
@@ -262,11 +256,13 @@ impl RunCommand {
                     ])
                     .observe(took.as_secs_f64())
             });
-            log::debug!(target: &log_target, "{host}: {} ({:.3} s)", verdict.reason, took.as_secs_f64());
-            ctx.report(verdict.up, verdict.reason, Some(took))
+            log::debug!(target: &log_target, "{host}: {} ({:.3} s)", verdict.outcome.reason(), took.as_secs_f64());
+            ctx.report(verdict.outcome, Some(took))
         });
     }
+}
 
+impl RunCommand {
     /// The command line, for log lines.
     fn command_line(&self) -> String {
         format!("{} {:?}", self.opts.command, self.arguments)
@@ -297,7 +293,8 @@ impl RunCommand {
                 }
                 Err(e) => {
                     let why = format!("cannot run {}: {e}", self.opts.command);
-                    return (Ended::Failed(why), Capture::none(), Capture::none());
+                    let error = CheckError::io(Step::Acquire, &e, why);
+                    return (Ended::Failed(error), Capture::none(), Capture::none());
                 }
             }
         };
@@ -327,7 +324,8 @@ impl RunCommand {
                 Err(e) => {
                     self.kill_group(pgid);
                     let _ = self.reap(&mut child);
-                    break Ended::Failed(format!("cannot wait for {}: {e}", self.opts.command));
+                    let why = format!("cannot wait for {}: {e}", self.opts.command);
+                    break Ended::Failed(CheckError::io(Step::Use, &e.into(), why));
                 }
             }
             let now = Instant::now();
@@ -386,7 +384,10 @@ impl RunCommand {
 fn reap(child: &mut Child) -> Ended {
     match child.wait() {
         Ok(status) => Ended::Exited(status),
-        Err(e) => Ended::Failed(format!("cannot wait for the command: {e}")),
+        Err(e) => {
+            let why = format!("cannot wait for the command: {e}");
+            Ended::Failed(CheckError::io(Step::Use, &e, why))
+        }
     }
 }
 
@@ -573,19 +574,33 @@ mod tests {
     fn exit_statuses() {
         let exited = |code: i32| verdict(&Ended::Exited(ExitStatus::from_raw(code << 8)));
         let up = exited(0);
-        assert!(up.up);
+        assert!(up.outcome.is_up());
         assert_eq!((up.result, up.exitcode.as_str()), ("successful", "0"));
         let failed = exited(3);
-        assert!(!failed.up);
+        assert!(!failed.outcome.is_up());
         assert_eq!((failed.result, failed.exitcode.as_str()), ("failed", "3"));
-        assert!(failed.reason.contains("exit status 3"));
+        assert!(failed.outcome.reason().contains("exit status 3"));
         let killed = verdict(&Ended::Exited(ExitStatus::from_raw(15)));
-        assert!(!killed.up);
-        assert!(killed.reason.contains("SIGTERM"), "{}", killed.reason);
+        let reason = killed.outcome.reason();
+        assert!(!killed.outcome.is_up());
+        assert!(reason.contains("SIGTERM"), "{reason}");
         let timeout = verdict(&Ended::TimedOut(Duration::from_secs(20)));
-        assert!(!timeout.up);
-        assert!(timeout.reason.contains("timed out after 20s"));
-        assert!(!verdict(&Ended::Failed("cannot run x".into())).up);
+        assert!(!timeout.outcome.is_up());
+        assert!(timeout.outcome.reason().contains("timed out after 20s"));
+        let enoent = std::io::Error::from_raw_os_error(Errno::ENOENT as i32);
+        let missing = CheckError::io(Step::Acquire, &enoent, "cannot run x");
+        assert_eq!(
+            verdict(&Ended::Failed(missing)).outcome,
+            CheckOutcome::Down(CheckError::Remote("cannot run x".into()))
+        );
+        let eagain = std::io::Error::from_raw_os_error(Errno::EAGAIN as i32);
+        let no_fork = CheckError::io(Step::Acquire, &eagain, "cannot run x");
+        let failed = verdict(&Ended::Failed(no_fork));
+        assert_eq!(
+            failed.outcome,
+            CheckOutcome::Down(CheckError::Local("cannot run x".into()))
+        );
+        assert_eq!(failed.result, "error");
     }
 
     #[test]
@@ -633,10 +648,11 @@ mod tests {
             port: 8080,
             weight: 1,
         };
-        let (monitor, _waker) = RunCommand::new(opts, &target);
+        let (monitor, _waker) = RunCommand::new(&opts, &target);
         let (tx, _rx) = crossbeam_channel::unbounded();
         let (_stop_tx, stop_rx) = crossbeam_channel::bounded(0);
         let ctx = MonitorContext {
+            name: RunCommand::NAME,
             target,
             server_id: 1,
             monitor: 0,
@@ -644,7 +660,7 @@ mod tests {
             stop: stop_rx,
         };
         let (ended, stdout, _) = monitor.execute(&ctx, "test");
-        assert!(verdict(&ended).up, "{ended:?}");
+        assert!(verdict(&ended).outcome.is_up(), "{ended:?}");
         assert_eq!(String::from_utf8_lossy(&stdout.data), "out 8080\n");
         let pid: i32 = std::fs::read_to_string(&pidfile)
             .unwrap()

@@ -11,13 +11,12 @@
 //! a moment later (which PyBal did).
 
 use super::wake::SocketStop;
-use super::{MonitorContext, Waker};
+use super::{CheckError, CheckOutcome, Monitor, MonitorContext, MonitorTarget, Step, Waker};
 use crate::config::UdpOptions;
 use std::io::{self, ErrorKind};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
-const NAME: &str = "UDP";
 /// How long after a send an ICMP error is awaited before the check is up.
 const ERROR_GRACE: Duration = Duration::from_secs(1);
 
@@ -37,16 +36,20 @@ enum Wait {
     Stopped,
 }
 
-impl Udp {
+impl Monitor for Udp {
+    const NAME: &'static str = "UDP";
+    type Options = UdpOptions;
+
     /// The monitor and the waker that interrupts its blocking `recv`.
-    pub(crate) fn new(opts: UdpOptions) -> (Self, Waker) {
+    fn new(opts: &UdpOptions, _target: &MonitorTarget) -> (Self, Option<Waker>) {
         let (stop, waker) = SocketStop::new();
-        (Udp { opts, stop }, waker)
+        let opts = opts.clone();
+        (Udp { opts, stop }, Some(waker))
     }
 
     /// The monitor thread's body.
-    pub(crate) fn run(self, ctx: MonitorContext) {
-        let log_target = ctx.log_target(NAME);
+    fn run(self, ctx: MonitorContext) {
+        let log_target = ctx.log_target();
         let host = ctx.target.host.clone();
         let mut last_error: Option<Instant> = None;
         let mut socket: Option<UdpSocket> = None;
@@ -62,7 +65,9 @@ impl Udp {
                 None => match self.open(ctx.target.addr()) {
                     Ok(sock) => sock,
                     Err(e) => {
-                        if !ctx.report(false, format!("cannot open a UDP socket: {e}"), None) {
+                        let reason = format!("cannot open a UDP socket: {e}");
+                        let error = CheckError::io(Step::Acquire, &e, reason);
+                        if !ctx.report(CheckOutcome::Down(error), None) {
                             return;
                         }
                         continue;
@@ -84,7 +89,7 @@ impl Udp {
                     if quiet_long_enough(last_error, Instant::now(), self.opts.icmp_timeout) {
                         let reason = "no ICMP error received".to_string();
                         log::debug!(target: &log_target, "{host}: {reason}");
-                        if !ctx.report(true, reason, None) {
+                        if !ctx.report(CheckOutcome::Up(reason), None) {
                             return;
                         }
                     } else {
@@ -109,7 +114,9 @@ impl Udp {
             }
         }
     }
+}
 
+impl Udp {
     /// A UDP socket connected to `addr` and registered with the waker.
     fn open(&self, addr: SocketAddr) -> io::Result<UdpSocket> {
         let sock = connected_socket(addr)?;
@@ -157,16 +164,19 @@ enum Flow {
 
 /// Reports a failed wait (an ICMP error is remembered in `last_error`).
 fn on_failure(ctx: &MonitorContext, failure: Wait, last_error: &mut Option<Instant>) -> Flow {
-    let (reason, flow) = match failure {
+    let (error, flow) = match failure {
         Wait::Quiet => return Flow::Keep,
         Wait::Stopped => return Flow::Stop,
         Wait::Unreachable(e) => {
             *last_error = Some(Instant::now());
-            (unreachable_reason(&e), Flow::Keep)
+            (CheckError::Remote(unreachable_reason(&e)), Flow::Keep)
         }
-        Wait::Failed(e) => (format!("UDP socket error: {e}"), Flow::Reopen),
+        Wait::Failed(e) => {
+            let reason = format!("UDP socket error: {e}");
+            (CheckError::io(Step::Use, &e, reason), Flow::Reopen)
+        }
     };
-    if ctx.report(false, reason, None) {
+    if ctx.report(CheckOutcome::Down(error), None) {
         flow
     } else {
         Flow::Stop
@@ -230,10 +240,12 @@ mod tests {
         let closed = UdpSocket::bind("127.0.0.1:0").unwrap();
         let addr = closed.local_addr().unwrap();
         drop(closed);
-        let (udp, _waker) = Udp::new(UdpOptions {
+        let (stop, _waker) = SocketStop::new();
+        let opts = UdpOptions {
             interval: Duration::from_secs(1),
             icmp_timeout: Duration::from_secs(1),
-        });
+        };
+        let udp = Udp { opts, stop };
         let sock = udp.open(addr).unwrap();
         sock.send(&[]).unwrap();
         let waited = udp.wait_for_error(&sock, Instant::now() + Duration::from_secs(5));

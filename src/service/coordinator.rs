@@ -3,13 +3,11 @@
 //! It owns every server's state (enabled, ready, up, pooled, per-monitor
 //! results) and the pooled-down set, and decides pool changes from server-list
 //! updates and monitor results under the depool threshold (SPEC 4 and 5).
-//! It does no I/O: callers get an [`Outcome`] with the pool operations to
-//! carry out, log lines to write and monitors to start or stop.
-//!
-//! The pool operations of a call are the net change of the pooled
-//! destinations (host → address, weight) across that call: all `Remove`s
-//! first, then `Edit`s, then `Add`s, each in host order. Replaying them in
-//! order on the previous pool gives exactly [`Coordinator::pooled`].
+//! It does no I/O: callers get an [`Outcome`] that says whether the pool
+//! changed, with log lines to write and monitors to start or stop. When the
+//! pool changed, the caller sends the complete desired pool
+//! ([`Coordinator::pooled`]) to the IpvsWriter, which alone computes the
+//! operations that bring the kernel there (`ipvs::diff`).
 //!
 //! Beyond PyBal, the server list is re-resolved, so a server's address can
 //! change: a server that becomes resolvable is handled like a new one, one
@@ -21,25 +19,6 @@ use crate::source::ServerUpdate;
 use log::Level;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-
-/// A change of the IPVS pool of this service.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum PoolOp {
-    Add {
-        host: String,
-        ip: IpAddr,
-        weight: u32,
-    },
-    Edit {
-        host: String,
-        ip: IpAddr,
-        weight: u32,
-    },
-    Remove {
-        host: String,
-        ip: IpAddr,
-    },
-}
 
 /// A log line the caller should write, in the service's log context.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,7 +32,9 @@ pub(crate) struct LogLine {
 /// What a coordinator call decided.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Outcome {
-    pub(crate) ops: Vec<PoolOp>,
+    /// The pooled destinations (host → address, weight) differ from those
+    /// before the call: [`Coordinator::pooled`] must be sent to IPVS.
+    pub(crate) pool_changed: bool,
     pub(crate) logs: Vec<LogLine>,
     /// Hosts whose monitors must be started: new and ready, newly resolved,
     /// or with a changed address.
@@ -181,7 +162,7 @@ impl Coordinator {
         }
 
         self.enforce_threshold(&mut out);
-        out.ops = pool_diff(&before, &self.pool());
+        out.pool_changed = before != self.pool();
         out
     }
 
@@ -206,7 +187,7 @@ impl Coordinator {
         } else {
             self.result_down(host, monitor, reason, &mut out);
         }
-        out.ops = pool_diff(&before, &self.pool());
+        out.pool_changed = before != self.pool();
         out
     }
 
@@ -218,7 +199,7 @@ impl Coordinator {
         let mut out = Outcome::default();
         self.depool_threshold = threshold;
         self.enforce_threshold(&mut out);
-        out.ops = pool_diff(&before, &self.pool());
+        out.pool_changed = before != self.pool();
         out
     }
 
@@ -644,49 +625,9 @@ fn log_unresolved(host: &str, out: &mut Outcome) {
 /// The IPVS destinations of a service: host → (address, weight).
 type Pool = BTreeMap<String, (IpAddr, u32)>;
 
-/// The operations that turn pool `before` into pool `after`: every `Remove`
-/// first (so an address freed by one server is gone before another server
-/// is added with it), then every `Edit`, then every `Add`, each in host order.
-/// A server whose address changed gets a `Remove` and an `Add`.
-fn pool_diff(before: &Pool, after: &Pool) -> Vec<PoolOp> {
-    let mut removes = Vec::new();
-    let mut edits = Vec::new();
-    let mut adds = Vec::new();
-    for (host, &(ip, weight)) in before {
-        match after.get(host) {
-            Some(&(new_ip, new_weight)) if new_ip == ip => {
-                if new_weight != weight {
-                    edits.push(PoolOp::Edit {
-                        host: host.clone(),
-                        ip,
-                        weight: new_weight,
-                    });
-                }
-            }
-            _ => removes.push(PoolOp::Remove {
-                host: host.clone(),
-                ip,
-            }),
-        }
-    }
-    for (host, &(ip, weight)) in after {
-        if before.get(host).is_none_or(|&(old_ip, _)| old_ip != ip) {
-            adds.push(PoolOp::Add {
-                host: host.clone(),
-                ip,
-                weight,
-            });
-        }
-    }
-    removes.extend(edits);
-    removes.extend(adds);
-    removes
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
     use std::net::Ipv4Addr;
 
     fn ip(n: u8) -> IpAddr {
@@ -717,19 +658,16 @@ mod tests {
         c
     }
 
-    fn add(n: u8, weight: u32) -> PoolOp {
-        PoolOp::Add {
-            host: host(n),
-            ip: ip(n),
-            weight,
-        }
+    /// `pooled()` of servers `(n, weight)` at their first address.
+    fn pool(servers: &[(u8, u32)]) -> Vec<(IpAddr, u32)> {
+        servers.iter().map(|&(n, w)| (ip(n), w)).collect()
     }
 
-    fn remove(n: u8) -> PoolOp {
-        PoolOp::Remove {
-            host: host(n),
-            ip: ip(n),
-        }
+    /// `out` changed the pool, which is now exactly `servers`.
+    #[track_caller]
+    fn assert_pooled(out: &Outcome, c: &Coordinator, servers: &[(u8, u32)]) {
+        assert!(out.pool_changed, "pool_changed");
+        assert_eq!(c.pooled(), pool(servers));
     }
 
     fn down(c: &mut Coordinator, n: u8) -> Outcome {
@@ -772,7 +710,7 @@ mod tests {
     fn new_ready_servers_start_up_pooled_and_monitored() {
         let mut c = Coordinator::new(0.5, 1);
         let out = c.apply_server_list(vec![upd(1, 10, true), upd(2, 20, false)]);
-        assert_eq!(out.ops, vec![add(1, 10)]);
+        assert_pooled(&out, &c, &[(1, 10)]);
         assert_eq!(out.start_monitors, vec![host(1), host(2)]);
         let s1 = c.server("s1").expect("s1");
         assert!(s1.up && s1.pooled && s1.ready && s1.enabled);
@@ -788,10 +726,12 @@ mod tests {
     #[test]
     fn depool_is_refused_once_the_threshold_is_reached() {
         let mut c = coordinator(4, 0.5, 1);
-        assert_eq!(down(&mut c, 1).ops, vec![remove(1)]);
-        assert_eq!(down(&mut c, 2).ops, vec![remove(2)]);
+        let out = down(&mut c, 1);
+        assert_pooled(&out, &c, &[(2, 10), (3, 10), (4, 10)]);
+        let out = down(&mut c, 2);
+        assert_pooled(&out, &c, &[(3, 10), (4, 10)]);
         let out = down(&mut c, 3);
-        assert!(out.ops.is_empty());
+        assert!(!out.pool_changed);
         assert!(has_log(
             &out,
             Level::Error,
@@ -811,7 +751,7 @@ mod tests {
         }
         assert_eq!(c.pooled_down(), vec![host(3)]);
         let out = up(&mut c, 1);
-        assert_eq!(out.ops, vec![remove(3), add(1, 10)]);
+        assert_pooled(&out, &c, &[(1, 10), (4, 10)]);
         assert!(has_log(
             &out,
             Level::Info,
@@ -825,10 +765,11 @@ mod tests {
     fn pooled_down_server_coming_back_is_left_pooled() {
         let mut c = coordinator(2, 1.0, 1);
         let out = down(&mut c, 1);
-        assert!(out.ops.is_empty());
+        assert!(!out.pool_changed);
         assert_eq!(c.pooled_down(), vec![host(1)]);
         let out = up(&mut c, 1);
-        assert!(out.ops.is_empty());
+        assert!(!out.pool_changed);
+        assert_eq!(c.pooled(), pool(&[(1, 10), (2, 10)]));
         assert!(has_log(
             &out,
             Level::Info,
@@ -845,7 +786,7 @@ mod tests {
         down(&mut c, 2);
         // Two up servers are removed: 2 servers left, both down and not pooled.
         let out = c.apply_server_list(vec![upd(1, 10, true), upd(2, 10, true)]);
-        assert_eq!(out.ops, vec![remove(3), remove(4), add(1, 10)]);
+        assert_pooled(&out, &c, &[(1, 10)]);
         assert_eq!(out.stop_monitors, vec![host(3), host(4)]);
         assert!(has_log(
             &out,
@@ -856,7 +797,7 @@ mod tests {
         assert_eq!(c.pooled_down(), vec![host(1)]);
         // When s2 comes up, s1 can finally go.
         let out = up(&mut c, 2);
-        assert_eq!(out.ops, vec![remove(1), add(2, 10)]);
+        assert_pooled(&out, &c, &[(2, 10)]);
         assert!(c.pooled_down().is_empty());
     }
 
@@ -864,7 +805,7 @@ mod tests {
     fn unmeetable_threshold_is_logged_as_critical() {
         let mut c = Coordinator::new(1.0, 1);
         let out = c.apply_server_list(vec![upd(1, 10, true), upd(2, 10, false)]);
-        assert_eq!(out.ops, vec![add(1, 10)]);
+        assert_pooled(&out, &c, &[(1, 10)]);
         let critical = out
             .logs
             .iter()
@@ -880,7 +821,7 @@ mod tests {
         let mut l = list(2);
         l[0].enabled = false;
         let out = c.apply_server_list(l);
-        assert_eq!(out.ops, vec![remove(1)]);
+        assert_pooled(&out, &c, &[(2, 10)]);
         assert!(c
             .server("s1")
             .is_some_and(|s| !s.pooled && s.up && !s.enabled));
@@ -896,7 +837,7 @@ mod tests {
         let mut l = list(2);
         l[0].enabled = false;
         let out = c.apply_server_list(l);
-        assert_eq!(out.ops, vec![remove(1)]);
+        assert_pooled(&out, &c, &[(2, 10)]);
         assert!(c.pooled_down().is_empty());
     }
 
@@ -911,12 +852,13 @@ mod tests {
         down(&mut c, 2);
         assert_eq!(pooled_hosts(&c), vec![host(3)]);
         let out = c.apply_server_list(list(3));
-        assert_eq!(out.ops, vec![add(1, 10)]);
+        assert_pooled(&out, &c, &[(1, 10), (3, 10)]);
         assert!(c
             .server("s2")
             .is_some_and(|s| !s.up && !s.pooled && s.enabled));
         // s2 comes up: pooled.
-        assert_eq!(up(&mut c, 2).ops, vec![add(2, 10)]);
+        let out = up(&mut c, 2);
+        assert_pooled(&out, &c, &[(1, 10), (2, 10), (3, 10)]);
     }
 
     #[test]
@@ -926,7 +868,8 @@ mod tests {
         l[0].enabled = false;
         c.apply_server_list(l);
         let out = c.apply_server_list(list(3));
-        assert!(out.ops.is_empty());
+        assert!(!out.pool_changed);
+        assert_eq!(c.pooled(), pool(&[(2, 10), (3, 10)]));
         assert!(c.server("s1").is_some_and(|s| !s.up && !s.pooled));
     }
 
@@ -935,15 +878,17 @@ mod tests {
         let mut c = coordinator(2, 0.5, 0);
         let mut l = list(2);
         l[0].enabled = false;
-        assert_eq!(c.apply_server_list(l).ops, vec![remove(1)]);
-        assert_eq!(c.apply_server_list(list(2)).ops, vec![add(1, 10)]);
+        let out = c.apply_server_list(l);
+        assert_pooled(&out, &c, &[(2, 10)]);
+        let out = c.apply_server_list(list(2));
+        assert_pooled(&out, &c, &[(1, 10), (2, 10)]);
     }
 
     #[test]
     fn removed_server_is_depooled_and_its_monitors_stopped() {
         let mut c = coordinator(3, 0.5, 1);
         let out = c.apply_server_list(list(2));
-        assert_eq!(out.ops, vec![remove(3)]);
+        assert_pooled(&out, &c, &[(1, 10), (2, 10)]);
         assert_eq!(out.stop_monitors, vec![host(3)]);
         assert!(has_log(
             &out,
@@ -951,7 +896,7 @@ mod tests {
             "Removing server s3 (no longer found in new configuration)"
         ));
         assert!(c.server("s3").is_none());
-        assert!(c.monitor_result("s3", 0, false, "x").ops.is_empty());
+        assert_eq!(c.monitor_result("s3", 0, false, "x"), Outcome::default());
     }
 
     #[test]
@@ -960,7 +905,7 @@ mod tests {
         down(&mut c, 2);
         assert_eq!(c.pooled_down(), vec![host(2)]);
         let out = c.apply_server_list(list(1));
-        assert_eq!(out.ops, vec![remove(2)]);
+        assert_pooled(&out, &c, &[(1, 10)]);
         assert!(c.pooled_down().is_empty());
     }
 
@@ -975,25 +920,21 @@ mod tests {
             u.weight = 20;
         }
         let out = c.apply_server_list(l);
-        assert_eq!(
-            out.ops,
-            vec![PoolOp::Edit {
-                host: host(1),
-                ip: ip(1),
-                weight: 20
-            }]
-        );
+        assert_pooled(&out, &c, &[(1, 20)]);
         assert!(c.servers().all(|s| s.weight == 20));
         // The new weight is used when s2 comes back.
-        assert_eq!(up(&mut c, 2).ops, vec![add(2, 20)]);
+        let out = up(&mut c, 2);
+        assert_pooled(&out, &c, &[(1, 20), (2, 20)]);
     }
 
     #[test]
     fn unchanged_list_changes_nothing() {
         let mut c = coordinator(3, 0.5, 1);
         down(&mut c, 1);
+        let before = c.pooled();
         let out = c.apply_server_list(list(3));
-        assert!(out.ops.is_empty());
+        assert!(!out.pool_changed);
+        assert_eq!(c.pooled(), before);
         assert!(out.logs.is_empty());
         assert!(out.start_monitors.is_empty() && out.stop_monitors.is_empty());
     }
@@ -1001,17 +942,20 @@ mod tests {
     #[test]
     fn server_is_up_only_when_all_its_monitors_are() {
         let mut c = coordinator(2, 0.0, 2);
-        assert_eq!(c.monitor_result("s1", 0, false, "a").ops, vec![remove(1)]);
-        assert!(c.monitor_result("s1", 1, false, "b").ops.is_empty());
+        let out = c.monitor_result("s1", 0, false, "a");
+        assert_pooled(&out, &c, &[(2, 10)]);
+        assert!(!c.monitor_result("s1", 1, false, "b").pool_changed);
         let out = c.monitor_result("s1", 0, true, "");
-        assert!(out.ops.is_empty());
+        assert!(!out.pool_changed);
         let s1 = c.server("s1").expect("s1");
         assert!(!s1.up);
         assert_eq!(s1.text_status(), "enabled/partially up/not pooled");
-        assert_eq!(c.monitor_result("s1", 1, true, "").ops, vec![add(1, 10)]);
+        let out = c.monitor_result("s1", 1, true, "");
+        assert_pooled(&out, &c, &[(1, 10), (2, 10)]);
         assert!(c.server("s1").is_some_and(|s| s.up && s.pooled));
         // One of two going down is enough.
-        assert_eq!(c.monitor_result("s1", 1, false, "c").ops, vec![remove(1)]);
+        let out = c.monitor_result("s1", 1, false, "c");
+        assert_pooled(&out, &c, &[(2, 10)]);
     }
 
     #[test]
@@ -1048,7 +992,7 @@ mod tests {
     fn first_result_up_on_a_new_server_changes_nothing() {
         let mut c = coordinator(1, 0.0, 1);
         let out = up(&mut c, 1);
-        assert!(out.ops.is_empty() && out.logs.is_empty());
+        assert!(!out.pool_changed && out.logs.is_empty());
         assert!(c.server("s1").is_some_and(|s| s.up && s.pooled));
     }
 
@@ -1056,7 +1000,7 @@ mod tests {
     fn first_result_down_on_a_new_server_depools_it() {
         let mut c = coordinator(2, 0.5, 1);
         let out = c.monitor_result("s1", 0, false, "connection refused");
-        assert_eq!(out.ops, vec![remove(1)]);
+        assert_pooled(&out, &c, &[(2, 10)]);
         assert!(has_log(
             &out,
             Level::Error,
@@ -1074,7 +1018,7 @@ mod tests {
         let mut l = list(2);
         l[1].ip = None;
         let out = c.apply_server_list(l.clone());
-        assert_eq!(out.ops, vec![add(1, 10)]);
+        assert_pooled(&out, &c, &[(1, 10)]);
         assert_eq!(out.start_monitors, vec![host(1)]);
         assert!(has_log(&out, Level::Error, "Could not resolve server s2"));
         let s2 = c.server("s2").expect("s2");
@@ -1085,7 +1029,8 @@ mod tests {
         assert!(c.pooled().iter().all(|(a, _)| *a == ip(1)));
         // Another update, still unresolved: still not pooled.
         let out = c.apply_server_list(l);
-        assert!(out.ops.is_empty());
+        assert!(!out.pool_changed);
+        assert_eq!(c.pooled(), pool(&[(1, 10)]));
     }
 
     #[test]
@@ -1095,7 +1040,7 @@ mod tests {
         l[1].ip = None;
         c.apply_server_list(l);
         let out = c.apply_server_list(list(2));
-        assert_eq!(out.ops, vec![add(2, 10)]);
+        assert_pooled(&out, &c, &[(1, 10), (2, 10)]);
         assert_eq!(out.start_monitors, vec![host(2)]);
         assert!(c.server("s2").is_some_and(|s| s.ready && s.up && s.pooled));
     }
@@ -1108,7 +1053,7 @@ mod tests {
         let mut l = list(2);
         l[1].ip = None;
         let out = c.apply_server_list(l);
-        assert_eq!(out.ops, vec![remove(2)]);
+        assert_pooled(&out, &c, &[(1, 10)]);
         assert_eq!(out.stop_monitors, vec![host(2)]);
         assert!(c.pooled_down().is_empty());
         assert!(c
@@ -1123,17 +1068,8 @@ mod tests {
         let mut l = list(2);
         l[0].ip = Some(ip(101));
         let out = c.apply_server_list(l);
-        assert_eq!(
-            out.ops,
-            vec![
-                remove(1),
-                PoolOp::Add {
-                    host: host(1),
-                    ip: ip(101),
-                    weight: 10
-                }
-            ]
-        );
+        assert!(out.pool_changed);
+        assert_eq!(c.pooled(), vec![(ip(101), 10), (ip(2), 10)]);
         assert_eq!(out.stop_monitors, vec![host(1)]);
         assert_eq!(out.start_monitors, vec![host(1)]);
         let s1 = c.server("s1").expect("s1");
@@ -1152,7 +1088,7 @@ mod tests {
         let mut moved = upd(3, 10, true);
         moved.ip = Some(ip(103));
         let out = c.apply_server_list(vec![moved, upd(4, 10, true)]);
-        assert_eq!(out.ops, vec![remove(3)]);
+        assert_pooled(&out, &c, &[(4, 10)]);
         assert!(c.pooled_down().is_empty());
         assert_eq!(c.pooled(), vec![(ip(4), 10)]);
     }
@@ -1165,7 +1101,7 @@ mod tests {
         }
         assert_eq!(pooled_hosts(&c), vec![host(4)]);
         let out = c.set_depool_threshold(0.75);
-        assert_eq!(out.ops, vec![add(1, 10), add(2, 10)]);
+        assert_pooled(&out, &c, &[(1, 10), (2, 10), (4, 10)]);
         assert_eq!(c.pooled_down(), vec![host(1), host(2)]);
         assert_eq!(c.depool_threshold(), 0.75);
     }
@@ -1178,7 +1114,7 @@ mod tests {
         }
         assert_eq!(c.pooled_down(), vec![host(2), host(3)]);
         let out = c.set_depool_threshold(0.25);
-        assert_eq!(out.ops, vec![remove(2), remove(3)]);
+        assert_pooled(&out, &c, &[(4, 10)]);
         assert!(c.pooled_down().is_empty());
         assert_eq!(pooled_hosts(&c), vec![host(4)]);
     }
@@ -1195,7 +1131,8 @@ mod tests {
         assert!(c.server("s2").is_some_and(|s| s.up && s.pooled));
         c.monitor_result("s1", 0, true, "");
         assert!(c.server("s1").is_some_and(|s| !s.up));
-        assert_eq!(c.monitor_result("s1", 1, true, "").ops, vec![add(1, 10)]);
+        let out = c.monitor_result("s1", 1, true, "");
+        assert_pooled(&out, &c, &[(1, 10), (2, 10)]);
     }
 
     #[test]
@@ -1219,7 +1156,7 @@ mod tests {
     fn duplicate_host_in_a_list_uses_the_last_entry() {
         let mut c = Coordinator::new(0.0, 1);
         let out = c.apply_server_list(vec![upd(1, 10, true), upd(1, 30, true)]);
-        assert_eq!(out.ops, vec![add(1, 30)]);
+        assert_pooled(&out, &c, &[(1, 30)]);
         assert_eq!(c.servers().count(), 1);
     }
 
@@ -1254,35 +1191,39 @@ mod tests {
         // 2 of 4 up and enabled: exactly at 0.5.
         assert!(c.can_depool());
         let out = down(&mut c, 1);
-        assert!(out.ops.is_empty());
+        assert!(!out.pool_changed);
         assert_eq!(c.pooled_down(), vec![host(1)]);
     }
 
-    /// Checks the invariants and replays `out` on `pool` / `monitored`.
+    /// Checks the invariants and that `out.pool_changed` says whether the
+    /// pooled destinations moved from `pool`, then sets `pool` to the new
+    /// ones and replays `out`'s monitor changes on `monitored`. Returns how
+    /// many pooled servers changed weight only (at the same address).
     fn check(
         c: &Coordinator,
         out: &Outcome,
-        pool: &mut HashMap<String, (IpAddr, u32)>,
+        pool: &mut Pool,
         monitored: &mut BTreeSet<String>,
         ctx: &str,
-    ) {
-        for op in &out.ops {
-            match op {
-                PoolOp::Add { host, ip, weight } => {
-                    let previous = pool.insert(host.clone(), (*ip, *weight));
-                    assert!(previous.is_none(), "{ctx}: Add of pooled {host}");
-                }
-                PoolOp::Edit { host, ip, weight } => {
-                    let entry = pool.get_mut(host).expect("Edit of an unpooled host");
-                    assert_eq!(entry.0, *ip, "{ctx}: Edit with another ip");
-                    entry.1 = *weight;
-                }
-                PoolOp::Remove { host, ip } => {
-                    let previous = pool.remove(host);
-                    assert_eq!(previous.map(|p| p.0), Some(*ip), "{ctx}: Remove {host}");
-                }
-            }
-        }
+    ) -> usize {
+        let now = c.pool();
+        assert_eq!(out.pool_changed, now != *pool, "{ctx}: pool_changed");
+        let reweighted = now
+            .iter()
+            .filter(|(host, &(ip, weight))| {
+                pool.get(*host)
+                    .is_some_and(|&(i, w)| i == ip && w != weight)
+            })
+            .count();
+        let mut expected: Vec<(String, (IpAddr, u32))> =
+            now.iter().map(|(h, v)| (h.clone(), *v)).collect();
+        expected.sort();
+        assert_eq!(
+            c.pooled(),
+            expected.iter().map(|(_, v)| *v).collect::<Vec<_>>(),
+            "{ctx}: pooled() is the pooled servers in host order"
+        );
+        *pool = now;
         for host in &out.stop_monitors {
             assert!(monitored.remove(host), "{ctx}: stop unmonitored {host}");
         }
@@ -1290,14 +1231,6 @@ mod tests {
             assert!(monitored.insert(host.clone()), "{ctx}: start twice {host}");
         }
 
-        let mut expected: Vec<(String, (IpAddr, u32))> =
-            pool.iter().map(|(h, v)| (h.clone(), *v)).collect();
-        expected.sort();
-        assert_eq!(
-            c.pooled(),
-            expected.iter().map(|(_, v)| *v).collect::<Vec<_>>(),
-            "{ctx}: replayed ops differ from pooled()"
-        );
         let ready: BTreeSet<String> = c
             .servers()
             .filter(|s| s.ready)
@@ -1324,6 +1257,7 @@ mod tests {
         if c.can_depool() {
             assert!(pooled_down.is_empty(), "{ctx}: can depool but did not");
         }
+        reweighted
     }
 
     #[test]
@@ -1332,7 +1266,7 @@ mod tests {
         let thresholds = [0.0, 0.25, 0.5, 0.7, 1.0];
         let mut monitor_count = 2;
         let mut c = Coordinator::new(0.5, monitor_count);
-        let mut pool = HashMap::new();
+        let mut pool = Pool::new();
         let mut monitored = BTreeSet::new();
         // How often interesting situations came up, to show the test reaches them.
         let (mut edits, mut moves, mut pooled_down_seen) = (0, 0, 0);
@@ -1364,12 +1298,7 @@ mod tests {
                 let h = host(rng.u8(0..9));
                 c.monitor_result(&h, rng.usize(0..monitor_count + 1), rng.bool(), "random")
             };
-            check(&c, &out, &mut pool, &mut monitored, &ctx);
-            edits += out
-                .ops
-                .iter()
-                .filter(|op| matches!(op, PoolOp::Edit { .. }))
-                .count();
+            edits += check(&c, &out, &mut pool, &mut monitored, &ctx);
             moves += out
                 .stop_monitors
                 .iter()

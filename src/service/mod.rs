@@ -202,14 +202,14 @@ impl ServiceRunner {
                 .map(|s| s.text_status())
                 .unwrap_or_default();
             log::debug!(target: &target, "{} ({status}): {} {}", report.host,
-                if report.up { "up:" } else { "down:" }, report.reason);
+                if report.up() { "up:" } else { "down:" }, report.reason());
         }
         let before = self.monitor_state(&report.host, report.monitor);
         let outcome = self.coordinator.monitor_result(
             &report.host,
             report.monitor,
-            report.up,
-            &report.reason,
+            report.up(),
+            report.reason(),
         );
         let after = self.monitor_state(&report.host, report.monitor);
         if let (Some(config), Some(effect)) = (
@@ -230,7 +230,7 @@ impl ServiceRunner {
     }
 
     /// Does what the coordinator decided. `force_ipvs` sends the desired IPVS
-    /// state even without pool operations (first list).
+    /// state even when the pool did not change (first list).
     fn carry_out(&mut self, outcome: Outcome, force_ipvs: bool) {
         for line in &outcome.logs {
             log::log!(target: &self.config.name, line.level, "{}", line.text);
@@ -243,7 +243,7 @@ impl ServiceRunner {
         for host in &outcome.start_monitors {
             self.start_monitors(host);
         }
-        if force_ipvs || !outcome.ops.is_empty() {
+        if force_ipvs || outcome.pool_changed {
             self.send_ipvs_state();
         }
         if outcome == Outcome::default() {
