@@ -502,10 +502,14 @@ fn str_lists(text: &str, suffix: &str) -> Vec<(String, Vec<String>)> {
     let mut lines = text.lines();
     while let Some(line) = lines.next() {
         let trimmed = line.trim_start();
-        let Some(rest) = trimmed
-            .strip_prefix("pub const ")
-            .or_else(|| trimmed.strip_prefix("const "))
-        else {
+        let Some(rest) = [
+            "pub const ",
+            "pub(super) const ",
+            "pub(crate) const ",
+            "const ",
+        ]
+        .iter()
+        .find_map(|prefix| trimmed.strip_prefix(prefix)) else {
             continue;
         };
         let Some((name, _)) = rest.split_once(": &[&str]") else {
@@ -568,11 +572,11 @@ fn man_page_documents_every_flag_signal_file_and_config_key() {
     }
     // Every config key the validator knows: `*_KEYS` as they are,
     // `<MONITOR>_OPTIONS` as `<monitor>.<option>`; every scheduler.
-    let validate = read_repo("src/config/validate.rs");
+    let validate = read_repo("src/config/validate/keys.rs");
     let key_lists = str_lists(&validate, "_KEYS");
     assert!(
         key_lists.iter().any(|(name, _)| name == "GLOBAL_KEYS"),
-        "GLOBAL_KEYS not found in src/config/validate.rs"
+        "GLOBAL_KEYS not found in src/config/validate/keys.rs"
     );
     for (_, keys) in key_lists {
         keys.into_iter().for_each(&mut expect);
