@@ -318,6 +318,20 @@ pub(crate) struct ProxyFetchOptions {
     pub(crate) http_status: u16,
 }
 
+impl Default for ProxyFetchOptions {
+    /// The defaults of the optional options; `url` is required.
+    fn default() -> Self {
+        ProxyFetchOptions {
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(5),
+            urls: Vec::new(),
+            check_all: false,
+            max_failures: 0,
+            http_status: 200,
+        }
+    }
+}
+
 /// `runcommand.*` options.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct RunCommandOptions {
@@ -334,6 +348,19 @@ pub(crate) struct RunCommandOptions {
     pub(crate) log_output: bool,
 }
 
+impl Default for RunCommandOptions {
+    /// The defaults of the optional options; `command` is required.
+    fn default() -> Self {
+        RunCommandOptions {
+            interval: Duration::from_secs(60),
+            timeout: Duration::from_secs(20),
+            command: String::new(),
+            arguments: Vec::new(),
+            log_output: true,
+        }
+    }
+}
+
 /// `dnsquery.*` options.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct DnsQueryOptions {
@@ -347,6 +374,18 @@ pub(crate) struct DnsQueryOptions {
     pub(crate) fail_on_nxdomain: bool,
 }
 
+impl Default for DnsQueryOptions {
+    /// The defaults of the optional options; `hostnames` is required.
+    fn default() -> Self {
+        DnsQueryOptions {
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(5),
+            hostnames: Vec::new(),
+            fail_on_nxdomain: false,
+        }
+    }
+}
+
 /// `udp.*` options.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct UdpOptions {
@@ -354,6 +393,15 @@ pub(crate) struct UdpOptions {
     pub(crate) interval: Duration,
     /// `icmp-timeout` [20 s]: up again once no ICMP error was seen this long.
     pub(crate) icmp_timeout: Duration,
+}
+
+impl Default for UdpOptions {
+    fn default() -> Self {
+        UdpOptions {
+            interval: Duration::from_secs(10),
+            icmp_timeout: Duration::from_secs(20),
+        }
+    }
 }
 
 /// A problem found in a configuration file.

@@ -1,59 +1,20 @@
 //! The `[global]` section: daemon-wide settings, and what `bgp = yes` needs.
 
-use super::keys::{warn_unknown_keys, GLOBAL_KEYS};
+use super::keys::{has, read_keys, warn_unknown_keys, GLOBAL_KEYS};
 use super::report::Reader;
 use super::values::*;
 use crate::config::GlobalConfig;
 
 pub(super) fn read_global(r: &mut Reader) -> GlobalConfig {
-    let defaults = GlobalConfig::default();
-    let bgp_local_asn = r.optional("bgp-local-asn", parse_u32);
-    let bgp_as_path = r
-        .optional("bgp-as-path", parse_as_path)
-        .unwrap_or_else(|| bgp_local_asn.into_iter().collect());
-    let global = GlobalConfig {
-        bgp: r.optional("bgp", parse_boolean).unwrap_or(defaults.bgp),
-        bgp_local_asn,
-        bgp_peer_addresses: r
-            .optional("bgp-peer-address", parse_ip_list)
-            .unwrap_or_default(),
-        bgp_as_path,
-        bgp_med: r.optional("bgp-med", parse_u32).unwrap_or(defaults.bgp_med),
-        bgp_nexthop_ipv4: r.optional("bgp-nexthop-ipv4", parse_ipv4),
-        bgp_nexthop_ipv6: r.optional("bgp-nexthop-ipv6", parse_ipv6),
-        bgp_local_ips: r
-            .optional("bgp-local-ips", parse_ip_list)
-            .unwrap_or(defaults.bgp_local_ips),
-        bgp_local_port: r
-            .optional("bgp-local-port", parse_port)
-            .unwrap_or(defaults.bgp_local_port),
-        bgp_peer_port: r
-            .optional("bgp-peer-port", parse_nonzero_port)
-            .unwrap_or(defaults.bgp_peer_port),
-        bgp_graceful_restart: r
-            .optional("bgp-graceful-restart", parse_restart_time)
-            .unwrap_or(defaults.bgp_graceful_restart),
-        instrumentation: r
-            .optional("instrumentation", parse_boolean)
-            .unwrap_or(defaults.instrumentation),
-        instrumentation_port: r
-            .optional("instrumentation_port", parse_port)
-            .unwrap_or(defaults.instrumentation_port),
-        instrumentation_ips: r
-            .optional("instrumentation_ips", parse_ip_list)
-            .unwrap_or(defaults.instrumentation_ips),
-        ipvsadm: r
-            .optional("ipvsadm", parse_path)
-            .unwrap_or(defaults.ipvsadm),
-        ipvs_backend: r.optional("ipvs-backend", parse_ipvs_backend),
-        ipvs_reconcile_interval: r
-            .optional("ipvs-reconcile-interval", parse_interval_or_off)
-            .unwrap_or(defaults.ipvs_reconcile_interval),
-    };
+    let mut global = GlobalConfig::default();
+    read_keys(r, GLOBAL_KEYS, "", "", &mut global);
+    if global.bgp_as_path.is_empty() {
+        global.bgp_as_path = global.bgp_local_asn.into_iter().collect();
+    }
     if global.bgp {
         require_bgp_basics(r, &global);
     }
-    warn_unknown_keys(r, |key| GLOBAL_KEYS.contains(&key));
+    warn_unknown_keys(r, |key| has(GLOBAL_KEYS, key));
     global
 }
 

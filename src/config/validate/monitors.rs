@@ -3,12 +3,7 @@
 
 use super::keys::*;
 use super::report::Reader;
-use super::values::*;
-use crate::config::{
-    DnsQueryOptions, IdleConnectionOptions, MonitorConfig, ProxyFetchOptions, RunCommandOptions,
-    UdpOptions,
-};
-use std::time::Duration;
+use crate::config::MonitorConfig;
 
 /// PyBal monitors that rsbal recognises but does not implement yet.
 pub(super) const NOT_YET_SUPPORTED_MONITORS: &[&str] = &[];
@@ -42,13 +37,34 @@ impl MonitorKind {
         }
     }
 
-    pub(super) fn options(self) -> &'static [&'static str] {
+    /// Whether the monitor's key table has `option`.
+    pub(super) fn has_option(self, option: &str) -> bool {
         match self {
-            MonitorKind::IdleConnection => IDLE_CONNECTION_OPTIONS,
-            MonitorKind::ProxyFetch => PROXY_FETCH_OPTIONS,
-            MonitorKind::RunCommand => RUN_COMMAND_OPTIONS,
-            MonitorKind::DnsQuery => DNS_QUERY_OPTIONS,
-            MonitorKind::Udp => UDP_OPTIONS,
+            MonitorKind::IdleConnection => has(IDLE_CONNECTION_OPTIONS, option),
+            MonitorKind::ProxyFetch => has(PROXY_FETCH_OPTIONS, option),
+            MonitorKind::RunCommand => has(RUN_COMMAND_OPTIONS, option),
+            MonitorKind::DnsQuery => has(DNS_QUERY_OPTIONS, option),
+            MonitorKind::Udp => has(UDP_OPTIONS, option),
+        }
+    }
+
+    /// The monitor's options from its key table, defaults filled in; `None`
+    /// when one is invalid or a required one is missing (both reported).
+    fn read(self, r: &mut Reader) -> Option<MonitorConfig> {
+        match self {
+            MonitorKind::IdleConnection => {
+                read_options(r, self, IDLE_CONNECTION_OPTIONS).map(MonitorConfig::IdleConnection)
+            }
+            MonitorKind::ProxyFetch => {
+                read_options(r, self, PROXY_FETCH_OPTIONS).map(MonitorConfig::ProxyFetch)
+            }
+            MonitorKind::RunCommand => {
+                read_options(r, self, RUN_COMMAND_OPTIONS).map(MonitorConfig::RunCommand)
+            }
+            MonitorKind::DnsQuery => {
+                read_options(r, self, DNS_QUERY_OPTIONS).map(MonitorConfig::DnsQuery)
+            }
+            MonitorKind::Udp => read_options(r, self, UDP_OPTIONS).map(MonitorConfig::Udp),
         }
     }
 }
@@ -87,8 +103,8 @@ pub(super) fn monitor_option_key(key: &str) -> Option<(&'static str, &str)> {
 
 /// The names in `monitors`, each checked. Returns the runnable ones; the
 /// others have been reported.
-pub(super) fn read_monitor_list(r: &mut Reader) -> Vec<MonitorKind> {
-    let Some(names) = r.optional("monitors", parse_str_list) else {
+pub(super) fn read_monitor_list(r: &mut Reader, names: Option<Vec<String>>) -> Vec<MonitorKind> {
+    let Some(names) = names else {
         if r.entry("monitors").is_none() {
             r.warning(
                 "monitors",
@@ -125,15 +141,7 @@ pub(super) fn read_monitors(r: &mut Reader, kinds: &[MonitorKind]) -> Option<Vec
     let mut monitors = Vec::new();
     let mut valid = true;
     for kind in kinds {
-        let monitor = match kind {
-            MonitorKind::IdleConnection => {
-                read_idle_connection(r).map(MonitorConfig::IdleConnection)
-            }
-            MonitorKind::ProxyFetch => read_proxy_fetch(r).map(MonitorConfig::ProxyFetch),
-            MonitorKind::RunCommand => read_run_command(r).map(MonitorConfig::RunCommand),
-            MonitorKind::DnsQuery => read_dns_query(r).map(MonitorConfig::DnsQuery),
-            MonitorKind::Udp => read_udp(r).map(MonitorConfig::Udp),
-        };
+        let monitor = kind.read(r);
         match monitor {
             Some(monitor) => monitors.push(monitor),
             None => valid = false,
@@ -142,113 +150,10 @@ pub(super) fn read_monitors(r: &mut Reader, kinds: &[MonitorKind]) -> Option<Vec
     valid.then_some(monitors)
 }
 
-/// Tracks whether every option read so far was valid.
-pub(super) struct OptionReader<'r, 'a> {
-    r: &'r mut Reader<'a>,
-    prefix: &'static str,
-    valid: bool,
-}
-
-impl<'r, 'a> OptionReader<'r, 'a> {
-    fn new(r: &'r mut Reader<'a>, prefix: &'static str) -> Self {
-        OptionReader {
-            r,
-            prefix,
-            valid: true,
-        }
-    }
-
-    fn key(&self, option: &str) -> String {
-        format!("{}.{option}", self.prefix)
-    }
-
-    /// Records an error when `option` is absent; `monitor` names who needs it.
-    fn require(&mut self, option: &str, monitor: &str) {
-        let key = self.key(option);
-        if self.r.entry(&key).is_none() {
-            self.r.error(
-                &key,
-                format!("required by the {monitor} monitor is missing"),
-            );
-            self.valid = false;
-        }
-    }
-
-    fn get<T>(&mut self, option: &str, default: T, parse: impl Fn(&str) -> Result<T, String>) -> T {
-        let key = self.key(option);
-        let present = self.r.entry(&key).is_some();
-        match self.r.optional(&key, parse) {
-            Some(value) => value,
-            None => {
-                self.valid &= !present;
-                default
-            }
-        }
-    }
-}
-
-pub(super) fn read_idle_connection(r: &mut Reader) -> Option<IdleConnectionOptions> {
-    let d = IdleConnectionOptions::default();
-    let mut o = OptionReader::new(r, "idleconnection");
-    let options = IdleConnectionOptions {
-        max_delay: o.get("max-delay", d.max_delay, parse_duration),
-        timeout_clean_reconnect: o.get(
-            "timeout-clean-reconnect",
-            d.timeout_clean_reconnect,
-            parse_duration,
-        ),
-        keepalive: o.get("keepalive", d.keepalive, parse_boolean),
-        keepalive_idle: o.get("keepalive-idle", d.keepalive_idle, parse_duration),
-        keepalive_interval: o.get("keepalive-interval", d.keepalive_interval, parse_duration),
-        keepalive_retries: o.get("keepalive-retries", d.keepalive_retries, parse_u32),
-    };
-    o.valid.then_some(options)
-}
-
-pub(super) fn read_proxy_fetch(r: &mut Reader) -> Option<ProxyFetchOptions> {
-    let mut o = OptionReader::new(r, "proxyfetch");
-    o.require("url", "ProxyFetch");
-    let options = ProxyFetchOptions {
-        interval: o.get("interval", Duration::from_secs(10), parse_duration),
-        timeout: o.get("timeout", Duration::from_secs(5), parse_duration),
-        urls: o.get("url", Vec::new(), parse_urls),
-        check_all: o.get("check_all", false, parse_boolean),
-        max_failures: o.get("max_failures", 0, parse_u32),
-        http_status: o.get("http_status", 200, parse_http_status),
-    };
-    o.valid.then_some(options)
-}
-
-pub(super) fn read_run_command(r: &mut Reader) -> Option<RunCommandOptions> {
-    let mut o = OptionReader::new(r, "runcommand");
-    o.require("command", "RunCommand");
-    let options = RunCommandOptions {
-        interval: o.get("interval", Duration::from_secs(60), parse_duration),
-        timeout: o.get("timeout", Duration::from_secs(20), parse_duration),
-        command: o.get("command", String::new(), parse_command),
-        arguments: o.get("arguments", Vec::new(), parse_arguments),
-        log_output: o.get("log-output", true, parse_boolean),
-    };
-    o.valid.then_some(options)
-}
-
-pub(super) fn read_dns_query(r: &mut Reader) -> Option<DnsQueryOptions> {
-    let mut o = OptionReader::new(r, "dnsquery");
-    o.require("hostnames", "DNSQuery");
-    let options = DnsQueryOptions {
-        interval: o.get("interval", Duration::from_secs(10), parse_duration),
-        timeout: o.get("timeout", Duration::from_secs(5), parse_duration),
-        hostnames: o.get("hostnames", Vec::new(), parse_hostnames),
-        fail_on_nxdomain: o.get("fail-on-nxdomain", false, parse_boolean),
-    };
-    o.valid.then_some(options)
-}
-
-pub(super) fn read_udp(r: &mut Reader) -> Option<UdpOptions> {
-    let mut o = OptionReader::new(r, "udp");
-    let options = UdpOptions {
-        interval: o.get("interval", Duration::from_secs(10), parse_duration),
-        icmp_timeout: o.get("icmp-timeout", Duration::from_secs(20), parse_duration),
-    };
-    o.valid.then_some(options)
+/// `<monitor>.<option>` keys read with `table`.
+fn read_options<T: Default>(r: &mut Reader, kind: MonitorKind, table: &[Key<T>]) -> Option<T> {
+    let mut options = T::default();
+    let prefix = kind.name().to_ascii_lowercase();
+    let missing = format!("required by the {} monitor is missing", kind.name());
+    read_keys(r, table, &prefix, &missing, &mut options).then_some(options)
 }

@@ -112,37 +112,6 @@ impl<'a> Reader<'a> {
         self.ini.get(self.section, key)
     }
 
-    /// The value of `key` parsed with `parse`; `None` when the key is absent
-    /// or invalid (then an error is recorded).
-    pub(super) fn optional<T>(
-        &mut self,
-        key: &str,
-        parse: impl Fn(&str) -> Result<T, String>,
-    ) -> Option<T> {
-        let entry = self.entry(key)?;
-        match parse(&entry.value) {
-            Ok(value) => Some(value),
-            Err(reason) => {
-                self.error_at(key, entry.line, reason);
-                None
-            }
-        }
-    }
-
-    /// Like [`Reader::optional`], but a missing key is an error too.
-    pub(super) fn required<T>(
-        &mut self,
-        key: &str,
-        parse: impl Fn(&str) -> Result<T, String>,
-    ) -> Option<T> {
-        if self.entry(key).is_none() {
-            let reason = "required key is missing".to_string();
-            self.error_at(key, self.section.line, reason);
-            return None;
-        }
-        self.optional(key, parse)
-    }
-
     /// The line to blame for `key`: its own, else the section header's.
     pub(super) fn line_of(&self, key: &str) -> usize {
         self.entry(key).map_or(self.section.line, |e| e.line)

@@ -1,32 +1,56 @@
 //! A service section: the LVS service, where its servers come from, its
 //! monitors, and warnings for the keys nothing reads.
 
-use super::keys::SERVICE_KEYS;
+use super::keys::{has, read_keys, SERVICE_KEYS};
 use super::monitors::*;
 use super::report::Reader;
 use super::values::*;
-use crate::config::{Protocol, ServiceConfig, SourceOptions};
+use crate::config::{ForwardingMethod, Protocol, ServiceConfig, SourceOptions, SourceUrl};
+use std::net::IpAddr;
+
+/// A service section's keys as read so far: what [`SERVICE_KEYS`] fill in.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct ServiceDraft {
+    pub(crate) protocol: Option<Protocol>,
+    pub(crate) ip: Option<IpAddr>,
+    pub(crate) port: Option<u16>,
+    pub(crate) scheduler: Option<String>,
+    pub(crate) source: Option<SourceUrl>,
+    pub(crate) source_options: SourceOptions,
+    pub(crate) ops: bool,
+    pub(crate) forwarding: ForwardingMethod,
+    pub(crate) depool_threshold: f64,
+    /// The names in `monitors`, unchecked.
+    pub(crate) monitors: Option<Vec<String>>,
+    pub(crate) bgp: bool,
+    pub(crate) bgp_med: Option<u32>,
+}
+
+impl Default for ServiceDraft {
+    fn default() -> Self {
+        ServiceDraft {
+            protocol: None,
+            ip: None,
+            port: None,
+            scheduler: None,
+            source: None,
+            source_options: SourceOptions::default(),
+            ops: false,
+            forwarding: ForwardingMethod::default(),
+            depool_threshold: 0.5,
+            monitors: None,
+            bgp: true,
+            bgp_med: None,
+        }
+    }
+}
 
 pub(super) fn read_service(r: &mut Reader) -> Option<ServiceConfig> {
-    let protocol = r.required("protocol", parse_protocol);
-    let ip = r.required("ip", parse_ip);
-    let port = r.required("port", parse_port);
-    let scheduler = r.required("scheduler", parse_scheduler);
-    let source = r.required("config", parse_source);
-    let source_options = read_source_options(r);
-    let ops = r.optional("ops", parse_boolean).unwrap_or(false);
-    let forwarding = r
-        .optional("forwarding-method", parse_forwarding_method)
-        .unwrap_or_default();
-    let depool_threshold = r
-        .optional("depool-threshold", parse_threshold)
-        .unwrap_or(0.5);
-    let monitor_kinds = read_monitor_list(r);
+    let mut s = ServiceDraft::default();
+    read_keys(r, SERVICE_KEYS, "", "required key is missing", &mut s);
+    let monitor_kinds = read_monitor_list(r, s.monitors.take());
     let monitors = read_monitors(r, &monitor_kinds);
-    let bgp = r.optional("bgp", parse_boolean).unwrap_or(true);
-    let bgp_med = r.optional("bgp-med", parse_u32);
-
-    if ops && protocol == Some(Protocol::Tcp) {
+    if s.ops && s.protocol == Some(Protocol::Tcp) {
         r.error(
             "ops",
             "one-packet scheduling (ops) is only for udp services".to_string(),
@@ -36,32 +60,19 @@ pub(super) fn read_service(r: &mut Reader) -> Option<ServiceConfig> {
 
     Some(ServiceConfig {
         name: r.name().to_string(),
-        protocol: protocol?,
-        ip: ip?,
-        port: port?,
-        scheduler: scheduler?,
-        source: source?,
-        source_options,
-        ops,
-        forwarding,
-        depool_threshold,
+        protocol: s.protocol?,
+        ip: s.ip?,
+        port: s.port?,
+        scheduler: s.scheduler?,
+        source: s.source?,
+        source_options: s.source_options,
+        ops: s.ops,
+        forwarding: s.forwarding,
+        depool_threshold: s.depool_threshold,
         monitors: monitors?,
-        bgp,
-        bgp_med,
+        bgp: s.bgp,
+        bgp_med: s.bgp_med,
     })
-}
-
-/// `config-poll-interval` and `config-timeout`, defaults filled in.
-pub(super) fn read_source_options(r: &mut Reader) -> SourceOptions {
-    let d = SourceOptions::default();
-    SourceOptions {
-        poll_interval: r
-            .optional("config-poll-interval", parse_duration)
-            .unwrap_or(d.poll_interval),
-        timeout: r
-            .optional("config-timeout", parse_duration)
-            .unwrap_or(d.timeout),
-    }
 }
 
 /// Warnings for a service's own keys that nothing reads: unknown keys,
@@ -70,7 +81,7 @@ pub(super) fn warn_service_keys(r: &mut Reader, used: &[MonitorKind]) {
     let section = r.section;
     for entry in &section.entries {
         let key = entry.key.as_str();
-        if SERVICE_KEYS.contains(&key) {
+        if has(SERVICE_KEYS, key) {
             continue;
         }
         let Some((monitor, option)) = monitor_option_key(key) else {
@@ -78,7 +89,7 @@ pub(super) fn warn_service_keys(r: &mut Reader, used: &[MonitorKind]) {
             continue;
         };
         match used.iter().find(|kind| kind.name() == monitor) {
-            Some(kind) if kind.options().contains(&option) => {}
+            Some(kind) if kind.has_option(option) => {}
             Some(_) => r.warning(
                 key,
                 format!("unknown option {option:?} of monitor {monitor}, ignored"),

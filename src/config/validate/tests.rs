@@ -1,3 +1,4 @@
+use super::keys::*;
 use super::values::*;
 use super::*;
 use crate::config::pyliteral;
@@ -876,4 +877,74 @@ fn forwarding_method() {
     let e = find(&errors, "forwarding-method");
     assert_eq!(e.line, Some(8));
     assert!(e.reason.contains("dr, nat or tunnel"), "{e}");
+}
+
+/// Every key of `table` as a config names it, after checking that its
+/// default (when it has one) parses to `T`'s default and that it has a doc
+/// line.
+fn table_keys<T: Default + PartialEq + std::fmt::Debug>(
+    table: &[Key<T>],
+    prefix: &str,
+) -> Vec<String> {
+    let mut names = Vec::new();
+    for key in table {
+        assert!(!key.doc.is_empty(), "{} has no doc line", key.name);
+        if let Absent::Default(text) = key.absent {
+            let mut value = T::default();
+            assert_eq!((key.read)(&mut value, text), Ok(()), "{}", key.name);
+            assert_eq!(value, T::default(), "default of {}", key.name);
+        }
+        names.push(match prefix {
+            "" => key.name.to_string(),
+            _ => format!("{prefix}.{}", key.name),
+        });
+    }
+    names
+}
+
+/// Every key of every table, checked by [`table_keys`].
+fn every_key() -> Vec<String> {
+    [
+        table_keys(GLOBAL_KEYS, ""),
+        table_keys(SERVICE_KEYS, ""),
+        table_keys(IDLE_CONNECTION_OPTIONS, "idleconnection"),
+        table_keys(PROXY_FETCH_OPTIONS, "proxyfetch"),
+        table_keys(RUN_COMMAND_OPTIONS, "runcommand"),
+        table_keys(DNS_QUERY_OPTIONS, "dnsquery"),
+        table_keys(UDP_OPTIONS, "udp"),
+    ]
+    .concat()
+}
+
+#[test]
+fn key_tables_defaults_parse_to_the_typed_defaults() {
+    let keys = every_key();
+    assert_eq!(keys.len(), 17 + 13 + 6 + 6 + 5 + 4 + 2);
+    // No key twice in one table (bgp and bgp-med are global and per service).
+    let mut unique = keys.clone();
+    unique.sort_unstable();
+    unique.dedup();
+    assert_eq!(unique.len(), keys.len() - 2);
+}
+
+/// The man page (`packaging/rsbal.8`) documents every key of the tables and
+/// every scheduler.
+#[test]
+fn man_page_documents_every_key_of_the_tables_and_every_scheduler() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/rsbal.8");
+    let mut man = std::fs::read_to_string(path).unwrap().replace("\\-", "-");
+    for font in ["\\fB", "\\fI", "\\fR", "\\fP"] {
+        man = man.replace(font, " ");
+    }
+    let words: std::collections::HashSet<&str> = man
+        .split(|c: char| !(c.is_ascii_alphanumeric() || "-_.".contains(c)))
+        .map(|word| word.trim_end_matches('.'))
+        .collect();
+    let schedulers = crate::config::SCHEDULERS.iter().map(|s| s.to_string());
+    let missing: Vec<String> = every_key()
+        .into_iter()
+        .chain(schedulers)
+        .filter(|key| !words.contains(key.as_str()))
+        .collect();
+    assert!(missing.is_empty(), "{path} does not document: {missing:?}");
 }
