@@ -41,11 +41,11 @@ pub(crate) struct Key<T> {
     )]
     pub(crate) doc: &'static str,
     /// Parses the value's text and stores it in `T`.
-    pub(crate) read: fn(&mut T, &str) -> Result<(), String>,
+    pub(crate) read: fn(&mut T, &str) -> Result<(), ValueError>,
 }
 
 /// Stores a parsed value, or passes its error on.
-fn set<T>(slot: &mut T, value: Result<T, String>) -> Result<(), String> {
+fn set<T>(slot: &mut T, value: Result<T, ValueError>) -> Result<(), ValueError> {
     *slot = value?;
     Ok(())
 }
@@ -79,7 +79,7 @@ pub(super) fn read_keys<T>(
             None => {}
             Some(entry) => {
                 if let Err(reason) = (key.read)(into, &entry.value) {
-                    r.error_at(&name, entry.line, reason);
+                    r.error_at(&name, entry.line, reason.to_string());
                     valid = false;
                 }
             }

@@ -4,6 +4,7 @@
 use super::keys::*;
 use super::report::Reader;
 use crate::config::MonitorConfig;
+use std::fmt;
 
 /// PyBal monitors that rsbal recognises but does not implement yet.
 pub(super) const NOT_YET_SUPPORTED_MONITORS: &[&str] = &[];
@@ -78,8 +79,30 @@ pub(super) fn known_monitor_name(name: &str) -> Option<&'static str> {
         .find(|known| known.eq_ignore_ascii_case(name))
 }
 
+/// Why a name in `monitors` names no monitor rsbal can run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum MonitorError {
+    /// A PyBal monitor (canonical name) this version does not implement.
+    NotYetSupported(&'static str),
+    /// No monitor PyBal knows.
+    Unknown(String),
+}
+
+impl fmt::Display for MonitorError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MonitorError::NotYetSupported(known) => {
+                write!(f, "monitor {known} is not supported by this version yet")
+            }
+            MonitorError::Unknown(name) => write!(f, "unknown monitor {name}"),
+        }
+    }
+}
+
+impl std::error::Error for MonitorError {}
+
 /// The runnable monitor called `name`, or why there is none.
-pub(super) fn monitor_kind(name: &str) -> Result<MonitorKind, String> {
+pub(super) fn monitor_kind(name: &str) -> Result<MonitorKind, MonitorError> {
     if let Some(kind) = MonitorKind::ALL
         .into_iter()
         .find(|kind| kind.name().eq_ignore_ascii_case(name))
@@ -87,10 +110,8 @@ pub(super) fn monitor_kind(name: &str) -> Result<MonitorKind, String> {
         return Ok(kind);
     }
     match known_monitor_name(name) {
-        Some(known) => Err(format!(
-            "monitor {known} is not supported by this version yet"
-        )),
-        None => Err(format!("unknown monitor {name}")),
+        Some(known) => Err(MonitorError::NotYetSupported(known)),
+        None => Err(MonitorError::Unknown(name.to_string())),
     }
 }
 
@@ -130,7 +151,7 @@ pub(super) fn read_monitor_list(r: &mut Reader, names: Option<Vec<String>>) -> V
         seen.push(folded);
         match monitor_kind(&name) {
             Ok(kind) => kinds.push(kind),
-            Err(reason) => r.error("monitors", reason),
+            Err(reason) => r.error("monitors", reason.to_string()),
         }
     }
     kinds

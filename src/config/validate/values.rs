@@ -3,9 +3,141 @@
 
 use crate::config::pyliteral::{self, PyValue};
 use crate::config::{ForwardingMethod, IpvsBackendKind, Protocol, SourceUrl, SCHEDULERS};
+use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// Why the text of one value does not parse (the reason of a
+/// [`ConfigError`](crate::config::ConfigError) on that key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ValueError {
+    /// A quoted value or a list that is not a valid Python literal.
+    Literal(pyliteral::Error),
+    /// A quoted value that is a literal of this type, not one string.
+    NotOneValue(&'static str),
+    /// Not a list of strings; why the literal did not parse.
+    NotAStrList(pyliteral::Error),
+    /// `value` (as written) is not `what` (with the range or choices).
+    Not {
+        value: String,
+        what: &'static str,
+    },
+    /// Not one of [`SCHEDULERS`].
+    NotAScheduler(String),
+    /// Port 0 where rsbal must connect.
+    PortZero,
+    EmptyPath,
+    EmptyAsPath,
+    /// `proxyfetch.url` names no URL.
+    NoUrl,
+    NotHttpUrl(String),
+    NoHost(String),
+    Whitespace(String),
+    EmptyCommand,
+    /// The command contains a NUL character.
+    NulInCommand(String),
+    /// This argument contains a NUL character.
+    NulInArgument(String),
+    /// A `server.…` identifier not in [`SERVER_IDENTIFIERS`].
+    UnknownIdentifier(String),
+    /// `dnsquery.hostnames` names no host.
+    NoHostname,
+    /// `name` is not a DNS name, for this reason.
+    NotADnsName {
+        name: String,
+        why: &'static str,
+    },
+    /// A `config` URL of no known scheme.
+    NotASourceUrl(String),
+    /// A `file://` URL without a path.
+    NoFile(String),
+    /// An etcd URL without a key.
+    NoEtcdKey(String),
+    /// An etcd URL whose authority is not `host[:port]`.
+    NotHostPort {
+        url: String,
+        authority: String,
+    },
+}
+
+impl fmt::Display for ValueError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ValueError::Literal(e) => write!(f, "{e}"),
+            ValueError::NotOneValue(found) => write!(f, "expected one value, found a {found}"),
+            ValueError::NotAStrList(why) => {
+                write!(f, "not a Python list of strings like ['a', 'b']: {why}")
+            }
+            ValueError::Not { value, what } => write!(f, "{value:?} is not {what}"),
+            ValueError::NotAScheduler(value) => write!(
+                f,
+                "{value:?} is not an IPVS scheduler (one of: {})",
+                SCHEDULERS.join(" ")
+            ),
+            ValueError::PortZero => f.write_str("port 0 cannot be connected to (1-65535)"),
+            ValueError::EmptyPath => f.write_str("empty path"),
+            ValueError::EmptyAsPath => f.write_str("empty AS path"),
+            ValueError::NoUrl => f.write_str("at least one URL is needed"),
+            ValueError::NotHttpUrl(url) => write!(f, "{url:?} is not an http:// or https:// URL"),
+            ValueError::NoHost(url) => write!(f, "{url:?} has no host"),
+            ValueError::Whitespace(url) => write!(f, "{url:?} contains whitespace"),
+            ValueError::EmptyCommand => f.write_str("empty command"),
+            ValueError::NulInCommand(command) => {
+                write!(f, "{command:?} contains a NUL character")
+            }
+            ValueError::NulInArgument(arg) => {
+                write!(f, "argument {arg:?} contains a NUL character")
+            }
+            ValueError::UnknownIdentifier(token) => write!(
+                f,
+                "unknown identifier {token} (known: {})",
+                SERVER_IDENTIFIERS.join(", ")
+            ),
+            ValueError::NoHostname => f.write_str("at least one host name is needed"),
+            ValueError::NotADnsName { name, why } => {
+                write!(f, "{name:?} is not a DNS name: {why}")
+            }
+            ValueError::NotASourceUrl(url) => write!(
+                f,
+                "{url:?} is not a server list URL (file:///path, http://…, https://…, etcd://host[:port]/key or etcd+http://host[:port]/key)"
+            ),
+            ValueError::NoFile(url) => write!(
+                f,
+                "{url:?} names no file; use file:///etc/pybal/pools/service"
+            ),
+            ValueError::NoEtcdKey(url) => {
+                write!(f, "{url:?} has no key: use etcd://host[:port]/key")
+            }
+            ValueError::NotHostPort { url, authority } => {
+                write!(f, "{url:?}: {authority:?} is not host or host:port")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ValueError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ValueError::Literal(e) | ValueError::NotAStrList(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<pyliteral::Error> for ValueError {
+    fn from(e: pyliteral::Error) -> Self {
+        ValueError::Literal(e)
+    }
+}
+
+/// `value` is not `what`.
+fn not(value: &str, what: &'static str) -> ValueError {
+    ValueError::Not {
+        value: value.to_string(),
+        what,
+    }
+}
 
 /// The identifiers `runcommand.arguments` may use, replaced per server when
 /// the monitor starts (PyBal evaluated the list with `server` in scope).
@@ -17,7 +149,7 @@ pub(super) const ETCD_DEFAULT_PORT: u16 = 2379;
 
 /// The text of a scalar value: a quoted Python string is unquoted, anything
 /// else is taken as written.
-pub(super) fn scalar(text: &str) -> Result<String, String> {
+pub(super) fn scalar(text: &str) -> Result<String, ValueError> {
     let text = text.trim();
     let quoted = text.starts_with(['\'', '"'])
         || (text.len() > 1
@@ -30,59 +162,58 @@ pub(super) fn scalar(text: &str) -> Result<String, String> {
     }
     match pyliteral::parse(text)? {
         PyValue::Str(s) => Ok(s.trim().to_string()),
-        other => Err(format!("expected one value, found a {}", other.type_name())),
+        other => Err(ValueError::NotOneValue(other.type_name())),
     }
 }
 
-pub(super) fn parse_boolean(text: &str) -> Result<bool, String> {
+pub(super) fn parse_boolean(text: &str) -> Result<bool, ValueError> {
     let value = scalar(text)?;
     pyliteral::parse_bool(&value)
-        .ok_or_else(|| format!("{value:?} is not a boolean (yes/no, true/false, on/off, 1/0)"))
+        .ok_or_else(|| not(&value, "a boolean (yes/no, true/false, on/off, 1/0)"))
 }
 
 /// A scalar parsed with `FromStr`; the error says it is not `what`.
-pub(super) fn parse_as<T: std::str::FromStr>(text: &str, what: &str) -> Result<T, String> {
+pub(super) fn parse_as<T: std::str::FromStr>(
+    text: &str,
+    what: &'static str,
+) -> Result<T, ValueError> {
     let value = scalar(text)?;
-    value
-        .parse()
-        .map_err(|_| format!("{value:?} is not {what}"))
+    value.parse().map_err(|_| not(&value, what))
 }
 
-pub(super) fn parse_u32(text: &str) -> Result<u32, String> {
+pub(super) fn parse_u32(text: &str) -> Result<u32, ValueError> {
     parse_as(text, "a whole number (0-4294967295)")
 }
 
-pub(super) fn parse_port(text: &str) -> Result<u16, String> {
+pub(super) fn parse_port(text: &str) -> Result<u16, ValueError> {
     parse_as(text, "a port number (0-65535)")
 }
 
-pub(super) fn parse_nonzero_port(text: &str) -> Result<u16, String> {
+pub(super) fn parse_nonzero_port(text: &str) -> Result<u16, ValueError> {
     match parse_port(text)? {
-        0 => Err("port 0 cannot be connected to (1-65535)".to_string()),
+        0 => Err(ValueError::PortZero),
         port => Ok(port),
     }
 }
 
 /// `bgp-graceful-restart`: restart time in seconds, 0 = off; the capability
 /// carries 12 bits.
-pub(super) fn parse_restart_time(text: &str) -> Result<Option<u16>, String> {
+pub(super) fn parse_restart_time(text: &str) -> Result<Option<u16>, ValueError> {
     let value = scalar(text)?;
     match value.parse::<u16>() {
         Ok(0) => Ok(None),
         Ok(secs) if secs <= 4095 => Ok(Some(secs)),
-        _ => Err(format!(
-            "{value:?} is not a restart time in seconds (1-4095, 0 = off)"
-        )),
+        _ => Err(not(&value, "a restart time in seconds (1-4095, 0 = off)")),
     }
 }
 
-pub(super) fn parse_http_status(text: &str) -> Result<u16, String> {
+pub(super) fn parse_http_status(text: &str) -> Result<u16, ValueError> {
     let value = scalar(text)?;
     value
         .parse()
         .ok()
         .filter(|status| (100..=599).contains(status))
-        .ok_or_else(|| format!("{value:?} is not an HTTP status (100-599)"))
+        .ok_or_else(|| not(&value, "an HTTP status (100-599)"))
 }
 
 /// Seconds, int or float, finite and accepted by `allowed`; the error says
@@ -90,19 +221,19 @@ pub(super) fn parse_http_status(text: &str) -> Result<u16, String> {
 pub(super) fn parse_seconds(
     text: &str,
     allowed: fn(f64) -> bool,
-    what: &str,
-) -> Result<Duration, String> {
+    what: &'static str,
+) -> Result<Duration, ValueError> {
     let value = scalar(text)?;
     value
         .parse::<f64>()
         .ok()
         .filter(|secs| secs.is_finite() && allowed(*secs))
         .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
-        .ok_or_else(|| format!("{value:?} is not {what}"))
+        .ok_or_else(|| not(&value, what))
 }
 
 /// Seconds, int or float, greater than zero.
-pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
+pub(super) fn parse_duration(text: &str) -> Result<Duration, ValueError> {
     parse_seconds(
         text,
         |secs| secs > 0.0,
@@ -111,7 +242,7 @@ pub(super) fn parse_duration(text: &str) -> Result<Duration, String> {
 }
 
 /// Seconds, int or float, zero or more (zero = off).
-pub(super) fn parse_interval_or_off(text: &str) -> Result<Duration, String> {
+pub(super) fn parse_interval_or_off(text: &str) -> Result<Duration, ValueError> {
     parse_seconds(text, |secs| secs >= 0.0, "a number of seconds (0 = off)")
 }
 
@@ -119,18 +250,18 @@ pub(super) fn parse_interval_or_off(text: &str) -> Result<Duration, String> {
 pub(super) fn parse_keyword<T: Copy>(
     text: &str,
     choices: &[(&str, T)],
-    what: &str,
-) -> Result<T, String> {
+    what: &'static str,
+) -> Result<T, ValueError> {
     let value = scalar(text)?;
     let lower = value.to_ascii_lowercase();
     choices
         .iter()
         .find(|(keyword, _)| *keyword == lower)
         .map(|(_, v)| *v)
-        .ok_or_else(|| format!("{value:?} is not {what}"))
+        .ok_or_else(|| not(&value, what))
 }
 
-pub(super) fn parse_ipvs_backend(text: &str) -> Result<IpvsBackendKind, String> {
+pub(super) fn parse_ipvs_backend(text: &str) -> Result<IpvsBackendKind, ValueError> {
     let choices = [
         ("netlink", IpvsBackendKind::Netlink),
         ("ipvsadm", IpvsBackendKind::Ipvsadm),
@@ -138,7 +269,7 @@ pub(super) fn parse_ipvs_backend(text: &str) -> Result<IpvsBackendKind, String> 
     parse_keyword(text, &choices, "an IPVS backend (netlink or ipvsadm)")
 }
 
-pub(super) fn parse_forwarding_method(text: &str) -> Result<ForwardingMethod, String> {
+pub(super) fn parse_forwarding_method(text: &str) -> Result<ForwardingMethod, ValueError> {
     let choices = [
         ("dr", ForwardingMethod::Dr),
         ("nat", ForwardingMethod::Nat),
@@ -147,82 +278,77 @@ pub(super) fn parse_forwarding_method(text: &str) -> Result<ForwardingMethod, St
     parse_keyword(text, &choices, "a forwarding method (dr, nat or tunnel)")
 }
 
-pub(super) fn parse_threshold(text: &str) -> Result<f64, String> {
+pub(super) fn parse_threshold(text: &str) -> Result<f64, ValueError> {
     let value = scalar(text)?;
     value
         .parse::<f64>()
         .ok()
         .filter(|t| (0.0..=1.0).contains(t))
-        .ok_or_else(|| format!("{value:?} is not a number between 0.0 and 1.0"))
+        .ok_or_else(|| not(&value, "a number between 0.0 and 1.0"))
 }
 
-pub(super) fn parse_protocol(text: &str) -> Result<Protocol, String> {
+pub(super) fn parse_protocol(text: &str) -> Result<Protocol, ValueError> {
     let choices = [("tcp", Protocol::Tcp), ("udp", Protocol::Udp)];
     parse_keyword(text, &choices, "a protocol (tcp or udp)")
 }
 
-pub(super) fn parse_scheduler(text: &str) -> Result<String, String> {
+pub(super) fn parse_scheduler(text: &str) -> Result<String, ValueError> {
     let value = scalar(text)?;
     let lower = value.to_ascii_lowercase();
     if SCHEDULERS.contains(&lower.as_str()) {
         Ok(lower)
     } else {
-        Err(format!(
-            "{value:?} is not an IPVS scheduler (one of: {})",
-            SCHEDULERS.join(" ")
-        ))
+        Err(ValueError::NotAScheduler(value))
     }
 }
 
-pub(super) fn parse_ip(text: &str) -> Result<IpAddr, String> {
+pub(super) fn parse_ip(text: &str) -> Result<IpAddr, ValueError> {
     parse_as(text, "an IPv4 or IPv6 address")
 }
 
-pub(super) fn parse_ipv4(text: &str) -> Result<Ipv4Addr, String> {
+pub(super) fn parse_ipv4(text: &str) -> Result<Ipv4Addr, ValueError> {
     parse_as(text, "an IPv4 address")
 }
 
-pub(super) fn parse_ipv6(text: &str) -> Result<Ipv6Addr, String> {
+pub(super) fn parse_ipv6(text: &str) -> Result<Ipv6Addr, ValueError> {
     parse_as(text, "an IPv6 address")
 }
 
-pub(super) fn parse_path(text: &str) -> Result<PathBuf, String> {
+pub(super) fn parse_path(text: &str) -> Result<PathBuf, ValueError> {
     let value = scalar(text)?;
     if value.is_empty() {
-        return Err("empty path".to_string());
+        return Err(ValueError::EmptyPath);
     }
     Ok(PathBuf::from(value))
 }
 
 /// Space-separated ASNs (`bgp-as-path = 64600 64601`).
-pub(super) fn parse_as_path(text: &str) -> Result<Vec<u32>, String> {
+pub(super) fn parse_as_path(text: &str) -> Result<Vec<u32>, ValueError> {
     let value = scalar(text)?;
     let path: Vec<u32> = value
         .split_whitespace()
         .map(|asn| {
             asn.parse()
-                .map_err(|_| format!("{asn:?} is not an AS number (0-4294967295)"))
+                .map_err(|_| not(asn, "an AS number (0-4294967295)"))
         })
         .collect::<Result<_, _>>()?;
     if path.is_empty() {
-        return Err("empty AS path".to_string());
+        return Err(ValueError::EmptyAsPath);
     }
     Ok(path)
 }
 
 /// A Python list (or tuple) of strings, a quoted string, or one bare word
 /// (`10.0.0.1`, `ProxyFetch`) as a one-element list. Empty = empty list.
-pub(super) fn parse_str_list(text: &str) -> Result<Vec<String>, String> {
+pub(super) fn parse_str_list(text: &str) -> Result<Vec<String>, ValueError> {
     let text = text.trim();
     if text.is_empty() {
         return Ok(Vec::new());
     }
     match pyliteral::parse(text) {
-        Ok(value) => value.as_str_list(),
+        Ok(value) => Ok(value.as_str_list()?),
         Err(_) if is_bare_word(text) => Ok(vec![text.to_string()]),
-        Err(why) => Err(format!(
-            "not a Python list of strings like ['a', 'b']: {why}"
-        )),
+        Err(why) => Err(ValueError::NotAStrList(why)),
     }
 }
 
@@ -234,22 +360,22 @@ pub(super) fn is_bare_word(text: &str) -> bool {
         })
 }
 
-pub(super) fn parse_ip_list(text: &str) -> Result<Vec<IpAddr>, String> {
+pub(super) fn parse_ip_list(text: &str) -> Result<Vec<IpAddr>, ValueError> {
     parse_str_list(text)?
         .iter()
         .map(|ip| {
             ip.trim()
                 .parse()
-                .map_err(|_| format!("{ip:?} is not an IPv4 or IPv6 address"))
+                .map_err(|_| not(ip, "an IPv4 or IPv6 address"))
         })
         .collect()
 }
 
 /// `proxyfetch.url`: one or more `http(s)://host/…` URLs.
-pub(super) fn parse_urls(text: &str) -> Result<Vec<String>, String> {
+pub(super) fn parse_urls(text: &str) -> Result<Vec<String>, ValueError> {
     let urls = parse_str_list(text)?;
     if urls.is_empty() {
-        return Err("at least one URL is needed".to_string());
+        return Err(ValueError::NoUrl);
     }
     for url in &urls {
         check_http_url(url)?;
@@ -258,17 +384,17 @@ pub(super) fn parse_urls(text: &str) -> Result<Vec<String>, String> {
 }
 
 /// An `http://` or `https://` URL with a host.
-pub(super) fn check_http_url(url: &str) -> Result<(), String> {
+pub(super) fn check_http_url(url: &str) -> Result<(), ValueError> {
     let rest = strip_scheme(url, "http://")
         .or_else(|| strip_scheme(url, "https://"))
-        .ok_or_else(|| format!("{url:?} is not an http:// or https:// URL"))?;
+        .ok_or_else(|| ValueError::NotHttpUrl(url.to_string()))?;
     let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
     let host = authority.rsplit('@').next().unwrap_or("");
     if host.is_empty() || host.starts_with(':') {
-        return Err(format!("{url:?} has no host"));
+        return Err(ValueError::NoHost(url.to_string()));
     }
     if url.contains(char::is_whitespace) {
-        return Err(format!("{url:?} contains whitespace"));
+        return Err(ValueError::Whitespace(url.to_string()));
     }
     Ok(())
 }
@@ -283,13 +409,13 @@ pub(super) fn strip_scheme<'u>(url: &'u str, scheme: &str) -> Option<&'u str> {
 
 /// `runcommand.command`: the program to run (a path or a name looked up in
 /// the command's `PATH`).
-pub(super) fn parse_command(text: &str) -> Result<String, String> {
+pub(super) fn parse_command(text: &str) -> Result<String, ValueError> {
     let command = scalar(text)?;
     if command.is_empty() {
-        return Err("empty command".to_string());
+        return Err(ValueError::EmptyCommand);
     }
     if command.contains('\0') {
-        return Err(format!("{command:?} contains a NUL character"));
+        return Err(ValueError::NulInCommand(command));
     }
     Ok(command)
 }
@@ -298,21 +424,21 @@ pub(super) fn parse_command(text: &str) -> Result<String, String> {
 /// identifiers of [`SERVER_IDENTIFIERS`] may also stand unquoted, as in
 /// PyBal's `[ '--host', server.host ]`. They are kept as text and replaced
 /// per server when the monitor starts.
-pub(super) fn parse_arguments(text: &str) -> Result<Vec<String>, String> {
+pub(super) fn parse_arguments(text: &str) -> Result<Vec<String>, ValueError> {
     let trimmed = text.trim();
     if !trimmed.starts_with(['[', '(']) {
         return parse_str_list(trimmed);
     }
     let arguments = parse_str_list(&quote_server_identifiers(trimmed)?)?;
     if let Some(bad) = arguments.iter().find(|a| a.contains('\0')) {
-        return Err(format!("argument {bad:?} contains a NUL character"));
+        return Err(ValueError::NulInArgument(bad.clone()));
     }
     Ok(arguments)
 }
 
 /// `text` with every bare [`SERVER_IDENTIFIERS`] outside string literals put
 /// in quotes; an unknown `server.…` identifier is an error.
-pub(super) fn quote_server_identifiers(text: &str) -> Result<String, String> {
+pub(super) fn quote_server_identifiers(text: &str) -> Result<String, ValueError> {
     let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '.';
     let mut out = String::with_capacity(text.len() + 8);
     let mut quote: Option<char> = None;
@@ -345,10 +471,7 @@ pub(super) fn quote_server_identifiers(text: &str) -> Result<String, String> {
                 out.push_str(token);
                 out.push('\'');
             } else if token.starts_with("server.") {
-                return Err(format!(
-                    "unknown identifier {token} (known: {})",
-                    SERVER_IDENTIFIERS.join(", ")
-                ));
+                return Err(ValueError::UnknownIdentifier(token.to_string()));
             } else {
                 out.push_str(token);
             }
@@ -360,19 +483,24 @@ pub(super) fn quote_server_identifiers(text: &str) -> Result<String, String> {
 }
 
 /// `dnsquery.hostnames`: one or more DNS names.
-pub(super) fn parse_hostnames(text: &str) -> Result<Vec<String>, String> {
+pub(super) fn parse_hostnames(text: &str) -> Result<Vec<String>, ValueError> {
     let names = parse_str_list(text)?;
     if names.is_empty() {
-        return Err("at least one host name is needed".to_string());
+        return Err(ValueError::NoHostname);
     }
     names.iter().map(|name| check_dns_name(name)).collect()
 }
 
 /// A DNS name: labels of 1-63 bytes, at most 253 bytes, no white space; a
 /// trailing dot is dropped.
-pub(super) fn check_dns_name(name: &str) -> Result<String, String> {
+pub(super) fn check_dns_name(name: &str) -> Result<String, ValueError> {
     let bare = name.trim().strip_suffix('.').unwrap_or(name.trim());
-    let bad = |why: &str| Err(format!("{name:?} is not a DNS name: {why}"));
+    let bad = |why| {
+        Err(ValueError::NotADnsName {
+            name: name.to_string(),
+            why,
+        })
+    };
     if bare.is_empty() {
         return bad("empty");
     }
@@ -392,7 +520,7 @@ pub(super) fn check_dns_name(name: &str) -> Result<String, String> {
 }
 
 /// `config = …`: where the server list comes from.
-pub(super) fn parse_source(text: &str) -> Result<SourceUrl, String> {
+pub(super) fn parse_source(text: &str) -> Result<SourceUrl, ValueError> {
     let url = scalar(text)?;
     if let Some(path) = strip_scheme(&url, "file://") {
         return parse_file_source(&url, path);
@@ -409,34 +537,32 @@ pub(super) fn parse_source(text: &str) -> Result<SourceUrl, String> {
         check_http_url(&url)?;
         return Ok(SourceUrl::Http(url));
     }
-    Err(format!(
-        "{url:?} is not a server list URL (file:///path, http://…, https://…, etcd://host[:port]/key or etcd+http://host[:port]/key)"
-    ))
+    Err(ValueError::NotASourceUrl(url))
 }
 
 /// `file:///abs/path`, or (beyond PyBal) `file://relative/path`, which
-/// [`resolve_relative_sources`] later anchors at the config file's directory.
-pub(super) fn parse_file_source(url: &str, path: &str) -> Result<SourceUrl, String> {
+/// [`resolve_relative_sources`](super::checks::resolve_relative_sources) later anchors at the config file's directory.
+pub(super) fn parse_file_source(url: &str, path: &str) -> Result<SourceUrl, ValueError> {
     if path.is_empty() || path == "/" {
-        return Err(format!(
-            "{url:?} names no file; use file:///etc/pybal/pools/service"
-        ));
+        return Err(ValueError::NoFile(url.to_string()));
     }
     Ok(SourceUrl::File(PathBuf::from(path)))
 }
 
 /// `etcd://host[:port]/key` (HTTPS) or `etcd+http://…` (plain, `tls`
 /// false); the key keeps its leading `/`.
-pub(super) fn parse_etcd_source(url: &str, rest: &str, tls: bool) -> Result<SourceUrl, String> {
+pub(super) fn parse_etcd_source(url: &str, rest: &str, tls: bool) -> Result<SourceUrl, ValueError> {
     let (authority, key) = match rest.find('/') {
         Some(at) => rest.split_at(at),
         None => (rest, ""),
     };
     if key.len() < 2 {
-        return Err(format!("{url:?} has no key: use etcd://host[:port]/key"));
+        return Err(ValueError::NoEtcdKey(url.to_string()));
     }
-    let (host, port) = split_host_port(authority)
-        .ok_or_else(|| format!("{url:?}: {authority:?} is not host or host:port"))?;
+    let (host, port) = split_host_port(authority).ok_or_else(|| ValueError::NotHostPort {
+        url: url.to_string(),
+        authority: authority.to_string(),
+    })?;
     Ok(SourceUrl::Etcd {
         host,
         port: port.unwrap_or(ETCD_DEFAULT_PORT),
