@@ -2,8 +2,10 @@
 //!
 //! `ini` reads the file (with line numbers), `pyliteral` parses the Python
 //! literal values PyBal used to `eval()`, `validate` turns both into the types
-//! below and collects every problem as a [`ConfigError`] naming file, line,
-//! section and key. `diff` compares two configs for SIGHUP reloads.
+//! below through its key tables (`validate/keys.rs`: every key, its parser,
+//! default and doc line) and collects every problem as a [`ConfigError`]
+//! naming file, line, section and key. `diff` compares two configs for
+//! SIGHUP reloads.
 
 pub(crate) mod diff;
 pub(crate) mod ini;
@@ -412,6 +414,9 @@ pub(crate) struct ConfigError {
     pub(crate) line: Option<usize>,
     pub(crate) section: Option<String>,
     pub(crate) key: Option<String>,
+    /// What is wrong: the text of a typed error (`validate`'s `ValueError`,
+    /// a [`pyliteral::Error`]) or of a check. Nothing decides on it, so
+    /// it stays text.
     pub(crate) reason: String,
 }
 
@@ -432,6 +437,8 @@ impl fmt::Display for ConfigError {
         write!(f, " {}", self.reason)
     }
 }
+
+impl std::error::Error for ConfigError {}
 
 /// Outcome of loading a config: the config, plus warnings that do not stop it
 /// (unknown keys, a service with no monitors).

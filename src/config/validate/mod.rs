@@ -1,12 +1,20 @@
 //! From INI text to a typed [`Config`](super::Config), collecting every error.
 //!
-//! This module owns the meaning of every key of `pybal.conf`: which keys the
-//! `[global]` section and the service sections take, their types, defaults
-//! and ranges, the monitor options, and the checks that span sections
-//! (duplicate services, BGP next hops and MEDs). It never stops at the first
-//! problem: every error is collected with file, line, section and key, and
-//! harmless oddities (unknown keys, unused monitor options, a service without
-//! monitors) become warnings.
+//! This module owns the meaning of every key of `pybal.conf`. It never stops
+//! at the first problem: every error is collected with file, line, section
+//! and key, and harmless oddities (unknown keys, unused monitor options, a
+//! service without monitors) become warnings. By concern:
+//!
+//! - `keys`: the key tables, one per section kind (`[global]`, a service,
+//!   each monitor's options): name, parser, default, doc line. Reading,
+//!   unknown-key warnings and the man page test all use them.
+//! - `global`, `service`, `monitors`: read one section through its table,
+//!   plus what a table cannot say (`bgp = yes` needs peers, `ops` only on
+//!   udp, the `monitors` list).
+//! - `values`: the value parsers, text to typed value or a [`ValueError`](values::ValueError).
+//! - `checks`: checks across sections (duplicate services, BGP next hops
+//!   and MEDs).
+//! - `report`: where a problem is, and the errors and warnings so far.
 
 mod checks;
 mod global;

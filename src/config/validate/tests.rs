@@ -948,3 +948,132 @@ fn man_page_documents_every_key_of_the_tables_and_every_scheduler() {
         .collect();
     assert!(missing.is_empty(), "{path} does not document: {missing:?}");
 }
+
+/// Each kind of [`ValueError`] with the text users see.
+#[test]
+fn value_errors_are_typed_and_keep_their_texts() {
+    fn text<T: std::fmt::Debug>(parsed: Result<T, ValueError>) -> String {
+        parsed.unwrap_err().to_string()
+    }
+    let cases = [
+        (
+            text(parse_port("80a")),
+            r#""80a" is not a port number (0-65535)"#,
+        ),
+        (
+            text(parse_boolean("maybe")),
+            r#""maybe" is not a boolean (yes/no, true/false, on/off, 1/0)"#,
+        ),
+        (
+            text(parse_boolean("'a")),
+            "unterminated string at column 1",
+        ),
+        (text(parse_u32("[1]")), r#""[1]" is not a whole number (0-4294967295)"#),
+        (text(parse_boolean("'a' 'b' ,")), "expected one value, found a tuple"),
+        (
+            text(parse_nonzero_port("0")),
+            "port 0 cannot be connected to (1-65535)",
+        ),
+        (
+            text(parse_restart_time("4096")),
+            r#""4096" is not a restart time in seconds (1-4095, 0 = off)"#,
+        ),
+        (text(parse_http_status("99")), r#""99" is not an HTTP status (100-599)"#),
+        (
+            text(parse_duration("0")),
+            r#""0" is not a duration (seconds, a number greater than 0)"#,
+        ),
+        (
+            text(parse_interval_or_off("-1")),
+            r#""-1" is not a number of seconds (0 = off)"#,
+        ),
+        (
+            text(parse_ipvs_backend("ioctl")),
+            r#""ioctl" is not an IPVS backend (netlink or ipvsadm)"#,
+        ),
+        (
+            text(parse_threshold("2")),
+            r#""2" is not a number between 0.0 and 1.0"#,
+        ),
+        (
+            text(parse_scheduler("fast")),
+            r#""fast" is not an IPVS scheduler (one of: rr wrr lc wlc lblc lblcr dh sh sed nq mh fo ovf twos)"#,
+        ),
+        (text(parse_path("''")), "empty path"),
+        (
+            text(parse_as_path("64600 x")),
+            r#""x" is not an AS number (0-4294967295)"#,
+        ),
+        (text(parse_as_path("''")), "empty AS path"),
+        (
+            text(parse_str_list("[1, 2")),
+            "not a Python list of strings like ['a', 'b']: unclosed '[' at column 1",
+        ),
+        (
+            text(parse_str_list("[1]")),
+            "expected a list of strings, but it contains an int",
+        ),
+        (
+            text(parse_ip_list("['nope']")),
+            r#""nope" is not an IPv4 or IPv6 address"#,
+        ),
+        (text(parse_urls("[]")), "at least one URL is needed"),
+        (
+            text(parse_urls("ftp://x")),
+            r#""ftp://x" is not an http:// or https:// URL"#,
+        ),
+        (text(parse_urls("http://:80/")), r#""http://:80/" has no host"#),
+        (
+            text(parse_urls("'http://a b/'")),
+            r#""http://a b/" contains whitespace"#,
+        ),
+        (text(parse_command("''")), "empty command"),
+        (
+            text(parse_command(r"'a\0'")),
+            r#""a\0" contains a NUL character"#,
+        ),
+        (
+            text(parse_arguments(r"[ 'a\0' ]")),
+            r#"argument "a\0" contains a NUL character"#,
+        ),
+        (
+            text(parse_arguments("[ server.foo ]")),
+            "unknown identifier server.foo (known: server.host, server.ip, server.port, server.weight)",
+        ),
+        (text(parse_hostnames("[]")), "at least one host name is needed"),
+        (
+            text(parse_hostnames("'a..b'")),
+            r#""a..b" is not a DNS name: each dot-separated label must have 1 to 63 characters"#,
+        ),
+        (
+            text(parse_source("ftp://x")),
+            r#""ftp://x" is not a server list URL (file:///path, http://…, https://…, etcd://host[:port]/key or etcd+http://host[:port]/key)"#,
+        ),
+        (
+            text(parse_source("file:///")),
+            r#""file:///" names no file; use file:///etc/pybal/pools/service"#,
+        ),
+        (
+            text(parse_source("etcd://host")),
+            r#""etcd://host" has no key: use etcd://host[:port]/key"#,
+        ),
+        (
+            text(parse_source("etcd://h:x/k")),
+            r#""etcd://h:x/k": "h:x" is not host or host:port"#,
+        ),
+    ];
+    for (got, want) in cases {
+        assert_eq!(got, want);
+    }
+    assert_eq!(
+        parse_port("x"),
+        Err(ValueError::Not {
+            value: "x".into(),
+            what: "a port number (0-65535)"
+        })
+    );
+    assert!(matches!(
+        parse_str_list("[1, 2"),
+        Err(ValueError::NotAStrList(pyliteral::Error::Syntax(..)))
+    ));
+}
