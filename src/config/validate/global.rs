@@ -7,7 +7,7 @@ use crate::config::GlobalConfig;
 
 pub(super) fn read_global(r: &mut Reader) -> GlobalConfig {
     let mut global = GlobalConfig::default();
-    read_keys(r, GLOBAL_KEYS, "", "", &mut global);
+    read_keys(r, GLOBAL_KEYS, "", "required key is missing", &mut global);
     if global.bgp_as_path.is_empty() {
         global.bgp_as_path = global.bgp_local_asn.into_iter().collect();
     }
