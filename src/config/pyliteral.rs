@@ -747,6 +747,11 @@ mod tests {
         PyValue::Str(text.to_string())
     }
 
+    /// The text of the error parsing `text` gives.
+    fn err(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
+    }
+
     fn ok(text: &str) -> PyValue {
         match parse(text) {
             Ok(v) => v,
@@ -780,10 +785,7 @@ mod tests {
 
     #[test]
     fn bad_numbers() {
-        assert!(parse("99999999999999999999")
-            .unwrap_err()
-            .to_string()
-            .contains("too large"));
+        assert!(err("99999999999999999999").contains("too large"));
         assert!(parse("12ab").is_err());
         assert!(parse("09").is_err());
         assert!(parse("1.2.3").is_err());
@@ -820,19 +822,10 @@ mod tests {
 
     #[test]
     fn bad_strings() {
-        assert!(parse("'abc")
-            .unwrap_err()
-            .to_string()
-            .contains("unterminated"));
-        assert!(parse("'a\nb'")
-            .unwrap_err()
-            .to_string()
-            .contains("unterminated"));
-        assert!(parse(r"'\x4'").unwrap_err().to_string().contains("hex"));
-        assert!(parse(r"'\uD800'")
-            .unwrap_err()
-            .to_string()
-            .contains("not a character"));
+        assert!(err("'abc").contains("unterminated"));
+        assert!(err("'a\nb'").contains("unterminated"));
+        assert!(err(r"'\x4'").contains("hex"));
+        assert!(err(r"'\uD800'").contains("not a character"));
         assert!(parse("'\\").is_err());
         assert!(parse("x'a'").is_err());
     }
@@ -889,32 +882,24 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_with_column() {
-        let e = parse("[1, 2").unwrap_err().to_string();
+        let e = err("[1, 2");
         assert!(e.contains("unclosed") && e.contains("column 1"), "{e}");
-        let e = parse("[1 2]").unwrap_err().to_string();
+        let e = err("[1 2]");
         assert!(e.contains("expected ','") && e.contains("column 4"), "{e}");
-        let e = parse("{'a' 1}").unwrap_err().to_string();
+        let e = err("{'a' 1}");
         assert!(e.contains("expected ':'"), "{e}");
-        let e = parse("__import__('os').system('rm -rf /')")
-            .unwrap_err()
-            .to_string();
+        let e = err("__import__('os').system('rm -rf /')");
         assert!(e.contains("not a literal"), "{e}");
-        assert!(parse("").unwrap_err().to_string().contains("empty"));
+        assert!(err("").contains("empty"));
         assert!(parse("   # only a comment").is_err());
-        assert!(parse("1 2")
-            .unwrap_err()
-            .to_string()
-            .contains("after the value"));
+        assert!(err("1 2").contains("after the value"));
         assert!(parse("[1,,2]").is_err());
         assert!(parse("{,}").is_err());
-        assert!(parse("{[1]: 2}")
-            .unwrap_err()
-            .to_string()
-            .contains("unhashable"));
+        assert!(err("{[1]: 2}").contains("unhashable"));
         assert!(parse("{1, 2}").is_err());
         assert!(parse("]").is_err());
         assert!(parse("@").is_err());
-        let e = parse("[\n 1,\n 2 3]").unwrap_err().to_string();
+        let e = err("[\n 1,\n 2 3]");
         assert!(e.contains("line 3, column 4"), "{e}");
     }
 
@@ -993,10 +978,7 @@ mod tests {
     #[test]
     fn deep_nesting_is_refused_not_overflowed() {
         let deep = "[".repeat(100_000);
-        assert!(parse(&deep)
-            .unwrap_err()
-            .to_string()
-            .contains("nested deeper"));
+        assert!(err(&deep).contains("nested deeper"));
         let ok_depth = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
         assert!(parse(&ok_depth).is_ok());
         let too_deep = format!("{}{}", "(".repeat(MAX_DEPTH + 1), ")".repeat(MAX_DEPTH + 1));
