@@ -2,8 +2,10 @@
 //!
 //! `ini` reads the file (with line numbers), `pyliteral` parses the Python
 //! literal values PyBal used to `eval()`, `validate` turns both into the types
-//! below and collects every problem as a [`ConfigError`] naming file, line,
-//! section and key. `diff` compares two configs for SIGHUP reloads.
+//! below through its key tables (`validate/keys.rs`: every key, its parser,
+//! default and doc line) and collects every problem as a [`ConfigError`]
+//! naming file, line, section and key. `diff` compares two configs for
+//! SIGHUP reloads.
 
 pub(crate) mod diff;
 pub(crate) mod ini;
@@ -318,6 +320,20 @@ pub(crate) struct ProxyFetchOptions {
     pub(crate) http_status: u16,
 }
 
+impl Default for ProxyFetchOptions {
+    /// The defaults of the optional options; `url` is required.
+    fn default() -> Self {
+        ProxyFetchOptions {
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(5),
+            urls: Vec::new(),
+            check_all: false,
+            max_failures: 0,
+            http_status: 200,
+        }
+    }
+}
+
 /// `runcommand.*` options.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct RunCommandOptions {
@@ -334,6 +350,19 @@ pub(crate) struct RunCommandOptions {
     pub(crate) log_output: bool,
 }
 
+impl Default for RunCommandOptions {
+    /// The defaults of the optional options; `command` is required.
+    fn default() -> Self {
+        RunCommandOptions {
+            interval: Duration::from_secs(60),
+            timeout: Duration::from_secs(20),
+            command: String::new(),
+            arguments: Vec::new(),
+            log_output: true,
+        }
+    }
+}
+
 /// `dnsquery.*` options.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct DnsQueryOptions {
@@ -347,6 +376,18 @@ pub(crate) struct DnsQueryOptions {
     pub(crate) fail_on_nxdomain: bool,
 }
 
+impl Default for DnsQueryOptions {
+    /// The defaults of the optional options; `hostnames` is required.
+    fn default() -> Self {
+        DnsQueryOptions {
+            interval: Duration::from_secs(10),
+            timeout: Duration::from_secs(5),
+            hostnames: Vec::new(),
+            fail_on_nxdomain: false,
+        }
+    }
+}
+
 /// `udp.*` options.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct UdpOptions {
@@ -354,6 +395,15 @@ pub(crate) struct UdpOptions {
     pub(crate) interval: Duration,
     /// `icmp-timeout` [20 s]: up again once no ICMP error was seen this long.
     pub(crate) icmp_timeout: Duration,
+}
+
+impl Default for UdpOptions {
+    fn default() -> Self {
+        UdpOptions {
+            interval: Duration::from_secs(10),
+            icmp_timeout: Duration::from_secs(20),
+        }
+    }
 }
 
 /// A problem found in a configuration file.
@@ -364,6 +414,9 @@ pub(crate) struct ConfigError {
     pub(crate) line: Option<usize>,
     pub(crate) section: Option<String>,
     pub(crate) key: Option<String>,
+    /// What is wrong: the text of a typed error (`validate`'s `ValueError`,
+    /// a [`pyliteral::Error`]) or of a check. Nothing decides on it, so
+    /// it stays text.
     pub(crate) reason: String,
 }
 
@@ -384,6 +437,8 @@ impl fmt::Display for ConfigError {
         write!(f, " {}", self.reason)
     }
 }
+
+impl std::error::Error for ConfigError {}
 
 /// Outcome of loading a config: the config, plus warnings that do not stop it
 /// (unknown keys, a service with no monitors).

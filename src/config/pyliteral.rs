@@ -53,25 +53,17 @@ impl PyValue {
 
     /// A list or tuple of strings, or a single string (a one-element list,
     /// as PyBal accepted where it expected a list).
-    pub(crate) fn as_str_list(&self) -> Result<Vec<String>, String> {
+    pub(crate) fn as_str_list(&self) -> Result<Vec<String>, Error> {
         match self {
             PyValue::Str(s) => Ok(vec![s.clone()]),
             PyValue::List(items) | PyValue::Tuple(items) => items
                 .iter()
                 .map(|item| match item {
                     PyValue::Str(s) => Ok(s.clone()),
-                    other => Err(format!(
-                        "expected a list of strings, but it contains {} {}",
-                        article(other.type_name()),
-                        other.type_name()
-                    )),
+                    other => Err(Error::NotStrInList(other.type_name())),
                 })
                 .collect(),
-            other => Err(format!(
-                "expected a string or a list of strings, found {} {}",
-                article(other.type_name()),
-                other.type_name()
-            )),
+            other => Err(Error::NotStrOrList(other.type_name())),
         }
     }
 
@@ -140,6 +132,128 @@ fn write_seq(
     f.write_str(close)
 }
 
+/// Why a text is not a Python literal, or a literal not the expected shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Error {
+    /// Not a Python literal: what is wrong, and where.
+    Syntax(Syntax, Position),
+    /// [`PyValue::as_str_list`]: a list holding a value of this type.
+    NotStrInList(&'static str),
+    /// [`PyValue::as_str_list`]: neither a string nor a list, but this type.
+    NotStrOrList(&'static str),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Syntax(syntax, at) => write!(f, "{syntax} at {at}"),
+            Error::NotStrInList(found) => write!(
+                f,
+                "expected a list of strings, but it contains {} {found}",
+                article(found)
+            ),
+            Error::NotStrOrList(found) => write!(
+                f,
+                "expected a string or a list of strings, found {} {found}",
+                article(found)
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Where in the text a syntax error is: 1-based column, and the line when
+/// the text has several.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Position {
+    pub(crate) line: Option<usize>,
+    pub(crate) column: usize,
+}
+
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "line {line}, column {}", self.column),
+            None => write!(f, "column {}", self.column),
+        }
+    }
+}
+
+/// What makes a text not a Python literal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Syntax {
+    /// Only blanks and comments.
+    Empty,
+    /// The text ends where a value should start.
+    EndOfInput,
+    /// This character where a value should start.
+    ExpectedValue(char),
+    /// This character after a complete top-level value.
+    AfterValue(char),
+    /// Deeper than [`MAX_DEPTH`].
+    TooDeep,
+    /// This bracket is never closed.
+    Unclosed(char),
+    /// `found` where `,` or the `close` bracket should be.
+    ExpectedComma { found: char, close: char },
+    /// This character where a dict's `:` should be.
+    ExpectedColon(char),
+    /// A dict key of this (unhashable) type.
+    Unhashable(&'static str),
+    /// A name (not `True`, `False`, `None`): nothing is evaluated.
+    NotALiteral(String),
+    /// A string without its closing quote.
+    Unterminated,
+    /// A single-quoted string with a newline inside.
+    UnterminatedAtEndOfLine,
+    /// `\x`, `\u` or `\U` without this many hex digits.
+    HexDigits(usize),
+    /// An escape naming this code point, which is not a character.
+    NotACharacter(u32),
+    /// A sign without a number.
+    ExpectedNumber,
+    /// Digits (as written) that do not make a number.
+    NotANumber(String),
+    /// An integer (as written) beyond 64 bits.
+    TooLarge(String),
+}
+
+impl fmt::Display for Syntax {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Syntax::Empty => f.write_str("empty value: expected a Python literal"),
+            Syntax::EndOfInput => f.write_str("unexpected end of input: expected a value"),
+            Syntax::ExpectedValue(c) => write!(f, "unexpected {}: expected a value", describe(*c)),
+            Syntax::AfterValue(c) => write!(f, "unexpected {} after the value", describe(*c)),
+            Syntax::TooDeep => write!(f, "nested deeper than {MAX_DEPTH} levels"),
+            Syntax::Unclosed(open) => write!(f, "unclosed {open:?}"),
+            Syntax::ExpectedComma { found, close } => write!(
+                f,
+                "unexpected {}: expected ',' or {close:?}",
+                describe(*found)
+            ),
+            Syntax::ExpectedColon(c) => write!(f, "unexpected {}: expected ':'", describe(*c)),
+            Syntax::Unhashable(type_name) => {
+                write!(f, "unhashable type '{type_name}' as dict key")
+            }
+            Syntax::NotALiteral(word) => write!(
+                f,
+                "{word:?} is not a literal (names and expressions are not evaluated; quote strings)"
+            ),
+            Syntax::Unterminated => f.write_str("unterminated string"),
+            Syntax::UnterminatedAtEndOfLine => {
+                f.write_str("unterminated string (end of line inside it)")
+            }
+            Syntax::HexDigits(digits) => write!(f, "bad escape: expected {digits} hex digits"),
+            Syntax::NotACharacter(code) => write!(f, "bad escape: U+{code:X} is not a character"),
+            Syntax::ExpectedNumber => f.write_str("expected a number"),
+            Syntax::NotANumber(body) => write!(f, "{body:?} is not a number"),
+            Syntax::TooLarge(body) => write!(f, "integer {body} is too large"),
+        }
+    }
+}
+
 fn article(type_name: &str) -> &'static str {
     match type_name {
         "int" => "an",
@@ -150,13 +264,13 @@ fn article(type_name: &str) -> &'static str {
 
 /// Parses one Python literal (the whole text; surrounding whitespace and
 /// `#` comments allowed). A top-level `a, b` is a tuple, as in `eval()`.
-pub(crate) fn parse(text: &str) -> Result<PyValue, String> {
+pub(crate) fn parse(text: &str) -> Result<PyValue, Error> {
     let mut parser = Parser::new(text);
     let value = parser.top_level()?;
     parser.skip_blank();
     match parser.peek() {
         None => Ok(value),
-        Some(c) => Err(parser.error(&format!("unexpected {} after the value", describe(c)))),
+        Some(c) => Err(parser.error(Syntax::AfterValue(c))),
     }
 }
 
@@ -208,22 +322,20 @@ impl Parser {
         Some(c)
     }
 
-    /// An error message naming the current position (1-based column, and
-    /// line when the text has several).
-    fn error(&self, what: &str) -> String {
-        self.error_at(self.pos, what)
+    /// A syntax error at the current position.
+    fn error(&self, syntax: Syntax) -> Error {
+        self.error_at(self.pos, syntax)
     }
 
-    fn error_at(&self, pos: usize, what: &str) -> String {
+    /// A syntax error at `pos` (1-based column, and line when the text has
+    /// several).
+    fn error_at(&self, pos: usize, syntax: Syntax) -> Error {
         let before = &self.chars[..pos.min(self.chars.len())];
         let line = before.iter().filter(|&&c| c == '\n').count() + 1;
         let column = before.iter().rev().take_while(|&&c| c != '\n').count() + 1;
         let multi_line = self.chars.contains(&'\n');
-        if multi_line {
-            format!("{what} at line {line}, column {column}")
-        } else {
-            format!("{what} at column {column}")
-        }
+        let line = multi_line.then_some(line);
+        Error::Syntax(syntax, Position { line, column })
     }
 
     /// Skips whitespace, newlines, `#` comments and backslash-newline.
@@ -246,10 +358,10 @@ impl Parser {
         }
     }
 
-    fn top_level(&mut self) -> Result<PyValue, String> {
+    fn top_level(&mut self) -> Result<PyValue, Error> {
         self.skip_blank();
         if self.peek().is_none() {
-            return Err(self.error("empty value: expected a Python literal"));
+            return Err(self.error(Syntax::Empty));
         }
         let first = self.value()?;
         self.skip_blank();
@@ -270,10 +382,10 @@ impl Parser {
         Ok(PyValue::Tuple(items))
     }
 
-    fn value(&mut self) -> Result<PyValue, String> {
+    fn value(&mut self) -> Result<PyValue, Error> {
         self.skip_blank();
         let Some(c) = self.peek() else {
-            return Err(self.error("unexpected end of input: expected a value"));
+            return Err(self.error(Syntax::EndOfInput));
         };
         match c {
             '[' => self.nested(|p| p.list()),
@@ -282,16 +394,16 @@ impl Parser {
             '\'' | '"' => self.strings(),
             '-' | '+' | '.' | '0'..='9' => self.number(),
             c if c.is_alphabetic() || c == '_' => self.word(),
-            c => Err(self.error(&format!("unexpected {}: expected a value", describe(c)))),
+            c => Err(self.error(Syntax::ExpectedValue(c))),
         }
     }
 
     fn nested(
         &mut self,
-        inner: fn(&mut Parser) -> Result<PyValue, String>,
-    ) -> Result<PyValue, String> {
+        inner: fn(&mut Parser) -> Result<PyValue, Error>,
+    ) -> Result<PyValue, Error> {
         if self.depth >= MAX_DEPTH {
-            return Err(self.error(&format!("nested deeper than {MAX_DEPTH} levels")));
+            return Err(self.error(Syntax::TooDeep));
         }
         self.depth += 1;
         let result = inner(self);
@@ -301,7 +413,7 @@ impl Parser {
 
     /// Items up to `close`, separated by commas, trailing comma allowed.
     /// Returns the items and whether a comma was seen.
-    fn items(&mut self, close: char) -> Result<(Vec<PyValue>, bool), String> {
+    fn items(&mut self, close: char) -> Result<(Vec<PyValue>, bool), Error> {
         let open_pos = self.pos;
         self.pos += 1; // the opening bracket
         let mut items = Vec::new();
@@ -310,13 +422,8 @@ impl Parser {
             self.skip_blank();
             match self.peek() {
                 None => {
-                    return Err(self.error_at(
-                        open_pos,
-                        &format!(
-                            "unclosed {:?}",
-                            self.chars.get(open_pos).copied().unwrap_or(' ')
-                        ),
-                    ))
+                    let open = self.chars.get(open_pos).copied().unwrap_or(' ');
+                    return Err(self.error_at(open_pos, Syntax::Unclosed(open)));
                 }
                 Some(c) if c == close => {
                     self.pos += 1;
@@ -333,23 +440,18 @@ impl Parser {
                 }
                 Some(c) if c == close => {}
                 None => {}
-                Some(c) => {
-                    return Err(self.error(&format!(
-                        "unexpected {}: expected ',' or {close:?}",
-                        describe(c)
-                    )))
-                }
+                Some(c) => return Err(self.error(Syntax::ExpectedComma { found: c, close })),
             }
         }
     }
 
-    fn list(&mut self) -> Result<PyValue, String> {
+    fn list(&mut self) -> Result<PyValue, Error> {
         let (items, _) = self.items(']')?;
         Ok(PyValue::List(items))
     }
 
     /// `()` empty tuple, `(x)` just x, `(x,)` and `(x, y)` tuples.
-    fn paren(&mut self) -> Result<PyValue, String> {
+    fn paren(&mut self) -> Result<PyValue, Error> {
         let (mut items, comma) = self.items(')')?;
         if items.len() == 1 && !comma {
             Ok(items.remove(0))
@@ -358,14 +460,14 @@ impl Parser {
         }
     }
 
-    fn dict(&mut self) -> Result<PyValue, String> {
+    fn dict(&mut self) -> Result<PyValue, Error> {
         let open_pos = self.pos;
         self.pos += 1;
         let mut pairs = Vec::new();
         loop {
             self.skip_blank();
             match self.peek() {
-                None => return Err(self.error_at(open_pos, "unclosed '{'")),
+                None => return Err(self.error_at(open_pos, Syntax::Unclosed('{'))),
                 Some('}') => {
                     self.pos += 1;
                     return Ok(PyValue::Dict(pairs));
@@ -375,18 +477,13 @@ impl Parser {
             let key_pos = self.pos;
             let key = self.value()?;
             if !key.is_hashable() {
-                return Err(self.error_at(
-                    key_pos,
-                    &format!("unhashable type '{}' as dict key", key.type_name()),
-                ));
+                return Err(self.error_at(key_pos, Syntax::Unhashable(key.type_name())));
             }
             self.skip_blank();
             match self.peek() {
                 Some(':') => self.pos += 1,
-                Some(c) => {
-                    return Err(self.error(&format!("unexpected {}: expected ':'", describe(c))))
-                }
-                None => return Err(self.error_at(open_pos, "unclosed '{'")),
+                Some(c) => return Err(self.error(Syntax::ExpectedColon(c))),
+                None => return Err(self.error_at(open_pos, Syntax::Unclosed('{'))),
             }
             let value = self.value()?;
             pairs.push((key, value));
@@ -395,16 +492,17 @@ impl Parser {
                 Some(',') => self.pos += 1,
                 Some('}') | None => {}
                 Some(c) => {
-                    return Err(
-                        self.error(&format!("unexpected {}: expected ',' or '}}'", describe(c)))
-                    )
+                    return Err(self.error(Syntax::ExpectedComma {
+                        found: c,
+                        close: '}',
+                    }))
                 }
             }
         }
     }
 
     /// `True`, `False`, `None`, or a prefixed string such as `u'x'`.
-    fn word(&mut self) -> Result<PyValue, String> {
+    fn word(&mut self) -> Result<PyValue, Error> {
         let start = self.pos;
         while matches!(self.peek(), Some(c) if c.is_alphanumeric() || c == '_') {
             self.pos += 1;
@@ -418,15 +516,12 @@ impl Parser {
             "True" => Ok(PyValue::Bool(true)),
             "False" => Ok(PyValue::Bool(false)),
             "None" => Ok(PyValue::None),
-            _ => Err(self.error_at(
-                start,
-                &format!("{word:?} is not a literal (names and expressions are not evaluated; quote strings)"),
-            )),
+            _ => Err(self.error_at(start, Syntax::NotALiteral(word))),
         }
     }
 
     /// One or more adjacent string literals, concatenated as Python does.
-    fn strings(&mut self) -> Result<PyValue, String> {
+    fn strings(&mut self) -> Result<PyValue, Error> {
         let mut text = self.string()?;
         loop {
             let save = self.pos;
@@ -456,7 +551,7 @@ impl Parser {
 
     /// One string literal with optional `u`/`r`/`b` prefix, single or
     /// triple quoted.
-    fn string(&mut self) -> Result<String, String> {
+    fn string(&mut self) -> Result<String, Error> {
         let start = self.pos;
         let mut raw = false;
         while let Some(c) = self.peek() {
@@ -468,7 +563,7 @@ impl Parser {
             self.pos += 1;
         }
         let Some(quote) = self.bump() else {
-            return Err(self.error_at(start, "unterminated string"));
+            return Err(self.error_at(start, Syntax::Unterminated));
         };
         let triple = self.peek() == Some(quote) && self.peek_at(1) == Some(quote);
         if triple {
@@ -477,7 +572,7 @@ impl Parser {
         let mut out = String::new();
         loop {
             let Some(c) = self.bump() else {
-                return Err(self.error_at(start, "unterminated string"));
+                return Err(self.error_at(start, Syntax::Unterminated));
             };
             if c == quote {
                 if !triple {
@@ -489,7 +584,7 @@ impl Parser {
                 }
                 out.push(c);
             } else if c == '\n' && !triple {
-                return Err(self.error_at(start, "unterminated string (end of line inside it)"));
+                return Err(self.error_at(start, Syntax::UnterminatedAtEndOfLine));
             } else if c == '\\' {
                 self.escape(raw, &mut out)?;
             } else {
@@ -499,10 +594,10 @@ impl Parser {
     }
 
     /// After a backslash: appends what the escape means.
-    fn escape(&mut self, raw: bool, out: &mut String) -> Result<(), String> {
+    fn escape(&mut self, raw: bool, out: &mut String) -> Result<(), Error> {
         let escape_pos = self.pos - 1;
         let Some(c) = self.bump() else {
-            return Err(self.error_at(escape_pos, "unterminated string"));
+            return Err(self.error_at(escape_pos, Syntax::Unterminated));
         };
         if raw {
             // Raw strings keep the backslash; it only stops a quote ending them.
@@ -535,25 +630,17 @@ impl Parser {
         Ok(())
     }
 
-    fn hex_escape(&mut self, digits: usize, escape_pos: usize) -> Result<char, String> {
+    fn hex_escape(&mut self, digits: usize, escape_pos: usize) -> Result<char, Error> {
         let mut code: u32 = 0;
         for _ in 0..digits {
             let digit = self.peek().and_then(|c| c.to_digit(16));
             let Some(digit) = digit else {
-                return Err(self.error_at(
-                    escape_pos,
-                    &format!("bad escape: expected {digits} hex digits"),
-                ));
+                return Err(self.error_at(escape_pos, Syntax::HexDigits(digits)));
             };
             code = code * 16 + digit;
             self.pos += 1;
         }
-        char::from_u32(code).ok_or_else(|| {
-            self.error_at(
-                escape_pos,
-                &format!("bad escape: U+{code:X} is not a character"),
-            )
-        })
+        char::from_u32(code).ok_or_else(|| self.error_at(escape_pos, Syntax::NotACharacter(code)))
     }
 
     fn octal_escape(&mut self, first: char) -> char {
@@ -572,7 +659,7 @@ impl Parser {
 
     /// An int (decimal, `0x`, `0o`, `0b`, Python 2 `0777` and `10L`) or a
     /// float, with optional unary sign.
-    fn number(&mut self) -> Result<PyValue, String> {
+    fn number(&mut self) -> Result<PyValue, Error> {
         let start = self.pos;
         let mut negative = false;
         while let Some(sign @ ('-' | '+')) = self.peek() {
@@ -592,9 +679,9 @@ impl Parser {
         }
         let body: String = self.chars[body_start..self.pos].iter().collect();
         if body.is_empty() {
-            return Err(self.error_at(start, "expected a number"));
+            return Err(self.error_at(start, Syntax::ExpectedNumber));
         }
-        parse_number(&body, negative).map_err(|why| self.error_at(start, &why))
+        parse_number(&body, negative).map_err(|why| self.error_at(start, why))
     }
 
     fn is_radix_literal(&self, body_start: usize) -> bool {
@@ -611,7 +698,7 @@ fn is_string_prefix(word: &str) -> bool {
 }
 
 /// Parses the digits of a number (no sign) and applies the sign.
-fn parse_number(body: &str, negative: bool) -> Result<PyValue, String> {
+fn parse_number(body: &str, negative: bool) -> Result<PyValue, Syntax> {
     let lower = body.to_ascii_lowercase();
     let is_float = !lower.starts_with("0x") && (lower.contains('.') || lower.contains('e'));
     if is_float {
@@ -630,7 +717,7 @@ fn parse_number(body: &str, negative: bool) -> Result<PyValue, String> {
         (10, digits)
     };
     if digits.is_empty() || !digits.chars().all(|c| c.is_digit(radix)) {
-        return Err(format!("{body:?} is not a number"));
+        return Err(Syntax::NotANumber(body.to_string()));
     }
     let signed = if negative {
         format!("-{digits}")
@@ -639,16 +726,16 @@ fn parse_number(body: &str, negative: bool) -> Result<PyValue, String> {
     };
     i64::from_str_radix(&signed, radix)
         .map(PyValue::Int)
-        .map_err(|_| format!("integer {body} is too large"))
+        .map_err(|_| Syntax::TooLarge(body.to_string()))
 }
 
-fn parse_float(body: &str, negative: bool) -> Result<PyValue, String> {
+fn parse_float(body: &str, negative: bool) -> Result<PyValue, Syntax> {
     let valid = body
         .chars()
         .all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '+' | '-'))
         && body.chars().any(|c| c.is_ascii_digit());
     let value: f64 = if valid { body.parse().ok() } else { None }
-        .ok_or_else(|| format!("{body:?} is not a number"))?;
+        .ok_or_else(|| Syntax::NotANumber(body.to_string()))?;
     Ok(PyValue::Float(if negative { -value } else { value }))
 }
 
@@ -658,6 +745,11 @@ mod tests {
 
     fn s(text: &str) -> PyValue {
         PyValue::Str(text.to_string())
+    }
+
+    /// The text of the error parsing `text` gives.
+    fn err(text: &str) -> String {
+        parse(text).unwrap_err().to_string()
     }
 
     fn ok(text: &str) -> PyValue {
@@ -693,9 +785,7 @@ mod tests {
 
     #[test]
     fn bad_numbers() {
-        assert!(parse("99999999999999999999")
-            .unwrap_err()
-            .contains("too large"));
+        assert!(err("99999999999999999999").contains("too large"));
         assert!(parse("12ab").is_err());
         assert!(parse("09").is_err());
         assert!(parse("1.2.3").is_err());
@@ -732,10 +822,10 @@ mod tests {
 
     #[test]
     fn bad_strings() {
-        assert!(parse("'abc").unwrap_err().contains("unterminated"));
-        assert!(parse("'a\nb'").unwrap_err().contains("unterminated"));
-        assert!(parse(r"'\x4'").unwrap_err().contains("hex"));
-        assert!(parse(r"'\uD800'").unwrap_err().contains("not a character"));
+        assert!(err("'abc").contains("unterminated"));
+        assert!(err("'a\nb'").contains("unterminated"));
+        assert!(err(r"'\x4'").contains("hex"));
+        assert!(err(r"'\uD800'").contains("not a character"));
         assert!(parse("'\\").is_err());
         assert!(parse("x'a'").is_err());
     }
@@ -792,31 +882,103 @@ mod tests {
 
     #[test]
     fn garbage_is_an_error_with_column() {
-        let e = parse("[1, 2").unwrap_err();
+        let e = err("[1, 2");
         assert!(e.contains("unclosed") && e.contains("column 1"), "{e}");
-        let e = parse("[1 2]").unwrap_err();
+        let e = err("[1 2]");
         assert!(e.contains("expected ','") && e.contains("column 4"), "{e}");
-        let e = parse("{'a' 1}").unwrap_err();
+        let e = err("{'a' 1}");
         assert!(e.contains("expected ':'"), "{e}");
-        let e = parse("__import__('os').system('rm -rf /')").unwrap_err();
+        let e = err("__import__('os').system('rm -rf /')");
         assert!(e.contains("not a literal"), "{e}");
-        assert!(parse("").unwrap_err().contains("empty"));
+        assert!(err("").contains("empty"));
         assert!(parse("   # only a comment").is_err());
-        assert!(parse("1 2").unwrap_err().contains("after the value"));
+        assert!(err("1 2").contains("after the value"));
         assert!(parse("[1,,2]").is_err());
         assert!(parse("{,}").is_err());
-        assert!(parse("{[1]: 2}").unwrap_err().contains("unhashable"));
+        assert!(err("{[1]: 2}").contains("unhashable"));
         assert!(parse("{1, 2}").is_err());
         assert!(parse("]").is_err());
         assert!(parse("@").is_err());
-        let e = parse("[\n 1,\n 2 3]").unwrap_err();
+        let e = err("[\n 1,\n 2 3]");
         assert!(e.contains("line 3, column 4"), "{e}");
+    }
+
+    #[test]
+    fn errors_are_typed_and_keep_their_texts() {
+        let at = |line, column| Position { line, column };
+        let cases = [
+            (
+                "[1, 2",
+                Error::Syntax(Syntax::Unclosed('['), at(None, 1)),
+                "unclosed '[' at column 1",
+            ),
+            (
+                "{'a': 1",
+                Error::Syntax(Syntax::Unclosed('{'), at(None, 1)),
+                "unclosed '{' at column 1",
+            ),
+            (
+                "{'a' 1}",
+                Error::Syntax(Syntax::ExpectedColon('1'), at(None, 6)),
+                "unexpected '1': expected ':' at column 6",
+            ),
+            (
+                "{'a': 1 2}",
+                Error::Syntax(
+                    Syntax::ExpectedComma {
+                        found: '2',
+                        close: '}',
+                    },
+                    at(None, 9),
+                ),
+                "unexpected '2': expected ',' or '}' at column 9",
+            ),
+            (
+                "[\n 1,\n 2 3]",
+                Error::Syntax(
+                    Syntax::ExpectedComma {
+                        found: '3',
+                        close: ']',
+                    },
+                    at(Some(3), 4),
+                ),
+                "unexpected '3': expected ',' or ']' at line 3, column 4",
+            ),
+            (
+                "'a\nb'",
+                Error::Syntax(Syntax::UnterminatedAtEndOfLine, at(Some(1), 1)),
+                "unterminated string (end of line inside it) at line 1, column 1",
+            ),
+            (
+                "99999999999999999999",
+                Error::Syntax(Syntax::TooLarge("99999999999999999999".into()), at(None, 1)),
+                "integer 99999999999999999999 is too large at column 1",
+            ),
+            (
+                "1 x",
+                Error::Syntax(Syntax::AfterValue('x'), at(None, 3)),
+                "unexpected 'x' after the value at column 3",
+            ),
+        ];
+        for (text, error, message) in cases {
+            assert_eq!(parse(text), Err(error.clone()), "{text:?}");
+            assert_eq!(error.to_string(), message);
+        }
+        assert_eq!(
+            ok("[None]").as_str_list().unwrap_err().to_string(),
+            "expected a list of strings, but it contains  None"
+        );
+        assert_eq!(ok("1").as_str_list(), Err(Error::NotStrOrList("int")));
+        assert_eq!(
+            Error::NotStrOrList("int").to_string(),
+            "expected a string or a list of strings, found an int"
+        );
     }
 
     #[test]
     fn deep_nesting_is_refused_not_overflowed() {
         let deep = "[".repeat(100_000);
-        assert!(parse(&deep).unwrap_err().contains("nested deeper"));
+        assert!(err(&deep).contains("nested deeper"));
         let ok_depth = format!("{}{}", "[".repeat(MAX_DEPTH), "]".repeat(MAX_DEPTH));
         assert!(parse(&ok_depth).is_ok());
         let too_deep = format!("{}{}", "(".repeat(MAX_DEPTH + 1), ")".repeat(MAX_DEPTH + 1));
@@ -851,7 +1013,11 @@ mod tests {
             Ok(vec!["a".to_string(), "b".to_string()])
         );
         assert_eq!(ok("[]").as_str_list(), Ok(vec![]));
-        assert!(ok("['a', 1]").as_str_list().unwrap_err().contains("an int"));
+        assert!(ok("['a', 1]")
+            .as_str_list()
+            .unwrap_err()
+            .to_string()
+            .contains("an int"));
         assert!(ok("{}").as_str_list().is_err());
     }
 

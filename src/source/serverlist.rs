@@ -143,7 +143,7 @@ fn parse_legacy(text: &str) -> ParsedList {
 
 /// One line: `{'host': 'cp1001', 'weight': 10, 'enabled': True}`.
 fn legacy_entry(line: &str) -> Result<ServerEntry, String> {
-    let value = pyliteral::parse(line)?;
+    let value = pyliteral::parse(line).map_err(|e| e.to_string())?;
     if !matches!(value, PyValue::Dict(_)) {
         return Err(format!(
             "expected a dict like {{'host': 'name', 'weight': 10, 'enabled': True}}, found a {}",
