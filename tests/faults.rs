@@ -158,12 +158,15 @@ fn stop(rsbal: &mut Rsbal) {
     );
 }
 
-/// Kills these pids when dropped (leftovers of a failed test).
-struct KillOnDrop(Vec<i32>);
-impl Drop for KillOnDrop {
+/// Kills every pid listed (one a line) in its file when dropped: leftovers
+/// of a failed test. Declare it before the `Rsbal` so that it drops after
+/// rsbal was killed and no new pid can appear.
+struct KillPidsInFile(PathBuf);
+impl Drop for KillPidsInFile {
     fn drop(&mut self) {
-        for pid in &self.0 {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), Signal::SIGKILL);
+        let text = std::fs::read_to_string(&self.0).unwrap_or_default();
+        for pid in text.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
         }
     }
 }
@@ -538,6 +541,7 @@ fn item05_hanging_ipvsadm_is_timed_out_killed_counted_and_retried() {
             + &service("web", vip, &file_url(&servers), NO_MONITORS),
     )
     .unwrap();
+    let _cleanup = KillPidsInFile(ipvs.dir.join("hung"));
     let mut rsbal = Rsbal::start(&conf, &[]);
     let rips = [rip(net, 2), rip(net, 3)];
     let rips: Vec<&str> = rips.iter().map(String::as_str).collect();
@@ -560,7 +564,6 @@ fn item05_hanging_ipvsadm_is_timed_out_killed_counted_and_retried() {
         "ipvsadm never called: {}",
         rsbal.log_text()
     );
-    let mut cleanup = KillOnDrop(ipvs.hung_pids());
     let first_hung = ipvs.hung_pids()[0];
     // Timeout 2 s: killed well within 8 s.
     assert!(
@@ -593,7 +596,6 @@ fn item05_hanging_ipvsadm_is_timed_out_killed_counted_and_retried() {
     );
     let n = ipvs.hung_pids().len();
     assert!(wait_until(T, || ipvs.hung_pids().len() > n));
-    cleanup.0 = ipvs.hung_pids();
     stop(&mut rsbal);
     thread::sleep(Duration::from_millis(500));
     let left: Vec<i32> = ipvs.hung_pids().into_iter().filter(|p| alive(*p)).collect();
@@ -854,6 +856,7 @@ fn item08_runcommand_descendants_that_setsid_are_killed() {
         global(&ipvs, port, "") + &service("web", vip, &file_url(&servers), &monitors),
     )
     .unwrap();
+    let _cleanup = KillPidsInFile(pids.clone());
     let mut rsbal = Rsbal::start(&conf, &[]);
     let read_pids = || -> Vec<i32> {
         std::fs::read_to_string(&pids)
@@ -862,17 +865,14 @@ fn item08_runcommand_descendants_that_setsid_are_killed() {
             .filter_map(|l| l.trim().parse().ok())
             .collect()
     };
-    let mut cleanup = KillOnDrop(Vec::new());
     assert!(
         wait_until(T, || read_pids().len() >= 3),
         "the check never ran 3 times: {}",
         rsbal.log_text()
     );
     let seen = read_pids();
-    cleanup.0 = seen.clone();
     // Each run has ended (or is about to) by now; give the kill a moment.
     thread::sleep(Duration::from_millis(1500));
-    cleanup.0 = read_pids();
     let leaked: Vec<i32> = seen.iter().copied().filter(|p| alive(*p)).collect();
     assert!(
         leaked.is_empty(),
@@ -880,7 +880,6 @@ fn item08_runcommand_descendants_that_setsid_are_killed() {
     );
     stop(&mut rsbal);
     thread::sleep(Duration::from_millis(300));
-    cleanup.0 = read_pids();
     let leaked: Vec<i32> = read_pids().into_iter().filter(|p| alive(*p)).collect();
     assert!(leaked.is_empty(), "left running after shutdown: {leaked:?}");
     ipvs.assert_never_removed(&svc, &[&rip(net, 2)]);
