@@ -35,6 +35,8 @@
 //! Addresses: real servers on 127.(50+N).0.x:8080, VIPs 203.0.113.N, where
 //! N is the item number, so the tests run in parallel.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // test code: a failed set-up panics; helpers are shared by several crates
+
 mod common;
 
 use common::pool::{legacy_list as list, PORT};
