@@ -977,7 +977,7 @@ fn item09_instrumentation_answers_within_1s_under_300_slow_connections() {
         slow_answers.len(),
         slow_answers.join("\n")
     );
-    assert!(rsbal.log_text().len() > 0);
+    assert!(!rsbal.log_text().is_empty());
     ipvs.assert_never_removed(&svc, &[&rip(net, 2)]);
 }
 
