@@ -5,6 +5,7 @@
 pub mod bgp;
 pub mod etcd;
 pub mod pool;
+pub mod stateful_ipvsadm;
 
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
