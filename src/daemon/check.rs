@@ -20,6 +20,12 @@ pub(crate) fn check(path: &Path) -> i32 {
     for w in &loaded.warnings {
         eprintln!("warning: {w}");
     }
+    if loaded.config.services.is_empty() {
+        eprintln!(
+            "warning: {}: no service is configured: rsbal would manage no IPVS service, and a running rsbal rejects a reload to this file",
+            path.display()
+        );
+    }
     let mut errors = 0;
     for service in loaded.config.services.values() {
         if let SourceUrl::File(list) = &service.source {

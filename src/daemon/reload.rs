@@ -23,6 +23,16 @@ impl Daemon {
             log::warn!(target: LOG_TARGET, "{w}");
         }
         let new = loaded.config;
+        if new.services.is_empty() && !self.config.services.is_empty() {
+            let why = format!(
+                "{} has no service; it would remove all {} running service(s) from IPVS (stop rsbal to remove them all)",
+                self.opts.config.display(),
+                self.config.services.len()
+            );
+            log::error!(target: LOG_TARGET, "reload rejected, the running configuration stays: {why}");
+            crate::status::daemon::reload_finished(&self.store, false, format!("rejected: {why}"));
+            return;
+        }
         let d = diff::diff(&self.config, &new);
         if d.is_empty() {
             log::info!(target: LOG_TARGET, "reload: nothing changed");
