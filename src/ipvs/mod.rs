@@ -10,7 +10,8 @@
 //! thread that owns the applied table and runs the commands. `error` holds
 //! [`error::IpvsError`], what both backends return (the kernel's errno per
 //! refused command, socket and `ipvsadm` failures), so that the writer
-//! decides on types, not texts. `debug` holds
+//! decides on types, not texts. `hold` decides which adopted destinations
+//! the writer keeps for servers whose names do not resolve (pure). `debug` holds
 //! the hidden `--ipvs-debug` commands the kernel tests and benchmarks use.
 
 pub(crate) mod backend;
@@ -18,6 +19,7 @@ pub(crate) mod debug;
 pub(crate) mod diff;
 pub(crate) mod error;
 pub(crate) mod genl;
+pub(crate) mod hold;
 pub(crate) mod ipvsadm;
 pub(crate) mod netlink;
 pub(crate) mod reconcile;

@@ -8,7 +8,11 @@
 //! handed to the backend (`ipvs::backend`: netlink or ipvsadm) in one batch.
 //! Every `ipvs-reconcile-interval` it re-reads the kernel and repairs drift in
 //! rsbal's services (`ipvs::reconcile`). Only services named in the config
-//! are ever touched.
+//! are ever touched. While a service has servers whose names never
+//! resolved, the destinations the writer adopted for it that no server of
+//! the service accounts for are kept (`ipvs::hold`): a failed lookup never
+//! removes a destination. A renamed section keeps its virtual service
+//! (`RenameService`: no command).
 //!
 //! Metrics: `rsbal_ipvs_commands_applied_total` and
 //! `rsbal_ipvs_commands_failed_total` count the commands of batches the
@@ -20,12 +24,14 @@ pub(crate) use super::backend::IpvsBackend;
 use super::backend::{self, BackendChoice};
 use super::diff::{apply, diff_service};
 use super::error::IpvsError;
+use super::hold::{self, Unresolved};
 use super::reconcile;
-use super::{IpvsCommand, ServiceKey, ServiceTable, Table};
+use super::{Dest, IpvsCommand, ServiceKey, ServiceTable, Table};
 use crate::status::metrics;
 use crossbeam_channel::{Receiver, Sender};
 use prometheus::IntCounterVec;
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::sync::LazyLock;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -71,10 +77,18 @@ static DRIFT_REPAIRS: LazyLock<IntCounterVec> = LazyLock::new(|| {
 /// A request to the writer.
 #[derive(Debug)]
 pub(crate) enum WriterRequest {
-    /// The complete desired state of the rsbal service `name`.
-    SetService { name: String, table: ServiceTable },
+    /// The complete desired state of the rsbal service `name`, and the
+    /// servers it cannot account for (their names do not resolve).
+    SetService {
+        name: String,
+        table: ServiceTable,
+        unresolved: Unresolved,
+    },
     /// The service `name` was removed from the config: delete it from IPVS.
     RemoveService { name: String },
+    /// Reload renamed the section `from` (same protocol, IP and port): the
+    /// same virtual service, now under the name `to`.
+    RenameService { from: String, to: String },
     /// Answered once every request sent before it has been applied.
     Flush(Sender<()>),
     /// Reload changed `[global] ipvs-backend` or `ipvsadm`.
@@ -100,8 +114,11 @@ pub(crate) struct IpvsWriter {
     reconcile_every: Duration,
     /// What the kernel has, as far as the writer knows.
     applied: Table,
-    /// What each rsbal service wants, by service name.
+    /// What each rsbal service wants, by service name (with the
+    /// destinations kept for it, `held`).
     desired: BTreeMap<String, ServiceTable>,
+    /// Per service, adopted destinations kept for its unresolved servers.
+    held: BTreeMap<String, BTreeMap<SocketAddr, Dest>>,
     /// Keys of services that were removed or moved and must go from the kernel.
     retired: BTreeSet<ServiceKey>,
 }
@@ -118,6 +135,7 @@ impl IpvsWriter {
             reconcile_every,
             applied: Table::new(),
             desired: BTreeMap::new(),
+            held: BTreeMap::new(),
             retired: BTreeSet::new(),
         }
     }
@@ -149,24 +167,42 @@ impl IpvsWriter {
     /// after the next sync.
     fn take(&mut self, req: WriterRequest) -> Option<Sender<()>> {
         match req {
-            WriterRequest::SetService { name, table } => {
-                if !self.desired.contains_key(&name) {
+            WriterRequest::SetService {
+                name,
+                table,
+                unresolved,
+            } => {
+                let previous = self.desired.get(&name).map(|t| t.service.key);
+                if previous.is_none() {
                     if let Some(existing) = self.applied.get(&table.service.key) {
                         log::info!(target: LOG_TARGET, "[{name}] adopting IPVS service {} with {} destination(s) already in the kernel",
                             table.service.key, existing.dests.len());
                     }
                 }
-                if let Some(old) = self.desired.insert(name, table.clone()) {
-                    if old.service.key != table.service.key {
-                        self.retired.insert(old.service.key);
+                let table = self.hold(&name, previous, table, &unresolved);
+                if let Some(old) = previous {
+                    if old != table.service.key {
+                        self.retired.insert(old);
                     }
                 }
                 self.retired.remove(&table.service.key);
+                self.desired.insert(name, table);
                 None
             }
             WriterRequest::RemoveService { name } => {
+                self.held.remove(&name);
                 if let Some(old) = self.desired.remove(&name) {
                     self.retired.insert(old.service.key);
+                }
+                None
+            }
+            WriterRequest::RenameService { from, to } => {
+                if let Some(table) = self.desired.remove(&from) {
+                    log::info!(target: LOG_TARGET, "[{to}] IPVS service {} renamed from [{from}]; unchanged", table.service.key);
+                    self.desired.insert(to.clone(), table);
+                }
+                if let Some(held) = self.held.remove(&from) {
+                    self.held.insert(to, held);
                 }
                 None
             }
@@ -180,6 +216,43 @@ impl IpvsWriter {
                 None
             }
         }
+    }
+
+    /// `table` with the destinations kept for `name`'s unresolved servers:
+    /// at first (or at a new key) the candidates are what the kernel has
+    /// for the key, later what was kept so far (`ipvs::hold`).
+    fn hold(
+        &mut self,
+        name: &str,
+        previous: Option<ServiceKey>,
+        table: ServiceTable,
+        unresolved: &Unresolved,
+    ) -> ServiceTable {
+        let key = table.service.key;
+        let was = self.held.remove(name).unwrap_or_default();
+        let candidates = if previous == Some(key) {
+            was.clone()
+        } else {
+            self.applied
+                .get(&key)
+                .map(|t| t.dests.clone())
+                .unwrap_or_default()
+        };
+        let held = hold::held(&candidates, &table, unresolved);
+        if held != was {
+            if held.is_empty() {
+                log::info!(target: LOG_TARGET, "[{name}] no destination is kept for unresolved servers any more");
+            } else {
+                let addrs: Vec<String> = held.keys().map(ToString::to_string).collect();
+                log::warn!(target: LOG_TARGET, "[{name}] keeping {} destination(s) already in the kernel while {} server name(s) do not resolve ({}): {}",
+                    held.len(), unresolved.hosts.len(), unresolved.hosts.join(", "), addrs.join(", "));
+            }
+        }
+        let table = hold::with_held(table, &held);
+        if !held.is_empty() {
+            self.held.insert(name.to_string(), held);
+        }
+        table
     }
 
     /// The commands that make the kernel match the desired state.
@@ -409,6 +482,7 @@ mod tests {
         WriterRequest::SetService {
             name: name.into(),
             table: table.clone(),
+            unresolved: Unresolved::default(),
         }
     }
 
@@ -445,6 +519,111 @@ mod tests {
         // A reconciliation of a matching kernel changes nothing either.
         w.reconcile();
         assert!(kernel.log.lock().unwrap().is_empty());
+    }
+
+    fn set_unresolved(
+        name: &str,
+        table: &ServiceTable,
+        hosts: &[&str],
+        known: &[&str],
+    ) -> WriterRequest {
+        WriterRequest::SetService {
+            name: name.into(),
+            table: table.clone(),
+            unresolved: Unresolved {
+                hosts: hosts.iter().map(|h| h.to_string()).collect(),
+                known: known.iter().map(|a| a.parse().unwrap()).collect(),
+            },
+        }
+    }
+
+    #[test]
+    fn restart_keeps_adopted_destinations_of_unresolved_servers() {
+        let before = st(
+            "192.0.2.1:80",
+            &[
+                ("10.0.0.2:80", 10),
+                ("10.0.0.3:80", 10),
+                ("10.0.0.4:80", 10),
+            ],
+        );
+        let kernel = kernel_with(&[&before]);
+        let mut w = writer(&kernel);
+        // No name resolves: the service wants nothing it can name.
+        w.take(set_unresolved(
+            "web",
+            &st("192.0.2.1:80", &[]),
+            &["a", "b", "c"],
+            &[],
+        ));
+        w.sync();
+        assert!(
+            kernel.log.lock().unwrap().is_empty(),
+            "{:?}",
+            kernel.log.lock().unwrap()
+        );
+        // a resolves (pooled), b resolves but is down (depooled by its
+        // monitor): b's destination goes, c's stays.
+        w.take(set_unresolved(
+            "web",
+            &st("192.0.2.1:80", &[("10.0.0.2:80", 10)]),
+            &["c"],
+            &["10.0.0.2", "10.0.0.3"],
+        ));
+        w.sync();
+        let t = kernel.table.lock().unwrap().clone();
+        let left: Vec<SocketAddr> = t[&before.service.key].dests.keys().copied().collect();
+        assert_eq!(left, [sa("10.0.0.2:80"), sa("10.0.0.4:80")]);
+        // c is removed from the list: nothing is kept any more.
+        w.take(set("web", &st("192.0.2.1:80", &[("10.0.0.2:80", 10)])));
+        w.sync();
+        let t = kernel.table.lock().unwrap().clone();
+        assert_eq!(t[&before.service.key].dests.len(), 1);
+    }
+
+    #[test]
+    fn a_new_unresolved_server_of_a_running_service_keeps_nothing() {
+        let web = st("192.0.2.1:80", &[("10.0.0.2:80", 10), ("10.0.0.3:80", 10)]);
+        let kernel = kernel_with(&[&web]);
+        let mut w = writer(&kernel);
+        w.take(set("web", &web));
+        w.sync();
+        // 10.0.0.3 leaves the list while a new name that does not resolve
+        // joins it: 10.0.0.3 was the service's own, it goes.
+        w.take(set_unresolved(
+            "web",
+            &st("192.0.2.1:80", &[("10.0.0.2:80", 10)]),
+            &["new"],
+            &["10.0.0.2"],
+        ));
+        w.sync();
+        assert_eq!(
+            kernel.table.lock().unwrap()[&web.service.key].dests.len(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_renamed_service_keeps_its_virtual_service_without_a_command() {
+        let web = st("192.0.2.1:80", &[("10.0.0.2:80", 10)]);
+        let kernel = kernel_with(&[]);
+        let mut w = writer(&kernel);
+        w.take(set("web", &web));
+        w.sync();
+        kernel.log.lock().unwrap().clear();
+        w.take(WriterRequest::RenameService {
+            from: "web".into(),
+            to: "www".into(),
+        });
+        w.take(set("www", &web));
+        w.sync();
+        assert!(kernel.log.lock().unwrap().is_empty());
+        assert!(w.pending_commands().is_empty());
+        assert!(w.desired.contains_key("www") && !w.desired.contains_key("web"));
+        // The new name owns it: removing it deletes the service.
+        w.take(WriterRequest::RemoveService { name: "www".into() });
+        w.sync();
+        assert!(kernel.table.lock().unwrap().is_empty());
     }
 
     #[test]

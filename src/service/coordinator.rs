@@ -9,11 +9,15 @@
 //! ([`Coordinator::pooled`]) to the IpvsWriter, which alone computes the
 //! operations that bring the kernel there (`ipvs::diff`).
 //!
-//! Beyond PyBal, the server list is re-resolved, so a server's address can
-//! change: a server that becomes resolvable is handled like a new one, one
-//! that no longer resolves is depooled (not subject to the threshold) and
-//! unmonitored, and one whose address changed keeps its pool state and gets
-//! its monitors restarted with unknown state.
+//! Beyond PyBal, names that do not resolve are retried, so a server's
+//! address can change: a server that becomes resolvable is handled like a
+//! new one, and one whose address changed keeps its pool state and gets its
+//! monitors restarted with unknown state. A failed lookup never depools: a
+//! server whose name no longer resolves keeps its last address, pool state
+//! and monitors (marked unresolved, with the reason). A server that never
+//! resolved is neither pooled nor monitored; the service thread tells the
+//! IpvsWriter about it ([`Coordinator::unresolved`]), so that a destination
+//! of it already in the kernel (adopted at a restart) is kept.
 
 use crate::source::ServerUpdate;
 use log::Level;
@@ -69,6 +73,9 @@ pub(crate) struct ServerState {
     pub(crate) pooled: bool,
     /// Per monitor, in configuration order.
     pub(crate) monitors: Vec<MonitorState>,
+    /// Why the name does not resolve (the last lookup failed); `ip` is then
+    /// `None`, or the address of an earlier lookup, which is kept.
+    pub(crate) unresolved: Option<String>,
 }
 
 /// PyBal's pooling state machine for one service.
@@ -256,6 +263,22 @@ impl Coordinator {
             .collect()
     }
 
+    /// Hosts whose name never resolved (no address, so neither pooled nor
+    /// monitored), sorted.
+    pub(crate) fn unresolved(&self) -> Vec<String> {
+        self.servers
+            .values()
+            .filter(|s| s.ip.is_none())
+            .map(|s| s.host.clone())
+            .collect()
+    }
+
+    /// The addresses of every server with one, pooled or not: what the
+    /// service decides about.
+    pub(crate) fn addresses(&self) -> BTreeSet<IpAddr> {
+        self.servers.values().filter_map(|s| s.ip).collect()
+    }
+
     /// The pooled servers' destinations.
     fn pool(&self) -> Pool {
         self.servers
@@ -278,6 +301,7 @@ impl Coordinator {
         let ServerUpdate {
             host,
             ip,
+            unresolved,
             weight,
             enabled,
         } = update;
@@ -290,6 +314,7 @@ impl Coordinator {
             up: false,
             pooled: false,
             monitors: vec![MonitorState::default(); self.monitor_count],
+            unresolved: None,
         };
         match ip {
             Some(_) => {
@@ -312,7 +337,11 @@ impl Coordinator {
                     ),
                 });
             }
-            None => log_unresolved(&host, out),
+            None => {
+                let why = unresolved.unwrap_or_default();
+                log_unresolved(&host, &why, out);
+                server.unresolved = Some(why);
+            }
         }
         self.servers.insert(host, server);
     }
@@ -338,41 +367,57 @@ impl Coordinator {
             return;
         };
         let host = update.host;
-        let changed = server.ip != update.ip
-            || server.weight != update.weight
-            || server.enabled != update.enabled;
+        let mut changed = server.weight != update.weight || server.enabled != update.enabled;
         server.weight = update.weight;
         server.enabled = update.enabled;
 
         match (server.ip, update.ip) {
-            (None, None) => log_unresolved(&host, out),
-            (Some(_), None) => {
-                // No longer resolvable: it can be neither pooled nor monitored.
-                server.ip = None;
-                server.ready = false;
-                server.up = false;
-                server.pooled = false;
-                server.monitors = vec![MonitorState::default(); monitor_count];
-                out.stop_monitors.push(host.clone());
-                log_unresolved(&host, out);
+            (None, None) => {
+                let why = update.unresolved.unwrap_or_default();
+                if server.unresolved.as_ref() != Some(&why) {
+                    log_unresolved(&host, &why, out);
+                    server.unresolved = Some(why);
+                }
             }
             (None, Some(ip)) => {
                 // Resolved at last: from now on it is handled like a new server.
+                changed = true;
                 server.ip = Some(ip);
+                server.unresolved = None;
                 server.ready = true;
                 server.up = true;
                 server.pooled = server.enabled;
                 server.monitors = vec![MonitorState::default(); monitor_count];
                 out.start_monitors.push(host.clone());
             }
-            (Some(old_ip), Some(ip)) => {
-                if old_ip != ip {
-                    // The monitors check the old address: restart them. A
-                    // pooled server stays pooled (at its new address).
-                    server.ip = Some(ip);
-                    server.monitors = vec![MonitorState::default(); monitor_count];
-                    out.stop_monitors.push(host.clone());
-                    out.start_monitors.push(host.clone());
+            (Some(old_ip), new_ip) => {
+                match new_ip {
+                    None => {
+                        // A failed lookup never depools: the server keeps
+                        // its address, pool state and monitors.
+                        let why = update.unresolved.unwrap_or_default();
+                        if server.unresolved.as_ref() != Some(&why) {
+                            out.logs.push(LogLine {
+                                level: Level::Warn,
+                                host: Some(host.clone()),
+                                text: format!("Could not resolve server {host} again ({why}); it keeps its address {old_ip}"),
+                            });
+                            server.unresolved = Some(why);
+                        }
+                    }
+                    Some(ip) => {
+                        server.unresolved = None;
+                        if old_ip != ip {
+                            // The monitors check the old address: restart
+                            // them. A pooled server stays pooled (at its new
+                            // address).
+                            changed = true;
+                            server.ip = Some(ip);
+                            server.monitors = vec![MonitorState::default(); monitor_count];
+                            out.stop_monitors.push(host.clone());
+                            out.start_monitors.push(host.clone());
+                        }
+                    }
                 }
                 if !server.enabled {
                     // An admin decision: not subject to the threshold.
@@ -614,11 +659,11 @@ fn enabled_text(enabled: bool) -> &'static str {
     }
 }
 
-fn log_unresolved(host: &str, out: &mut Outcome) {
+fn log_unresolved(host: &str, why: &str, out: &mut Outcome) {
     out.logs.push(LogLine {
         level: Level::Error,
         host: Some(host.to_string()),
-        text: format!("Could not resolve server {host}; it is not pooled or monitored"),
+        text: format!("Could not resolve server {host} ({why}); it is not pooled or monitored"),
     });
 }
 
@@ -642,9 +687,16 @@ mod tests {
         ServerUpdate {
             host: host(n),
             ip: Some(ip(n)),
+            unresolved: None,
             weight,
             enabled,
         }
+    }
+
+    /// Server `i` of `l` does not resolve: "no such name".
+    fn unresolvable(l: &mut [ServerUpdate], i: usize) {
+        l[i].ip = None;
+        l[i].unresolved = Some("no such name".into());
     }
 
     /// Servers s1..=sN, enabled, weight 10.
@@ -1016,49 +1068,88 @@ mod tests {
     fn unresolved_server_is_never_pooled() {
         let mut c = Coordinator::new(1.0, 1);
         let mut l = list(2);
-        l[1].ip = None;
+        unresolvable(&mut l, 1);
         let out = c.apply_server_list(l.clone());
         assert_pooled(&out, &c, &[(1, 10)]);
         assert_eq!(out.start_monitors, vec![host(1)]);
-        assert!(has_log(&out, Level::Error, "Could not resolve server s2"));
+        assert!(has_log(
+            &out,
+            Level::Error,
+            "Could not resolve server s2 (no such name)"
+        ));
         let s2 = c.server("s2").expect("s2");
         assert!(!s2.ready && !s2.up && !s2.pooled);
+        assert_eq!(s2.unresolved.as_deref(), Some("no such name"));
         assert_eq!(s2.monitors.len(), 1);
+        assert_eq!(c.unresolved(), vec![host(2)]);
+        assert_eq!(c.addresses(), [ip(1)].into_iter().collect());
         // Results for it (a stale monitor) are ignored.
         assert_eq!(c.monitor_result("s2", 0, true, ""), Outcome::default());
         assert!(c.pooled().iter().all(|(a, _)| *a == ip(1)));
-        // Another update, still unresolved: still not pooled.
-        let out = c.apply_server_list(l);
+        // Another update, still unresolved for the same reason: not pooled,
+        // and not logged again.
+        let out = c.apply_server_list(l.clone());
         assert!(!out.pool_changed);
+        assert!(
+            !has_log(&out, Level::Error, "Could not resolve"),
+            "{:?}",
+            out.logs
+        );
         assert_eq!(c.pooled(), pool(&[(1, 10)]));
+        // A new reason is logged and kept.
+        l[1].unresolved = Some("no answer".into());
+        let out = c.apply_server_list(l);
+        assert!(has_log(
+            &out,
+            Level::Error,
+            "Could not resolve server s2 (no answer)"
+        ));
+        assert_eq!(
+            c.server("s2").and_then(|s| s.unresolved.clone()).as_deref(),
+            Some("no answer")
+        );
     }
 
     #[test]
     fn server_resolved_later_is_handled_like_a_new_one() {
         let mut c = Coordinator::new(0.5, 1);
         let mut l = list(2);
-        l[1].ip = None;
+        unresolvable(&mut l, 1);
         c.apply_server_list(l);
         let out = c.apply_server_list(list(2));
         assert_pooled(&out, &c, &[(1, 10), (2, 10)]);
         assert_eq!(out.start_monitors, vec![host(2)]);
-        assert!(c.server("s2").is_some_and(|s| s.ready && s.up && s.pooled));
+        assert!(c
+            .server("s2")
+            .is_some_and(|s| s.ready && s.up && s.pooled && s.unresolved.is_none()));
+        assert!(c.unresolved().is_empty());
+        assert_eq!(c.addresses(), [ip(1), ip(2)].into_iter().collect());
     }
 
     #[test]
-    fn server_that_can_no_longer_be_resolved_is_depooled_and_unmonitored() {
+    fn a_failed_lookup_of_a_resolved_server_changes_nothing_but_its_reason() {
         let mut c = coordinator(2, 1.0, 1);
-        down(&mut c, 2);
-        assert_eq!(c.pooled_down(), vec![host(2)]);
+        up(&mut c, 1);
+        up(&mut c, 2);
         let mut l = list(2);
-        l[1].ip = None;
+        unresolvable(&mut l, 1);
         let out = c.apply_server_list(l);
-        assert_pooled(&out, &c, &[(1, 10)]);
-        assert_eq!(out.stop_monitors, vec![host(2)]);
-        assert!(c.pooled_down().is_empty());
-        assert!(c
-            .server("s2")
-            .is_some_and(|s| !s.ready && !s.up && !s.pooled));
+        assert!(!out.pool_changed);
+        assert!(out.stop_monitors.is_empty() && out.start_monitors.is_empty());
+        assert!(has_log(
+            &out,
+            Level::Warn,
+            "Could not resolve server s2 again (no such name); it keeps its address 10.0.0.2"
+        ));
+        let s2 = c.server("s2").expect("s2");
+        assert!(s2.ready && s2.up && s2.pooled && s2.ip == Some(ip(2)));
+        assert_eq!(s2.monitors[0].up, Some(true));
+        assert_eq!(s2.unresolved.as_deref(), Some("no such name"));
+        assert!(c.unresolved().is_empty(), "it has an address");
+        // Resolving again (same address) clears the reason, quietly.
+        let out = c.apply_server_list(list(2));
+        assert!(!out.pool_changed && out.logs.is_empty(), "{out:?}");
+        assert!(c.server("s2").is_some_and(|s| s.unresolved.is_none()));
     }
 
     #[test]
@@ -1186,7 +1277,7 @@ mod tests {
         let mut c = Coordinator::new(0.5, 1);
         let mut l = list(4);
         l[2].enabled = false;
-        l[3].ip = None;
+        unresolvable(&mut l, 3);
         c.apply_server_list(l);
         // 2 of 4 up and enabled: exactly at 0.5.
         assert!(c.can_depool());
@@ -1278,10 +1369,12 @@ mod tests {
                 let mut l = Vec::new();
                 for n in 0..8u8 {
                     if rng.u8(0..10) < 8 {
+                        let ip = (rng.u8(0..10) > 0)
+                            .then(|| IpAddr::V4(Ipv4Addr::new(10, generation, 0, n)));
                         l.push(ServerUpdate {
                             host: host(n),
-                            ip: (rng.u8(0..10) > 0)
-                                .then(|| IpAddr::V4(Ipv4Addr::new(10, generation, 0, n))),
+                            unresolved: ip.is_none().then(|| "no answer".to_string()),
+                            ip,
                             weight: rng.u32(1..4),
                             enabled: rng.u8(0..10) < 8,
                         });

@@ -6,14 +6,24 @@
 //! lists from the source thread, and monitor reports. Every decision comes
 //! from the Coordinator; this thread carries it out: writes the log lines,
 //! starts and stops monitors, sends the service's complete desired IPVS state
-//! to the IpvsWriter, publishes a snapshot for the instrumentation server,
-//! and keeps the service's `pybal_service_*` / `pybal_monitor_*` metrics
-//! (`pool_metrics`), removing a server's series when its monitors stop.
+//! to the IpvsWriter (with the servers it cannot account for because their
+//! names do not resolve, whose adopted destinations the writer keeps),
+//! publishes a snapshot for the instrumentation server, and keeps the
+//! service's `pybal_service_*` / `pybal_monitor_*` metrics (`pool_metrics`),
+//! removing a server's series when its monitors stop.
+//!
+//! A reload that renames the section (same protocol, IP and port) hands this
+//! thread the section under its new name: the IPVS service is renamed in the
+//! writer (no command), server state carries over, and the source and
+//! monitor threads are restarted under the new name (monitor results so far
+//! are kept). A source that replaces another (changed `config`, or a
+//! rename) must yield servers before it can take the service's away.
 
 pub(crate) mod coordinator;
 pub(crate) mod pool_metrics;
 
 use crate::config::ServiceConfig;
+use crate::ipvs::hold::Unresolved;
 use crate::ipvs::writer::WriterRequest;
 use crate::ipvs::{Dest, ServiceKey, ServiceTable, VirtualService};
 use crate::monitor::{self, MonitorHandle, MonitorReport, MonitorTarget};
@@ -33,7 +43,8 @@ const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(1);
 /// A message from the daemon to a service thread.
 #[derive(Debug)]
 pub(crate) enum ServiceControl {
-    /// Reload changed this service's section.
+    /// Reload changed this service's section (or renamed it: the new
+    /// section's name differs).
     Reconfigure(Box<ServiceConfig>),
     /// Stop; `remove_from_ipvs` when the service was removed from the config
     /// (at shutdown IPVS is left as it is so traffic keeps flowing).
@@ -78,6 +89,7 @@ pub(crate) fn spawn(
         &config.source,
         config.source_options,
         config.ip,
+        false,
         list_tx,
     )?;
     let mut coordinator = Coordinator::new(config.depool_threshold, config.monitors.len());
@@ -92,6 +104,7 @@ pub(crate) fn spawn(
         report_tx,
         source,
         have_list: false,
+        sent_unresolved: None,
         dirty: false,
     };
     let thread = thread::Builder::new()
@@ -130,6 +143,8 @@ struct ServiceRunner {
     /// False until the first server list arrived: until then the service's
     /// IPVS state is not touched (a restart must not empty a live pool).
     have_list: bool,
+    /// What the writer was last told about servers without an address.
+    sent_unresolved: Option<Unresolved>,
     /// Monitor counters changed since the last snapshot (published on the
     /// next tick rather than on every result).
     dirty: bool,
@@ -243,7 +258,7 @@ impl ServiceRunner {
         for host in &outcome.start_monitors {
             self.start_monitors(host);
         }
-        if force_ipvs || outcome.pool_changed {
+        if force_ipvs || outcome.pool_changed || self.unresolved_changed() {
             self.send_ipvs_state();
         }
         if outcome == Outcome::default() {
@@ -300,6 +315,11 @@ impl ServiceRunner {
         self.coordinator.reset_monitors(self.config.monitors.len());
         self.coordinator
             .set_monitor_names(monitor_names(&self.config));
+        self.start_every_monitor();
+    }
+
+    /// Starts the monitors of every ready server (none may be running).
+    fn start_every_monitor(&mut self) {
         let hosts: Vec<String> = self
             .coordinator
             .servers()
@@ -318,8 +338,24 @@ impl ServiceRunner {
         }
     }
 
-    fn send_ipvs_state(&self) {
+    /// What the writer must know about servers without an address.
+    fn unresolved(&self) -> Unresolved {
+        Unresolved {
+            hosts: self.coordinator.unresolved(),
+            known: self.coordinator.addresses(),
+        }
+    }
+
+    /// The writer was told something else than [`Self::unresolved`] (and
+    /// the service's IPVS state is in force: a list arrived).
+    fn unresolved_changed(&self) -> bool {
+        self.have_list && self.sent_unresolved.as_ref() != Some(&self.unresolved())
+    }
+
+    fn send_ipvs_state(&mut self) {
         let port = self.config.port;
+        let unresolved = self.unresolved();
+        self.sent_unresolved = Some(unresolved.clone());
         let table = ServiceTable {
             service: VirtualService {
                 key: self.key(),
@@ -342,22 +378,37 @@ impl ServiceRunner {
         let _ = self.writer.send(WriterRequest::SetService {
             name: self.config.name.clone(),
             table,
+            unresolved,
         });
     }
 
-    /// Applies a changed section; returns the new list channel when the
-    /// source was replaced.
+    /// Applies a changed (or renamed) section; returns the new list channel
+    /// when the source was replaced.
     fn reconfigure(&mut self, new: ServiceConfig) -> Option<Receiver<ServerList>> {
         let old = std::mem::replace(&mut self.config, new);
+        let renamed = old.name != self.config.name;
+        if renamed {
+            self.rename(&old.name);
+        }
         let new = &self.config;
         log::info!(target: &new.name, "applying changed configuration");
         let mut new_lists = None;
         if old.source != new.source
             || old.source_options != new.source_options
             || old.ip.is_ipv6() != new.ip.is_ipv6()
+            || renamed
         {
+            // The service keeps its servers until the new source has some.
+            let inherited = self.coordinator.servers().next().is_some();
             let (tx, rx) = crossbeam_channel::unbounded();
-            match source::spawn(&new.name, &new.source, new.source_options, new.ip, tx) {
+            match source::spawn(
+                &new.name,
+                &new.source,
+                new.source_options,
+                new.ip,
+                inherited,
+                tx,
+            ) {
                 Ok(source) => {
                     self.source = source;
                     new_lists = Some(rx);
@@ -372,6 +423,11 @@ impl ServiceRunner {
             || old.ip != self.config.ip
         {
             self.restart_all_monitors();
+        } else if renamed {
+            // Under the new name (log target, metric labels); the results
+            // so far are kept.
+            self.servers.clear();
+            self.start_every_monitor();
         }
         if old.depool_threshold != self.config.depool_threshold {
             let outcome = self
@@ -390,6 +446,21 @@ impl ServiceRunner {
         }
         self.publish();
         new_lists
+    }
+
+    /// The section was renamed from `old` (the config already has the new
+    /// name): the writer, the published snapshot and the metrics follow.
+    fn rename(&mut self, old: &str) {
+        let name = &self.config.name;
+        log::info!(target: name, "section [{old}] renamed to [{name}]: its IPVS service and server state carry over");
+        let _ = self.writer.send(WriterRequest::RenameService {
+            from: old.to_string(),
+            to: name.clone(),
+        });
+        // The old name's monitors stop before its series are forgotten.
+        self.servers.clear();
+        self.store.remove(old);
+        pool_metrics::forget_service(old);
     }
 
     fn stop(&mut self, remove_from_ipvs: bool) {

@@ -36,6 +36,9 @@ pub(crate) enum SourceError {
     NotEtcd(serde_json::Error),
     /// A list with no servers while the previous one had some.
     Empty,
+    /// The first list of a source that replaced another (reload) has no
+    /// servers, while the service has some.
+    FirstListEmpty,
 }
 
 impl SourceError {
@@ -77,6 +80,9 @@ impl fmt::Display for SourceError {
             SourceError::Empty => {
                 f.write_str("list has no servers while the previous one had some")
             }
+            SourceError::FirstListEmpty => f.write_str(
+                "the new source's first list has no servers; the service keeps the servers of the previous source until it has some",
+            ),
         }
     }
 }
@@ -90,7 +96,7 @@ impl std::error::Error for SourceError {
             | SourceError::Body { source: e, .. } => Some(e),
             SourceError::BadDocument(e) => Some(e),
             SourceError::NotEtcd(e) => Some(e),
-            SourceError::Http { .. } | SourceError::Empty => None,
+            SourceError::Http { .. } | SourceError::Empty | SourceError::FirstListEmpty => None,
         }
     }
 }

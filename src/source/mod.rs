@@ -4,8 +4,11 @@
 //!
 //! This module owns what every kind of source shares: starting and stopping
 //! the thread ([`spawn`], [`SourceHandle`]), the last good list and the
-//! failure state ([`ListKeeper`]), the `rsbal_config_source_errors_total`
-//! metric and host-name resolution. How a list is fetched is each kind's job:
+//! failure state ([`ListKeeper`]) and the `rsbal_config_source_errors_total`
+//! metric. Host names are resolved by the source's resolver thread
+//! ([`resolve`]: in parallel, bounded in time, failures retried on their
+//! own), which hands the resolved lists to the service thread. How a list is
+//! fetched is each kind's job:
 //! [`file`] (re-read every `config-poll-interval`), [`http`] (polled, with
 //! conditional requests) and [`etcd`] (v2 keys API, read then long-poll
 //! watched). Every failure is a [`SourceError`] (`error`).
@@ -19,6 +22,7 @@ mod error;
 mod etcd;
 mod file;
 mod http;
+mod resolve;
 pub(crate) mod serverlist;
 
 use crate::config::{SourceOptions, SourceUrl};
@@ -27,8 +31,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 use error::SourceError;
 use prometheus::IntCounterVec;
 use serverlist::ServerEntry;
-use std::collections::HashMap;
-use std::net::{IpAddr, ToSocketAddrs};
+use std::net::IpAddr;
 use std::sync::LazyLock;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -39,6 +42,8 @@ pub(crate) struct ServerUpdate {
     pub(crate) host: String,
     /// Resolved address; `None` = could not be resolved (not ready).
     pub(crate) ip: Option<IpAddr>,
+    /// Why `ip` is `None`: the lookup's error, or "no answer yet".
+    pub(crate) unresolved: Option<String>,
     pub(crate) weight: u32,
     pub(crate) enabled: bool,
 }
@@ -76,16 +81,21 @@ impl Drop for SourceHandle {
 pub(crate) type ServerList = Vec<ServerUpdate>;
 
 /// Starts watching `url` for service `service` whose VIP is `vip` (the
-/// address family hosts are resolved in).
+/// address family hosts are resolved in). `inherited` says the service
+/// already has servers (from the source this one replaces): then a first
+/// list without servers is a failure, and the service keeps them.
 pub(crate) fn spawn(
     service: &str,
     url: &SourceUrl,
     options: SourceOptions,
     vip: IpAddr,
+    inherited: bool,
     lists: Sender<ServerList>,
 ) -> std::io::Result<SourceHandle> {
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
-    let keeper = ListKeeper::new(service, url.to_string(), vip.is_ipv6(), lists, stop_rx);
+    let entries = resolve::spawn(service, vip.is_ipv6(), lists, stop_rx.clone())?;
+    let mut keeper = ListKeeper::new(service, url.to_string(), entries, stop_rx);
+    keeper.inherited = inherited;
     let json = url.is_json();
     let name = format!("source:{service}");
     let builder = thread::Builder::new().name(name);
@@ -121,17 +131,21 @@ pub(crate) fn spawn(
 }
 
 /// The shared half of every source thread: the last good list, the failure
-/// state, the resolver and the way to the service thread.
+/// state and the way to the resolver thread.
 struct ListKeeper {
     service: String,
     /// The source as configured, for log lines.
     source: String,
-    resolver: Resolver,
-    lists: Sender<ServerList>,
+    /// To the resolver thread, which sends resolved lists to the service.
+    entries: Sender<Vec<ServerEntry>>,
     stop: Receiver<()>,
     failures: Failures,
     /// Entries of the last list that was handed over.
     last_good: Option<Vec<ServerEntry>>,
+    /// The service has servers from a source this one replaced: until a
+    /// list is handed over, one without servers is refused like
+    /// [`SourceError::Empty`].
+    inherited: bool,
     /// The last document seen (file or HTTP body) and, when it could not be
     /// used, why: an unchanged document is not parsed again.
     last_document: Option<(Vec<u8>, Option<SourceError>)>,
@@ -151,8 +165,9 @@ impl Failures {
     fn fail(&mut self, service: &str, source: &str, e: &SourceError) {
         self.errors.inc();
         let what = match e {
-            // A file that cannot be read says so alone, as it always did.
-            SourceError::Read { .. } => e.to_string(),
+            // A file that cannot be read says so alone, as it always did;
+            // an empty first list says what is kept.
+            SourceError::Read { .. } | SourceError::FirstListEmpty => e.to_string(),
             _ => format!("{e}; keeping the last good list"),
         };
         if self.failing.as_ref() != Some(&what) {
@@ -172,21 +187,20 @@ impl ListKeeper {
     fn new(
         service: &str,
         source: String,
-        ipv6: bool,
-        lists: Sender<ServerList>,
+        entries: Sender<Vec<ServerEntry>>,
         stop: Receiver<()>,
     ) -> Self {
         ListKeeper {
             service: service.to_string(),
             source,
-            resolver: Resolver::new(ipv6),
-            lists,
+            entries,
             stop,
             failures: Failures {
                 errors: SOURCE_ERRORS.with_label_values(&[service]),
                 failing: None,
             },
             last_good: None,
+            inherited: false,
             last_document: None,
         }
     }
@@ -249,21 +263,27 @@ impl ListKeeper {
         }
     }
 
-    /// A complete list of entries: handed over when usable and different
-    /// from the last one. Returns (service still there, why it was not used).
+    /// A complete list of entries: handed over (to be resolved) when usable
+    /// and different from the last one. Returns (service still there, why
+    /// it was not used).
     fn apply_entries(&mut self, servers: Vec<ServerEntry>) -> (bool, Option<SourceError>) {
-        let had_servers = self.last_good.as_ref().is_some_and(|l| !l.is_empty());
-        if servers.is_empty() && had_servers {
-            self.fail(&SourceError::Empty);
-            return (true, Some(SourceError::Empty));
+        if servers.is_empty() {
+            let problem = match &self.last_good {
+                Some(last) if !last.is_empty() => Some(SourceError::Empty),
+                None if self.inherited => Some(SourceError::FirstListEmpty),
+                _ => None,
+            };
+            if let Some(problem) = problem {
+                self.fail(&problem);
+                return (true, Some(problem));
+            }
         }
         self.recovered();
         if self.last_good.as_ref() == Some(&servers) {
             return (true, None);
         }
-        let list = self.resolver.resolve_all(&self.service, &servers);
-        self.last_good = Some(servers);
-        (self.lists.send(list).is_ok(), None)
+        self.last_good = Some(servers.clone());
+        (self.entries.send(servers).is_ok(), None)
     }
 
     /// One failed fetch or unusable document: counted, logged when it is a
@@ -305,76 +325,9 @@ impl Backoff {
     }
 }
 
-/// Resolves host names once (PyBal resolves at server creation) and keeps
-/// the answer; IP literals need no lookup. Unresolved names are tried again
-/// when a new list arrives.
-struct Resolver {
-    ipv6: bool,
-    cache: HashMap<String, IpAddr>,
-}
-
-impl Resolver {
-    fn new(ipv6: bool) -> Self {
-        Resolver {
-            ipv6,
-            cache: HashMap::new(),
-        }
-    }
-
-    fn resolve_all(&mut self, service: &str, entries: &[ServerEntry]) -> ServerList {
-        self.cache
-            .retain(|host, _| entries.iter().any(|e| &e.host == host));
-        entries
-            .iter()
-            .map(|e| ServerUpdate {
-                host: e.host.clone(),
-                ip: self.resolve(service, &e.host),
-                weight: e.weight,
-                enabled: e.enabled,
-            })
-            .collect()
-    }
-
-    fn resolve(&mut self, service: &str, host: &str) -> Option<IpAddr> {
-        if let Some(ip) = self.cache.get(host) {
-            return Some(*ip);
-        }
-        let found = match host.parse::<IpAddr>() {
-            Ok(ip) => Some(ip).filter(|ip| ip.is_ipv6() == self.ipv6),
-            Err(_) => match (host, 0u16).to_socket_addrs() {
-                Ok(addrs) => addrs.map(|a| a.ip()).find(|ip| ip.is_ipv6() == self.ipv6),
-                Err(e) => {
-                    log::error!(target: service, "could not resolve {host}: {e}");
-                    return None;
-                }
-            },
-        };
-        match found {
-            Some(ip) => {
-                log::debug!(target: service, "resolved {host} to {ip}");
-                self.cache.insert(host.to_string(), ip);
-            }
-            None => {
-                let family = if self.ipv6 { "IPv6" } else { "IPv4" };
-                log::error!(target: service, "could not resolve {host} to an {family} address");
-            }
-        }
-        found
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ip_literals_resolve_in_their_family_only() {
-        let mut r = Resolver::new(false);
-        assert_eq!(r.resolve("s", "127.0.0.2"), "127.0.0.2".parse().ok());
-        assert_eq!(r.resolve("s", "::1"), None);
-        let mut r6 = Resolver::new(true);
-        assert_eq!(r6.resolve("s", "::1"), "::1".parse().ok());
-    }
 
     #[test]
     fn backoff_doubles_up_to_its_cap_and_resets() {
@@ -383,11 +336,5 @@ mod tests {
         assert_eq!(delays, [1, 2, 4, 5, 5]);
         b.reset();
         assert_eq!(b.next_delay(), Duration::from_secs(1));
-    }
-
-    #[test]
-    fn localhost_name_resolves() {
-        let mut r = Resolver::new(false);
-        assert_eq!(r.resolve("s", "localhost"), "127.0.0.1".parse().ok());
     }
 }

@@ -7,6 +7,9 @@
 //!   (`total < total × threshold + 1`): `Pool <pool> is too small to allow
 //!   depooling. ` once per pool, concatenated (PyBal's words, trailing space
 //!   included);
+//! - **warning** (rsbal's own): servers whose names do not resolve: `Pool
+//!   <pool>: servers whose names do not resolve: <host> (<why>), … ` (a
+//!   server that never resolved is neither pooled nor monitored);
 //! - **ok**: `All pools are healthy`.
 //!
 //! PyBal also warns about pools of zero or one server; SPEC 9 leaves those
@@ -71,23 +74,37 @@ impl Alert {
 pub(crate) fn pool_alert(snap: &ServiceSnapshot) -> Alert {
     let total = snap.servers.len() as f64;
     if !snap.pooled_down.is_empty() {
-        Alert {
+        return Alert {
             level: Level::Critical,
             msg: format!(
                 "Servers {} are marked down but pooled",
                 snap.pooled_down.join(", ")
             ),
-        }
-    } else if snap.servers.len() > 1 && total < total * snap.depool_threshold + 1.0 {
-        Alert {
-            level: Level::Warning,
-            msg: format!("Pool {} is too small to allow depooling. ", snap.name),
-        }
-    } else {
-        Alert {
-            level: Level::Ok,
-            msg: String::new(),
-        }
+        };
+    }
+    let mut msg = String::new();
+    if snap.servers.len() > 1 && total < total * snap.depool_threshold + 1.0 {
+        msg = format!("Pool {} is too small to allow depooling. ", snap.name);
+    }
+    let unresolved: Vec<String> = snap
+        .servers
+        .iter()
+        .filter_map(|s| Some(format!("{} ({})", s.host, s.unresolved.as_ref()?)))
+        .collect();
+    if !unresolved.is_empty() {
+        msg.push_str(&format!(
+            "Pool {}: servers whose names do not resolve: {}. ",
+            snap.name,
+            unresolved.join(", ")
+        ));
+    }
+    Alert {
+        level: if msg.is_empty() {
+            Level::Ok
+        } else {
+            Level::Warning
+        },
+        msg,
     }
 }
 
@@ -149,6 +166,7 @@ mod tests {
                     up: true,
                     pooled: true,
                     monitors: vec![],
+                    unresolved: None,
                 })
                 .collect(),
         }
@@ -173,6 +191,27 @@ mod tests {
         assert_eq!(
             a.text(),
             "WARNING - Pool a is too small to allow depooling. Pool b is too small to allow depooling. "
+        );
+    }
+
+    #[test]
+    fn unresolved_servers_are_a_warning_naming_them_and_why() {
+        let mut p = pool("web", 4, 0.5, &[]);
+        p.servers[1].unresolved = Some("no answer yet".into());
+        p.servers[3].unresolved = Some("Name or service not known".into());
+        let a = evaluate([&pool("a", 4, 0.5, &[]), &p]);
+        assert_eq!(
+            a.text(),
+            "WARNING - Pool web: servers whose names do not resolve: h1 (no answer yet), \
+             h3 (Name or service not known). "
+        );
+        // Beside a pool too small to depool, both are said.
+        let mut small = pool("small", 3, 0.7, &[]);
+        small.servers[0].unresolved = Some("no answer yet".into());
+        assert_eq!(
+            pool_alert(&small).msg,
+            "Pool small is too small to allow depooling. \
+             Pool small: servers whose names do not resolve: h0 (no answer yet). "
         );
     }
 

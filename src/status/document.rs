@@ -86,6 +86,9 @@ pub(crate) struct ServerDoc {
     pub(crate) pooled: bool,
     /// PyBal's `enabled/up/pooled` text.
     pub(crate) status: String,
+    /// Why the name does not resolve (the last lookup failed).
+    #[serde(default)]
+    pub(crate) unresolved: Option<String>,
     pub(crate) monitors: Vec<MonitorDoc>,
 }
 
@@ -152,6 +155,7 @@ fn pool_doc(snap: &ServiceSnapshot) -> PoolDoc {
                 up: s.up,
                 pooled: s.pooled,
                 status: s.text_status(),
+                unresolved: s.unresolved.clone(),
                 monitors: s
                     .monitors
                     .iter()
@@ -241,6 +245,7 @@ pub(crate) mod fixtures {
                 if up { "up" } else { "down" },
                 if pooled { "pooled" } else { "not pooled" }
             ),
+            unresolved: None,
             monitors: vec![MonitorDoc {
                 name: "ProxyFetch".into(),
                 up: Some(up),

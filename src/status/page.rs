@@ -233,13 +233,27 @@ fn server_row(h: &mut String, s: &ServerDoc) {
         yes_no(s.enabled, "enabled", "disabled"),
         yes_no(s.up, "up", "down"),
         s.weight,
-        s.ip.as_deref().map_or("unresolved".to_string(), escape),
+        address(s),
         if monitors.is_empty() {
             "—".to_string()
         } else {
             monitors.join("<br>")
         }
     );
+}
+
+/// The address cell: the address, and why the name does not resolve.
+fn address(s: &ServerDoc) -> String {
+    let why = s
+        .unresolved
+        .as_deref()
+        .map(|why| format!("<span class=\"reason\">unresolved: {}</span>", escape(why)));
+    match (s.ip.as_deref(), why) {
+        (Some(ip), Some(why)) => format!("{} {why}", escape(ip)),
+        (Some(ip), None) => escape(ip),
+        (None, Some(why)) => why,
+        (None, None) => "unresolved".to_string(),
+    }
 }
 
 fn bgp_section(h: &mut String, doc: &StatusDoc) {
@@ -303,6 +317,26 @@ mod tests {
         assert!(page.contains("192.0.2.254"));
         assert!(page.contains("2027-01-15T08:00:00Z"), "{page}");
         assert!(!page.contains("http://") && !page.contains("https://"));
+    }
+
+    #[test]
+    fn unresolved_servers_show_why() {
+        let mut d = doc();
+        let servers = &mut d.pools[0].servers;
+        servers[2].ip = None;
+        servers[2].unresolved = Some("no answer <yet>".into());
+        servers[0].unresolved = Some("timed out".into());
+        let page = render(&d);
+        assert!(
+            page.contains(
+                "<td><span class=\"reason\">unresolved: no answer &lt;yet&gt;</span></td>"
+            ),
+            "{page}"
+        );
+        assert!(
+            page.contains("<td>10.0.0.1 <span class=\"reason\">unresolved: timed out</span></td>"),
+            "{page}"
+        );
     }
 
     #[test]

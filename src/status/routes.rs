@@ -435,12 +435,18 @@ fn pool_servers(store: &SnapshotStore, format: Format, pool: &str) -> Response {
     let text: String = snap
         .servers
         .iter()
-        .map(|s| format!("{}:\t{}\n", s.host, s.text_status()))
+        .map(|s| format!("{}:\t{}\n", s.host, line_status(s)))
         .collect();
     let json: Map<String, Value> = snap
         .servers
         .iter()
-        .map(|s| (s.host.clone(), server_json(s)))
+        .map(|s| {
+            let mut state = server_json(s);
+            if let (Some(why), Some(fields)) = (&s.unresolved, state.as_object_mut()) {
+                fields.insert("unresolved".into(), json!(why));
+            }
+            (s.host.clone(), state)
+        })
         .collect();
     Response::negotiated(200, format, text, &Value::Object(json))
 }
@@ -457,16 +463,27 @@ fn pool_server(store: &SnapshotStore, format: Format, pool: &str, host: &str) ->
     Response::negotiated(
         200,
         format,
-        format!("{}\n", server.text_status()),
+        format!("{}\n", line_status(&server)),
         &server_json(&server),
     )
+}
+
+/// PyBal's `enabled/up/pooled`, and for a server without an address why its
+/// name does not resolve (a line that does not end in `/pooled`, as
+/// `check_pybal_ipvs_diff` reads it, stays so).
+fn line_status(s: &ServerState) -> String {
+    match (&s.ip, &s.unresolved) {
+        (None, Some(why)) => format!("{} (unresolved: {why})", s.text_status()),
+        _ => s.text_status(),
+    }
 }
 
 fn find_server(snap: &ServiceSnapshot, host: &str) -> Option<ServerState> {
     snap.servers.iter().find(|s| s.host == host).cloned()
 }
 
-/// PyBal's `Server.dumpState()`.
+/// PyBal's `Server.dumpState()`: these four keys only (conftool's
+/// safe-service-restart refuses any other).
 fn server_json(s: &ServerState) -> Value {
     json!({"pooled": s.pooled, "weight": s.weight, "up": s.up, "enabled": s.enabled})
 }
@@ -502,6 +519,7 @@ pub(crate) mod tests {
                     ..Default::default()
                 })
                 .collect(),
+            unresolved: None,
         }
     }
 
@@ -585,6 +603,43 @@ pub(crate) mod tests {
         let r = get("/pools/text_443", false);
         assert_eq!((r.status, r.body.as_str()), (200, ""));
         assert_eq!(get("/pools/text_443", true).body, "{}");
+    }
+
+    #[test]
+    fn unresolved_servers_say_so_and_why() {
+        let store = Arc::new(SnapshotStore::new());
+        let mut never = server("new.example", true, false, false, &[None]);
+        never.ip = None;
+        never.ready = false;
+        never.unresolved = Some("no answer yet".into());
+        store.publish(snapshot("web", vec![never]));
+        let get = |path: &str, json: bool| {
+            let accept = if json {
+                "Accept: application/json\r\n"
+            } else {
+                ""
+            };
+            let head = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{accept}\r\n");
+            handle_request(head.as_bytes(), &store)
+        };
+        assert_eq!(
+            get("/pools/web", false).body,
+            "new.example:\tenabled/down/not pooled (unresolved: no answer yet)\n"
+        );
+        assert_eq!(
+            body_json(&get("/pools/web", true)),
+            json!({"new.example": {"pooled": false, "weight": 10, "up": false, "enabled": true,
+                "unresolved": "no answer yet"}})
+        );
+        // One server's JSON keeps PyBal's four keys (conftool reads no other).
+        assert_eq!(
+            body_json(&get("/pools/web/new.example", true)),
+            json!({"pooled": false, "weight": 10, "up": false, "enabled": true})
+        );
+        assert_eq!(
+            get("/pools/web/new.example", false).body,
+            "enabled/down/not pooled (unresolved: no answer yet)\n"
+        );
     }
 
     #[test]
