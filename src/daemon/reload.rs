@@ -1,5 +1,7 @@
-//! SIGHUP: load the new config, reject it whole if it has errors, else
-//! apply the difference service by service (see ARCHITECTURE.md, "Reload").
+//! SIGHUP: load the new config, reject it whole if it has errors or would
+//! remove every service, else apply the difference service by service (see
+//! ARCHITECTURE.md, "Reload"). A renamed section keeps its service thread
+//! and IPVS service.
 
 use super::run::{backend_choice, log_config_errors, start_instrumentation, Daemon, LOG_TARGET};
 use crate::config::{self, diff, GlobalConfig};
@@ -40,10 +42,11 @@ impl Daemon {
             return;
         }
         let summary = format!(
-            "{} added, {} removed, {} changed, {} unchanged{}",
+            "{} added, {} removed, {} changed, {} renamed, {} unchanged{}",
             d.added.len(),
             d.removed.len(),
             d.changed.len(),
+            d.renamed.len(),
             d.unchanged.len(),
             if d.global_changed {
                 ", [global] changed"
@@ -58,6 +61,22 @@ impl Daemon {
         for name in &d.removed {
             if let Some(handle) = self.services.remove(name) {
                 handle.stop(true);
+            }
+        }
+        for r in &d.renamed {
+            log::info!(target: LOG_TARGET, "reload: [{}] renamed to [{}]{}", r.from, r.to,
+                if r.changed { " and changed" } else { "" });
+            match (
+                self.services.remove(&r.from),
+                self.config.services.get(&r.to),
+            ) {
+                (Some(handle), Some(config)) => {
+                    handle.reconfigure(config.clone());
+                    self.services.insert(r.to.clone(), handle);
+                }
+                (None, Some(_)) => self.start_service(&r.to),
+                (Some(handle), None) => handle.stop(true),
+                (None, None) => {}
             }
         }
         for name in &d.changed {
