@@ -353,7 +353,8 @@ fn run(
                 Err(_) => return,
             },
             recv(done_rx) -> done => {
-                if let Ok((name, result)) = done {
+                // Answers that came together make one list.
+                for (name, result) in done.into_iter().chain(done_rx.try_iter()) {
                     report(service, &name, lookups.finished(&name, result, Instant::now()));
                 }
             },
