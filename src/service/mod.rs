@@ -186,9 +186,10 @@ impl ServiceRunner {
                 recv(lists) -> list => match list {
                     Ok(list) => {
                         let outcome = self.coordinator.apply_server_list(list);
-                        let first = !self.have_list;
+                        // Only a list changes which servers have addresses.
+                        let force = !self.have_list || self.unresolved_changed();
                         self.have_list = true;
-                        self.carry_out(outcome, first);
+                        self.carry_out(outcome, force);
                     }
                     Err(_) => {
                         // The source thread ended (it logged why); keep the last list.
@@ -245,7 +246,8 @@ impl ServiceRunner {
     }
 
     /// Does what the coordinator decided. `force_ipvs` sends the desired IPVS
-    /// state even when the pool did not change (first list).
+    /// state even when the pool did not change (first list, or the servers
+    /// without an address changed).
     fn carry_out(&mut self, outcome: Outcome, force_ipvs: bool) {
         for line in &outcome.logs {
             log::log!(target: &self.config.name, line.level, "{}", line.text);
@@ -258,7 +260,7 @@ impl ServiceRunner {
         for host in &outcome.start_monitors {
             self.start_monitors(host);
         }
-        if force_ipvs || outcome.pool_changed || self.unresolved_changed() {
+        if force_ipvs || outcome.pool_changed {
             self.send_ipvs_state();
         }
         if outcome == Outcome::default() {
@@ -346,10 +348,9 @@ impl ServiceRunner {
         }
     }
 
-    /// The writer was told something else than [`Self::unresolved`] (and
-    /// the service's IPVS state is in force: a list arrived).
+    /// The writer was told something else than [`Self::unresolved`].
     fn unresolved_changed(&self) -> bool {
-        self.have_list && self.sent_unresolved.as_ref() != Some(&self.unresolved())
+        self.sent_unresolved.as_ref() != Some(&self.unresolved())
     }
 
     fn send_ipvs_state(&mut self) {
