@@ -1,7 +1,11 @@
 //! SIGHUP: load the new config, reject it whole if it has errors, else
 //! apply the difference service by service (see ARCHITECTURE.md, "Reload").
 
-use super::run::{backend_choice, log_config_errors, start_instrumentation, Daemon, LOG_TARGET};
+use super::limits::Assessment;
+use super::run::{
+    backend_choice, log_assessment, log_config_errors, log_config_warnings, start_instrumentation,
+    Daemon, LOG_TARGET,
+};
 use crate::config::{self, diff, GlobalConfig};
 use crate::ipvs::writer::WriterRequest;
 
@@ -19,10 +23,25 @@ impl Daemon {
                 return;
             }
         };
-        for w in &loaded.warnings {
-            log::warn!(target: LOG_TARGET, "{w}");
-        }
+        log_config_warnings(&mut self.warned, &loaded.warnings);
         let new = loaded.config;
+        let assessment = Assessment::of(&new, self.base_usage);
+        if !log_assessment(
+            "reload rejected, the running configuration stays",
+            &assessment,
+        ) {
+            let first = assessment
+                .shortfalls
+                .first()
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            crate::status::daemon::reload_finished(
+                &self.store,
+                false,
+                format!("rejected: {first}"),
+            );
+            return;
+        }
         let d = diff::diff(&self.config, &new);
         if d.is_empty() {
             log::info!(target: LOG_TARGET, "reload: nothing changed");
