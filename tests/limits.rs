@@ -446,3 +446,58 @@ fn running_out_of_fds_at_run_time_changes_no_server() {
         calls_text()
     );
 }
+
+/// Test 7 (item 5, quiet at scale): one INFO line per IPVS batch (the
+/// commands at DEBUG only), and a config warning once, not on every reload.
+#[test]
+fn one_info_line_per_batch_and_each_warning_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ipvsadm, calls) = recording_ipvsadm(dir.path());
+    let list = servers(dir.path(), "servers.txt", 137, 30);
+    let text = global(&ipvsadm, free_port())
+        + "no-such-key = 1\n\n"
+        + &service("quiet", "198.51.100.137", &list, "monitors = []");
+    let config = write_atomic(dir.path(), "rsbal.conf", &text);
+    let rsbal = Rsbal::start(&config, &[]);
+    let calls_text = || fs::read_to_string(&calls).unwrap_or_default();
+    assert!(wait_until(T, || calls_text().contains("127.137.0.30:8080")));
+    // The same warning, on another line after the edit.
+    write_atomic(dir.path(), "rsbal.conf", &format!("# moved\n{text}"));
+    for n in 1..=2 {
+        rsbal.signal(Signal::SIGHUP);
+        assert!(
+            wait_until(T, || rsbal.log_text().matches("SIGHUP: reloading").count()
+                == n),
+            "{}",
+            rsbal.log_text()
+        );
+    }
+    assert!(wait_until(T, || rsbal
+        .log_text()
+        .matches("reload: nothing changed")
+        .count()
+        == 2));
+    let log = rsbal.log_text();
+    assert_eq!(
+        log.matches("no-such-key: unknown key, ignored").count(),
+        1,
+        "{log}"
+    );
+    let info: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("[IpvsWriter] INFO"))
+        .collect();
+    let batches: Vec<&&str> = info.iter().filter(|l| l.contains("IPVS batch:")).collect();
+    assert_eq!(batches.len(), 1, "{info:#?}");
+    assert!(
+        batches[0].contains("31 command(s) on 1 service(s): 1 service(s) added, 30 dest(s) added"),
+        "{info:#?}"
+    );
+    assert!(!info.iter().any(|l| l.contains("ipvsadm -a")), "{info:#?}");
+    assert_eq!(
+        log.matches("DEBUG: ipvsadm -a -t 198.51.100.137:8080")
+            .count(),
+        30,
+        "{log}"
+    );
+}

@@ -30,14 +30,14 @@ pub(super) fn log_config_errors(what: &str, errors: &[ConfigError]) {
     }
 }
 
-/// Logs the config warnings not logged before (each distinct warning once
-/// per run, not again on every reload).
+/// Logs the config warnings not logged before: each distinct warning
+/// (section, key and reason; not the line, which an edit above it moves)
+/// once per run, not again on every reload.
 pub(super) fn log_config_warnings(seen: &mut HashSet<String>, warnings: &[ConfigError]) {
     for w in warnings {
-        let text = w.to_string();
-        if !seen.contains(&text) {
-            log::warn!(target: LOG_TARGET, "{text}");
-            seen.insert(text);
+        let identity = format!("{:?}\0{:?}\0{}", w.section, w.key, w.reason);
+        if seen.insert(identity) {
+            log::warn!(target: LOG_TARGET, "{w}");
         }
     }
 }
