@@ -24,6 +24,8 @@
 use crate::config::{Config, MonitorConfig, SourceUrl};
 use crate::source::serverlist;
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
 
 /// Safety margin on top of the estimate, in percent: the estimate leaves out
 /// short-lived fds (a status request's socket beyond the counted ones, the
@@ -31,8 +33,13 @@ use std::fmt;
 pub(crate) const MARGIN_PERCENT: u64 = 10;
 /// Most workers a service's check pool runs at once.
 pub(crate) const MAX_WORKERS: u64 = 64;
-/// Memory maps per thread: its stack and the guard page below it.
-pub(crate) const MAPS_PER_THREAD: u64 = 2;
+/// Memory maps per thread: its stack and the guard page below it, and the
+/// signal stack the Rust runtime gives every thread and its guard page
+/// (measured: 900 more IdleConnection threads, 3,600 more lines in
+/// /proc/PID/maps). A thread whose signal stack cannot be mapped aborts
+/// the process inside the Rust runtime, which no caller can catch: this
+/// figure is what keeps rsbal clear of `vm.max_map_count`.
+pub(crate) const MAPS_PER_THREAD: u64 = 4;
 /// Fds a RunCommand check in flight holds (its output pipes, a pidfd).
 const FDS_PER_COMMAND: u64 = 3;
 /// The daemon's fixed threads: main, IPVS writer, instrumentation I/O + 4 workers.
@@ -64,6 +71,8 @@ pub(crate) struct Shape {
     pub(crate) services: Vec<ServiceShape>,
     /// Services whose server list is remote (HTTP, etcd): not counted.
     pub(crate) unknown_lists: usize,
+    /// Most workers a service's check pool runs at once ([`MAX_WORKERS`]).
+    pub(crate) max_workers: u64,
     pub(crate) bgp_peers: u64,
     /// Addresses BGP listens on (accept threads).
     pub(crate) bgp_listeners: u64,
@@ -102,9 +111,9 @@ pub(crate) fn with_margin(n: u64) -> u64 {
     n + (n * MARGIN_PERCENT).div_ceil(100)
 }
 
-/// Workers a service's check pool may run at once.
-pub(crate) fn workers(service: &ServiceShape) -> u64 {
-    (service.servers * (service.scheduled + service.commands)).min(MAX_WORKERS)
+/// Workers a service's check pool may run at once, at most `max`.
+pub(crate) fn workers(service: &ServiceShape, max: u64) -> u64 {
+    (service.servers * (service.scheduled + service.commands)).min(max)
 }
 
 /// What a config of `shape` needs on top of what the process had (`base`,
@@ -121,7 +130,7 @@ pub(crate) fn estimate(shape: &Shape, base: Needs) -> Needs {
     needs.threads += shape.bgp_peers * 4 + shape.bgp_listeners;
     needs.fds += shape.bgp_peers * 2 + shape.bgp_listeners;
     for service in &shape.services {
-        let pool = workers(service);
+        let pool = workers(service, shape.max_workers);
         // The service thread and its source thread (one file or connection).
         needs.threads += 2;
         needs.fds += 2;
@@ -141,6 +150,7 @@ pub(crate) fn estimate(shape: &Shape, base: Needs) -> Needs {
 /// The shape of `config`, counting the servers of its local lists.
 pub(crate) fn shape(config: &Config) -> Shape {
     let mut shape = Shape {
+        max_workers: MAX_WORKERS,
         bgp_peers: if config.global.bgp {
             config.global.bgp_peer_addresses.len() as u64
         } else {
@@ -290,6 +300,49 @@ pub(crate) fn in_use() -> Needs {
     }
 }
 
+/// Memory maps the process had before any thread started (set at start).
+static BASE_MAPS: AtomicU64 = AtomicU64::new(0);
+/// `vm.max_map_count`, read once.
+static MAX_MAPS: OnceLock<Option<u64>> = OnceLock::new();
+
+/// Remembers what the process mapped before its threads started, for
+/// [`room_for_a_thread`].
+pub(crate) fn set_base_maps(maps: u64) {
+    BASE_MAPS.store(maps, Ordering::Relaxed);
+}
+
+/// Whether one more thread fits under `vm.max_map_count` (with the margin).
+/// A thread whose maps cannot be had aborts the process inside the Rust
+/// runtime, so monitor threads ask first; an `Err` is rsbal's own shortage.
+pub(crate) fn room_for_a_thread() -> std::io::Result<()> {
+    let Some(max) = *MAX_MAPS.get_or_init(|| read_number("/proc/sys/vm/max_map_count")) else {
+        return Ok(());
+    };
+    let threads = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|n| n.trim().parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    thread_fits(BASE_MAPS.load(Ordering::Relaxed), threads, max).map_err(std::io::Error::other)
+}
+
+/// Whether a thread more than `threads` fits `max` memory maps, the process
+/// having had `base` before its threads. Pure.
+fn thread_fits(base: u64, threads: u64, max: u64) -> Result<(), String> {
+    let need = with_margin(base + ALLOCATOR_MAPS + (threads + 1) * MAPS_PER_THREAD);
+    if need > max {
+        return Err(format!(
+            "no room for another thread: {threads} threads need about {need} memory maps \
+             ({MARGIN_PERCENT} % margin included), vm.max_map_count is {max}"
+        ));
+    }
+    Ok(())
+}
+
 /// Tasks on the whole system (the total of `/proc/loadavg`).
 fn system_tasks() -> Option<u64> {
     let loadavg = std::fs::read_to_string("/proc/loadavg").ok()?;
@@ -410,7 +463,12 @@ impl Assessment {
     /// log them).
     pub(crate) fn lines(&self) -> Vec<String> {
         let servers: u64 = self.shape.services.iter().map(|s| s.servers).sum();
-        let workers: u64 = self.shape.services.iter().map(workers).sum();
+        let workers: u64 = self
+            .shape
+            .services
+            .iter()
+            .map(|s| workers(s, self.shape.max_workers))
+            .sum();
         let mut lines = vec![format!(
             "resources: {} service(s), {servers} server(s) in local lists{}, up to {workers} check worker(s)",
             self.shape.services.len(),
@@ -464,15 +522,16 @@ mod tests {
     fn shape(services: Vec<ServiceShape>) -> Shape {
         Shape {
             services,
+            max_workers: MAX_WORKERS,
             ..Shape::default()
         }
     }
 
     #[test]
     fn the_pool_is_capped_at_64_workers_per_service() {
-        assert_eq!(workers(&service(100, 1, 1)), 64);
-        assert_eq!(workers(&service(10, 1, 2)), 20);
-        assert_eq!(workers(&service(10, 1, 0)), 0);
+        assert_eq!(workers(&service(100, 1, 1), MAX_WORKERS), 64);
+        assert_eq!(workers(&service(10, 1, 2), MAX_WORKERS), 20);
+        assert_eq!(workers(&service(10, 1, 0), MAX_WORKERS), 0);
     }
 
     #[test]
@@ -482,67 +541,67 @@ mod tests {
         let thousand = estimate(&shape(vec![service(1000, 1, 0)]), base);
         assert_eq!(thousand.fds - none.fds, 1000);
         assert_eq!(thousand.threads - none.threads, 1000);
-        assert_eq!(thousand.maps - none.maps, 2000);
+        assert_eq!(thousand.maps - none.maps, 4000);
         assert_eq!(thousand.processes, 0);
     }
 
-    #[test]
-    fn the_production_scale_fits_the_test_box() {
-        // 100 services × 100 servers, IdleConnection + ProxyFetch: 10,000
-        // connections and 100 pools of 64 workers.
-        let ten_thousand = shape((0..100).map(|_| service(100, 1, 1)).collect());
+    /// The test box of issue 13: `ulimit -n` 20,000, `kernel.pid_max`
+    /// 32,768, `vm.max_map_count` 65,530.
+    fn test_box() -> [Limit; 3] {
+        let limit = |name, bounds, value, used_by_others| Limit {
+            name,
+            raise: name,
+            bounds,
+            value,
+            used_by_others,
+        };
+        [
+            limit("RLIMIT_NOFILE", Bounds::Fds, 20_000, 0),
+            limit("kernel.pid_max", Bounds::Tasks, 32_768, 500),
+            limit("vm.max_map_count", Bounds::Maps, 65_530, 0),
+        ]
+    }
+
+    /// 100 services × `servers`, IdleConnection + ProxyFetch, pools of at
+    /// most `max_workers`: the limits it runs short of.
+    fn short_of(servers: u64, max_workers: u64) -> Vec<&'static str> {
         let base = Needs {
             fds: 10,
             threads: 1,
             processes: 0,
             maps: 300,
         };
-        let needs = estimate(&ten_thousand, base);
-        let daemon = estimate(&shape(vec![]), base);
-        assert_eq!(needs.fds - daemon.fds, 100 * (2 + 100 + 64));
-        assert_eq!(needs.threads - daemon.threads, 100 * (2 + 100 + 64));
-        let box_limits = [
-            Limit {
-                name: "RLIMIT_NOFILE",
-                raise: "LimitNOFILE=",
-                bounds: Bounds::Fds,
-                value: 20_000,
-                used_by_others: 0,
-            },
-            Limit {
-                name: "kernel.pid_max",
-                raise: "kernel.pid_max",
-                bounds: Bounds::Tasks,
-                value: 32_768,
-                used_by_others: 500,
-            },
-            Limit {
-                name: "vm.max_map_count",
-                raise: "vm.max_map_count",
-                bounds: Bounds::Maps,
-                value: 65_530,
-                used_by_others: 0,
-            },
-        ];
-        assert_eq!(fit(needs, &box_limits), vec![]);
-        // 20,000 servers run out of fds only; 30,000 out of everything,
-        // each named with what to raise.
-        let names = |servers| {
-            let bigger = shape((0..100).map(|_| service(servers, 1, 1)).collect());
-            let short = fit(estimate(&bigger, base), &box_limits);
-            short.iter().map(|s| s.limit.name).collect::<Vec<_>>()
+        let shape = Shape {
+            max_workers,
+            ..shape((0..100).map(|_| service(servers, 1, 1)).collect())
         };
-        assert_eq!(names(200), ["RLIMIT_NOFILE"]);
+        let short = fit(estimate(&shape, base), &test_box());
+        short.iter().map(|s| s.limit.name).collect()
+    }
+
+    #[test]
+    fn the_issue_goal_on_the_test_box() {
+        // 10,000 servers: 10,000 connections + 100 pools of 64 workers fit
+        // the fds (16,600 + 10 %) and the tasks, but not the memory maps
+        // (4 per thread); pools of 32 workers fit.
+        assert_eq!(short_of(100, 64), ["vm.max_map_count"]);
+        assert_eq!(short_of(100, 32), Vec::<&str>::new());
+        // 30,000 servers run out of everything, each named with what to raise.
         assert_eq!(
-            names(300),
+            short_of(300, 64),
             ["RLIMIT_NOFILE", "kernel.pid_max", "vm.max_map_count"]
         );
-        let thirty = shape((0..100).map(|_| service(300, 1, 1)).collect());
-        let short = fit(estimate(&thirty, base), &box_limits);
+        let shape = shape((0..100).map(|_| service(300, 1, 1)).collect());
+        let short = fit(estimate(&shape, Needs::default()), &test_box());
         let text = short[0].to_string();
         assert!(
-            text.contains("but RLIMIT_NOFILE is 20000: raise LimitNOFILE="),
+            text.contains("but RLIMIT_NOFILE is 20000: raise RLIMIT_NOFILE"),
             "{text}"
+        );
+        assert_eq!(
+            estimate(&shape, Needs::default()).fds
+                - estimate(&Shape::default(), Needs::default()).fds,
+            100 * (2 + 300 + 64)
         );
     }
 
@@ -567,6 +626,14 @@ mod tests {
         assert_eq!(short.len(), 1);
         assert_eq!(short[0].need, 110);
         assert!(short[0].to_string().contains("(1 in use elsewhere)"));
+    }
+
+    #[test]
+    fn a_thread_is_refused_before_the_maps_run_out() {
+        // (300 + 64 + 4 × 14,000) × 1.1 = 62,000: fits 65,530.
+        assert_eq!(thread_fits(300, 13_999, 65_530), Ok(()));
+        let refused = thread_fits(300, 15_000, 65_530).unwrap_err();
+        assert!(refused.contains("vm.max_map_count is 65530"), "{refused}");
     }
 
     #[test]

@@ -8,7 +8,7 @@
 
 mod check;
 pub(crate) mod cli;
-mod limits;
+pub(crate) mod limits;
 pub(crate) mod logging;
 mod reload;
 mod run;

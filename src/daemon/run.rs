@@ -86,6 +86,7 @@ pub(crate) fn run(opts: RunOptions) -> i32 {
     // Before any thread starts and before IPVS is touched: a config that
     // cannot fit the process's limits is refused.
     let base_usage = limits::in_use();
+    limits::set_base_maps(base_usage.maps);
     let assessment = Assessment::of(&loaded.config, base_usage);
     if !log_assessment("cannot start", &assessment) {
         return 1;

@@ -310,7 +310,9 @@ impl ServiceRunner {
             port: self.config.port,
             weight,
         };
-        match monitor::spawn(config, target, id, index, self.report_tx.clone()) {
+        let spawned = crate::daemon::limits::room_for_a_thread()
+            .and_then(|()| monitor::spawn(config, target, id, index, self.report_tx.clone()));
+        match spawned {
             Ok(handle) => Some(handle),
             Err(e) => {
                 let reason = format!("cannot start {} monitor for {host}: {e}", config.name());
