@@ -401,6 +401,10 @@ fn running_out_of_fds_at_run_time_changes_no_server() {
     thread::sleep(Duration::from_secs(1));
     let alert = ask(&mut alerts, "/alerts");
     let exposition = ask(&mut metrics, "/metrics");
+    // A status client now: the kernel queues it, rsbal cannot accept it,
+    // says so once and retries (no busy loop of warnings).
+    let _queued = TcpStream::connect(http).unwrap();
+    thread::sleep(Duration::from_millis(800));
     prlimit(open + 1000);
     assert!(alert.contains("CRITICAL - rsbal is out of fds"), "{alert}");
     assert!(alert.contains("LimitNOFILE="), "{alert}");
@@ -416,6 +420,19 @@ fn running_out_of_fds_at_run_time_changes_no_server() {
     assert_eq!(
         rsbal.log_text().matches("out of fds: ").count(),
         1,
+        "{}",
+        rsbal.log_text()
+    );
+    let log = rsbal.log_text();
+    assert_eq!(
+        log.matches("instrumentation: accept failed").count(),
+        1,
+        "{log}"
+    );
+    assert!(
+        wait_until(T, || rsbal
+            .log_text()
+            .contains("instrumentation: accepting connections again")),
         "{}",
         rsbal.log_text()
     );
