@@ -8,6 +8,8 @@ use super::{logging, systemd};
 use crate::config::{self, Config, ConfigError, GlobalConfig};
 use crate::ipvs::backend::{self, BackendChoice};
 use crate::ipvs::writer::{self, WriteMode, WriterRequest};
+use crate::monitor::check::Resource;
+use crate::monitor::{CheckError, Step};
 use crate::service::{self, ServiceHandle};
 use crate::status::server::InstrumentationServer;
 use crate::status::snapshot::SnapshotStore;
@@ -206,7 +208,16 @@ impl Daemon {
             Ok(handle) => {
                 self.services.insert(name.to_string(), handle);
             }
-            Err(e) => log::error!(target: name, "cannot start service: {e}"),
+            Err(e) => {
+                // rsbal's own shortage (no thread): its IPVS service stays
+                // as the kernel has it; `/alerts` is CRITICAL meanwhile.
+                let reason = format!("cannot start service {name}: {e}");
+                log::error!(target: name, "{reason}");
+                let resource = CheckError::io(Step::Acquire, &e, reason.clone())
+                    .resource()
+                    .unwrap_or(Resource::Tasks);
+                crate::status::resources::local_failure(&self.store, resource, &reason);
+            }
         }
     }
 
