@@ -1,6 +1,8 @@
 //! `rsbal --check`: validates a config and every local server list it names,
-//! printing what an operator must fix; changes nothing.
+//! printing what an operator must fix, and the fds, tasks and memory maps
+//! the config needs against the limits in force (`limits`); changes nothing.
 
+use super::limits::{self, Assessment};
 use crate::config::{self, SourceUrl};
 use crate::source::serverlist;
 use std::path::Path;
@@ -34,6 +36,18 @@ pub(crate) fn check(path: &Path) -> i32 {
     }
     if errors > 0 {
         eprintln!("{}: {errors} error(s) in server lists", path.display());
+        return 1;
+    }
+    // The same figures and refusal as at start.
+    let assessment = Assessment::of(&loaded.config, limits::in_use());
+    for line in assessment.lines() {
+        println!("{line}");
+    }
+    if !assessment.shortfalls.is_empty() {
+        for shortfall in &assessment.shortfalls {
+            eprintln!("error: {shortfall}");
+        }
+        eprintln!("{}: does not fit the limits in force", path.display());
         return 1;
     }
     println!(

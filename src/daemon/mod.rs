@@ -2,11 +2,13 @@
 //!
 //! It owns the running config and the handles of every thread it started
 //! (services, IpvsWriter, instrumentation server, BGP speaker): `run` starts
-//! and stops them, `reload` applies a SIGHUP, `check` is `--check`. Signals are received with
+//! and stops them, `reload` applies a SIGHUP, `check` is `--check`, `limits`
+//! says whether a config fits the process's limits. Signals are received with
 //! signal-hook's iterator on this thread only; no other thread handles them.
 
 mod check;
 pub(crate) mod cli;
+pub(crate) mod limits;
 pub(crate) mod logging;
 mod reload;
 mod run;

@@ -3,7 +3,11 @@
 //! ARCHITECTURE.md, "Reload"). A renamed section keeps its service thread
 //! and IPVS service.
 
-use super::run::{backend_choice, log_config_errors, start_instrumentation, Daemon, LOG_TARGET};
+use super::limits::Assessment;
+use super::run::{
+    backend_choice, log_assessment, log_config_errors, log_config_warnings, start_instrumentation,
+    Daemon, LOG_TARGET,
+};
 use crate::config::{self, diff, GlobalConfig};
 use crate::ipvs::writer::WriterRequest;
 
@@ -21,9 +25,7 @@ impl Daemon {
                 return;
             }
         };
-        for w in &loaded.warnings {
-            log::warn!(target: LOG_TARGET, "{w}");
-        }
+        log_config_warnings(&mut self.warned, &loaded.warnings);
         let new = loaded.config;
         if new.services.is_empty() && !self.config.services.is_empty() {
             let why = format!(
@@ -33,6 +35,23 @@ impl Daemon {
             );
             log::error!(target: LOG_TARGET, "reload rejected, the running configuration stays: {why}");
             crate::status::daemon::reload_finished(&self.store, false, format!("rejected: {why}"));
+            return;
+        }
+        let assessment = Assessment::of(&new, self.base_usage);
+        if !log_assessment(
+            "reload rejected, the running configuration stays",
+            &assessment,
+        ) {
+            let first = assessment
+                .shortfalls
+                .first()
+                .map(|s| s.to_string())
+                .unwrap_or_default();
+            crate::status::daemon::reload_finished(
+                &self.store,
+                false,
+                format!("rejected: {first}"),
+            );
             return;
         }
         let d = diff::diff(&self.config, &new);

@@ -3,17 +3,20 @@
 //! IpvsWriter, instrumentation server, BGP speaker).
 
 use super::cli::RunOptions;
+use super::limits::{self, Assessment, Needs};
 use super::{logging, systemd};
 use crate::config::{self, Config, ConfigError, GlobalConfig};
 use crate::ipvs::backend::{self, BackendChoice};
 use crate::ipvs::writer::{self, WriteMode, WriterRequest};
+use crate::monitor::check::Resource;
+use crate::monitor::{CheckError, Step};
 use crate::service::{self, ServiceHandle};
 use crate::status::server::InstrumentationServer;
 use crate::status::snapshot::SnapshotStore;
 use crossbeam_channel::Sender;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,6 +32,30 @@ pub(super) fn log_config_errors(what: &str, errors: &[ConfigError]) {
     }
 }
 
+/// Logs the config warnings not logged before: each distinct warning
+/// (section, key and reason; not the line, which an edit above it moves)
+/// once per run, not again on every reload.
+pub(super) fn log_config_warnings(seen: &mut HashSet<String>, warnings: &[ConfigError]) {
+    for w in warnings {
+        let identity = format!("{:?}\0{:?}\0{}", w.section, w.key, w.reason);
+        if seen.insert(identity) {
+            log::warn!(target: LOG_TARGET, "{w}");
+        }
+    }
+}
+
+/// Logs the resource figures of `assessment` (`what`: "start", "reload");
+/// true when the config fits, else each shortfall is an ERROR line.
+pub(super) fn log_assessment(what: &str, assessment: &Assessment) -> bool {
+    for line in assessment.lines() {
+        log::info!(target: LOG_TARGET, "{line}");
+    }
+    for shortfall in &assessment.shortfalls {
+        log::error!(target: LOG_TARGET, "{what}: {shortfall}");
+    }
+    assessment.shortfalls.is_empty()
+}
+
 /// Everything the running daemon owns.
 pub(super) struct Daemon {
     pub(super) config: Config,
@@ -39,6 +66,11 @@ pub(super) struct Daemon {
     pub(super) instrumentation: Option<InstrumentationServer>,
     /// The BGP speaker, while `bgp = yes`.
     pub(super) bgp: Option<crate::bgp::Speaker>,
+    /// What the process used before any thread started: the base of every
+    /// resource estimate (`limits`).
+    pub(super) base_usage: Needs,
+    /// Config warnings already logged.
+    pub(super) warned: HashSet<String>,
 }
 
 /// Runs the daemon until SIGTERM/SIGINT; returns the exit code.
@@ -51,9 +83,17 @@ pub(crate) fn run(opts: RunOptions) -> i32 {
             return 1;
         }
     };
-    for w in &loaded.warnings {
-        log::warn!(target: LOG_TARGET, "{w}");
+    let mut warned = HashSet::new();
+    log_config_warnings(&mut warned, &loaded.warnings);
+    // Before any thread starts and before IPVS is touched: a config that
+    // cannot fit the process's limits is refused.
+    let base_usage = limits::in_use();
+    limits::set_base_maps(base_usage.maps);
+    let assessment = Assessment::of(&loaded.config, base_usage);
+    if !log_assessment("cannot start", &assessment) {
+        return 1;
     }
+    crate::status::resources::declare();
     // Registered before any thread starts, so every thread inherits the mask
     // signal-hook needs and no signal is lost during start-up.
     let mut signals = match Signals::new([SIGTERM, SIGINT, SIGHUP]) {
@@ -86,6 +126,8 @@ pub(crate) fn run(opts: RunOptions) -> i32 {
         services: BTreeMap::new(),
         instrumentation: None,
         bgp: None,
+        base_usage,
+        warned,
     };
     crate::status::daemon::started(
         &daemon.store,
@@ -166,7 +208,16 @@ impl Daemon {
             Ok(handle) => {
                 self.services.insert(name.to_string(), handle);
             }
-            Err(e) => log::error!(target: name, "cannot start service: {e}"),
+            Err(e) => {
+                // rsbal's own shortage (no thread): its IPVS service stays
+                // as the kernel has it; `/alerts` is CRITICAL meanwhile.
+                let reason = format!("cannot start service {name}: {e}");
+                log::error!(target: name, "{reason}");
+                let resource = CheckError::io(Step::Acquire, &e, reason.clone())
+                    .resource()
+                    .unwrap_or(Resource::Tasks);
+                crate::status::resources::local_failure(&self.store, resource, &reason);
+            }
         }
     }
 

@@ -279,14 +279,15 @@ impl IpvsWriter {
                 self.retired.clear();
                 return;
             }
+            // One INFO line per batch; the commands at DEBUG.
+            let dry = self.mode == WriteMode::DryRun;
+            log::info!(target: LOG_TARGET, "{}{}", if dry { "dry-run, not running: " } else { "" },
+                batch_summary(&commands));
             for cmd in &commands {
-                match self.mode {
-                    WriteMode::DryRun => {
-                        log::info!(target: LOG_TARGET, "dry-run, not running: {}", self.backend.show(cmd))
-                    }
-                    WriteMode::Apply => {
-                        log::info!(target: LOG_TARGET, "{}", self.backend.show(cmd))
-                    }
+                if dry {
+                    log::debug!(target: LOG_TARGET, "dry-run, not running: {}", self.backend.show(cmd))
+                } else {
+                    log::debug!(target: LOG_TARGET, "{}", self.backend.show(cmd))
                 }
             }
             let result = match self.mode {
@@ -416,6 +417,47 @@ pub(crate) fn spawn(
     Ok((tx, handle))
 }
 
+/// One line for a batch: how many commands of each kind, over how many
+/// services (`IPVS batch: 12 command(s) on 3 service(s): 10 dest(s) added,
+/// 2 removed`).
+fn batch_summary(commands: &[IpvsCommand]) -> String {
+    use IpvsCommand::*;
+    let mut counts = [0usize; 6];
+    let mut services = BTreeSet::new();
+    for cmd in commands {
+        let (slot, key) = match cmd {
+            AddService(s) => (0, s.key),
+            EditService(s) => (1, s.key),
+            DeleteService(k) => (2, *k),
+            AddDest { service, .. } => (3, *service),
+            EditDest { service, .. } => (4, *service),
+            DeleteDest { service, .. } => (5, *service),
+        };
+        counts[slot] += 1;
+        services.insert(key);
+    }
+    let names = [
+        "service(s) added",
+        "service(s) edited",
+        "service(s) deleted",
+        "dest(s) added",
+        "dest(s) edited",
+        "dest(s) removed",
+    ];
+    let parts: Vec<String> = counts
+        .iter()
+        .zip(names)
+        .filter(|(n, _)| **n > 0)
+        .map(|(n, name)| format!("{n} {name}"))
+        .collect();
+    format!(
+        "IPVS batch: {} command(s) on {} service(s): {}",
+        commands.len(),
+        services.len(),
+        parts.join(", ")
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -476,6 +518,18 @@ mod tests {
             },
             dests: dests.iter().map(|(a, w)| (sa(a), Dest::dr(*w))).collect(),
         }
+    }
+
+    #[test]
+    fn a_batch_is_summed_up_in_one_line() {
+        let a = st("192.0.2.1:80", &[("10.0.0.1:80", 10), ("10.0.0.2:80", 10)]);
+        let b = st("192.0.2.2:80", &[("10.0.0.3:80", 10)]);
+        let mut commands = diff_service(None, Some(&a));
+        commands.extend(diff_service(Some(&b), Some(&st("192.0.2.2:80", &[]))));
+        assert_eq!(
+            batch_summary(&commands),
+            "IPVS batch: 4 command(s) on 2 service(s): 1 service(s) added, 2 dest(s) added, 1 dest(s) removed"
+        );
     }
 
     fn set(name: &str, table: &ServiceTable) -> WriterRequest {

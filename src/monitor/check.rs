@@ -87,6 +87,67 @@ impl CheckError {
             CheckError::Remote(reason) | CheckError::Local(reason) => reason,
         }
     }
+
+    /// Which of rsbal's resources a local failure ran out of, read from the
+    /// last `(os error N)` of its reason (every local reason carries the
+    /// `io::Error` it came from); `None` for a remote failure.
+    pub(crate) fn resource(&self) -> Option<Resource> {
+        let CheckError::Local(reason) = self else {
+            return None;
+        };
+        let code = reason
+            .rsplit_once("(os error ")
+            .and_then(|(_, rest)| rest.split_once(')'))
+            .and_then(|(digits, _)| digits.parse::<i32>().ok());
+        Some(match code.map(Errno::from_raw) {
+            Some(Errno::EMFILE | Errno::ENFILE) => Resource::Fds,
+            Some(Errno::EAGAIN) => Resource::Tasks,
+            Some(Errno::ENOMEM | Errno::ENOBUFS) => Resource::Memory,
+            Some(Errno::EADDRNOTAVAIL) => Resource::Ports,
+            _ => Resource::Other,
+        })
+    }
+}
+
+/// A resource of rsbal's own that a check can run out of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum Resource {
+    /// File descriptors (`EMFILE`, `ENFILE`).
+    Fds,
+    /// Threads or processes (`EAGAIN` from `clone`/`fork`).
+    Tasks,
+    /// Memory or socket buffers (`ENOMEM`, `ENOBUFS`).
+    Memory,
+    /// Ephemeral ports (`EADDRNOTAVAIL`).
+    Ports,
+    /// A local failure whose cause the reason does not name.
+    Other,
+}
+
+impl Resource {
+    /// The `resource` label and the word in log lines and alerts.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Resource::Fds => "fds",
+            Resource::Tasks => "threads",
+            Resource::Memory => "memory",
+            Resource::Ports => "ports",
+            Resource::Other => "other",
+        }
+    }
+
+    /// What an operator raises when it runs out.
+    pub(crate) fn remedy(self) -> &'static str {
+        match self {
+            Resource::Fds => "LimitNOFILE= (RLIMIT_NOFILE) or fs.file-max",
+            Resource::Tasks => {
+                "TasksMax=, LimitNPROC=, kernel.threads-max, kernel.pid_max or vm.max_map_count"
+            }
+            Resource::Memory => "MemoryMax= or the machine's memory",
+            Resource::Ports => "net.ipv4.ip_local_port_range",
+            Resource::Other => "the limits of the rsbal unit",
+        }
+    }
 }
 
 impl fmt::Display for CheckError {
@@ -140,6 +201,34 @@ mod tests {
         }
         let timeout = io::Error::from(io::ErrorKind::TimedOut);
         assert!(!CheckError::io(Step::Acquire, &timeout, "x").is_local());
+    }
+
+    #[test]
+    fn the_resource_comes_from_the_os_error_of_the_reason() {
+        let local = |errno| CheckError::io(Step::Acquire, &os(errno), format!("x: {}", os(errno)));
+        assert_eq!(local(Errno::EMFILE).resource(), Some(Resource::Fds));
+        assert_eq!(local(Errno::ENFILE).resource(), Some(Resource::Fds));
+        assert_eq!(local(Errno::EAGAIN).resource(), Some(Resource::Tasks));
+        assert_eq!(local(Errno::ENOMEM).resource(), Some(Resource::Memory));
+        assert_eq!(
+            local(Errno::EADDRNOTAVAIL).resource(),
+            Some(Resource::Ports)
+        );
+        let joined = CheckError::Local(format!(
+            "2 of 2 URLs failed: a: {0}; b: {0}",
+            os(Errno::EMFILE)
+        ));
+        assert_eq!(joined.resource(), Some(Resource::Fds));
+        assert_eq!(
+            CheckError::Local("cannot run x".into()).resource(),
+            Some(Resource::Other)
+        );
+        let remote = CheckError::io(
+            Step::Acquire,
+            &os(Errno::ECONNREFUSED),
+            os(Errno::ECONNREFUSED).to_string(),
+        );
+        assert_eq!(remote.resource(), None);
     }
 
     #[test]

@@ -13,6 +13,9 @@
 //! established connections that ended, `reason` being `reset`, `timeout`
 //! (keepalive gave up), `error` (anything else) or `closed` (clean close by
 //! the server).
+//!
+//! One fd per connection: the stream is shared with the waker (an `Arc`),
+//! not cloned; stopping shuts it down under the blocked read.
 
 use super::{CheckError, CheckOutcome, Monitor, MonitorContext, MonitorTarget, Step, Waker};
 use crate::config::IdleConnectionOptions;
@@ -71,8 +74,9 @@ const JITTER: f64 = 0.119_626_565_582;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The connection currently open, shared with the waker so that stopping the
-/// monitor can shut it down under a blocked read.
-type Current = Arc<Mutex<Option<TcpStream>>>;
+/// monitor can shut it down under a blocked read. The stream itself is
+/// shared (not a `try_clone`), so a connection costs one fd.
+type Current = Arc<Mutex<Option<Arc<TcpStream>>>>;
 
 pub(crate) struct IdleConnection {
     opts: IdleConnectionOptions,
@@ -128,13 +132,18 @@ impl Monitor for IdleConnection {
                         count_failed(&ctx);
                         let error =
                             CheckError::io(Step::Acquire, &e, format!("connect failed: {e}"));
+                        // rsbal's own shortage says nothing of the server:
+                        // retried soon, without growing the backoff.
+                        let local = error.is_local();
                         if !ctx.report(CheckOutcome::Down(error), None) {
                             return;
                         }
                         if !ctx.sleep(jittered(delay)) {
                             return;
                         }
-                        delay = next_delay(delay, self.opts.max_delay);
+                        if !local {
+                            delay = next_delay(delay, self.opts.max_delay);
+                        }
                         continue;
                     }
                 },
@@ -191,16 +200,10 @@ impl IdleConnection {
 
     /// Blocks on the open connection until it ends.
     fn hold(&self, ctx: &MonitorContext, stream: TcpStream) -> Loss {
-        let mut reader = match stream.try_clone() {
-            Ok(reader) => reader,
-            Err(e) => {
-                let reason = format!("connection lost: cannot use socket: {e}");
-                return Loss::Unclean(CheckError::io(Step::Acquire, &e, reason), "error");
-            }
-        };
+        let stream = Arc::new(stream);
         {
             let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-            *current = Some(stream);
+            *current = Some(Arc::clone(&stream));
         }
         // The waker may have run before the stream was published.
         if ctx.stopped() {
@@ -208,7 +211,7 @@ impl IdleConnection {
         }
         let mut buf = [0u8; 4096];
         let loss = loop {
-            match reader.read(&mut buf) {
+            match (&*stream).read(&mut buf) {
                 Ok(0) => break Loss::Clean,
                 Ok(_) => continue, // An idle connection; whatever the server says is ignored.
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,

@@ -19,6 +19,7 @@
 //! IpvsWriter about it ([`Coordinator::unresolved`]), so that a destination
 //! of it already in the kernel (adopted at a restart) is kept.
 
+use crate::monitor::CheckOutcome;
 use crate::source::ServerUpdate;
 use log::Level;
 use std::collections::{BTreeMap, BTreeSet};
@@ -171,6 +172,23 @@ impl Coordinator {
         self.enforce_threshold(&mut out);
         out.pool_changed = before != self.pool();
         out
+    }
+
+    /// One report of monitor number `monitor` for `host`, as
+    /// [`Coordinator::monitor_result`], except that a local failure
+    /// (rsbal's own lack of fds, threads, memory or ports:
+    /// `CheckError::Local`) says nothing about the server: it changes
+    /// nothing, and the monitor keeps its previous state.
+    pub(crate) fn monitor_outcome(
+        &mut self,
+        host: &str,
+        monitor: usize,
+        outcome: &CheckOutcome,
+    ) -> Outcome {
+        match outcome {
+            CheckOutcome::Down(error) if error.is_local() => Outcome::default(),
+            _ => self.monitor_result(host, monitor, outcome.is_up(), outcome.reason()),
+        }
     }
 
     /// One result of monitor number `monitor` (configuration order) for
@@ -734,6 +752,33 @@ mod tests {
         out.logs
             .iter()
             .any(|l| l.level == level && l.text.contains(text))
+    }
+
+    #[test]
+    fn a_local_failure_changes_no_server_and_no_monitor_state() {
+        use crate::monitor::CheckError;
+        let mut c = coordinator(4, 0.5, 1);
+        let local = CheckOutcome::Down(CheckError::Local(
+            "connect failed: Too many open files (os error 24)".into(),
+        ));
+        // Up first, then rsbal runs out of fds: the server stays up and pooled.
+        c.monitor_outcome(&host(1), 0, &CheckOutcome::Up("ok".into()));
+        let before = c.server(&host(1)).cloned();
+        for _ in 0..3 {
+            assert_eq!(c.monitor_outcome(&host(1), 0, &local), Outcome::default());
+        }
+        assert_eq!(c.server(&host(1)).cloned(), before);
+        assert_eq!(c.pooled(), pool(&[(1, 10), (2, 10), (3, 10), (4, 10)]));
+        // A server never checked yet stays as it was too (pooled, unknown).
+        let unknown = c.server(&host(2)).cloned();
+        c.monitor_outcome(&host(2), 0, &local);
+        assert_eq!(c.server(&host(2)).cloned(), unknown);
+        // A remote failure still depools.
+        let out = c.monitor_outcome(&host(1), 0, &CheckOutcome::down("connection refused"));
+        assert_pooled(&out, &c, &[(2, 10), (3, 10), (4, 10)]);
+        // And a local failure of a down server does not bring it back either.
+        c.monitor_outcome(&host(1), 0, &local);
+        assert!(!c.server(&host(1)).is_some_and(|s| s.up || s.pooled));
     }
 
     #[test]

@@ -26,13 +26,17 @@ use crate::config::ServiceConfig;
 use crate::ipvs::hold::Unresolved;
 use crate::ipvs::writer::WriterRequest;
 use crate::ipvs::{Dest, ServiceKey, ServiceTable, VirtualService};
-use crate::monitor::{self, MonitorHandle, MonitorReport, MonitorTarget};
+use crate::monitor::check::Resource;
+use crate::monitor::{
+    self, CheckError, CheckOutcome, MonitorHandle, MonitorReport, MonitorTarget, Step,
+};
 use crate::service::coordinator::{Coordinator, Outcome};
 use crate::source::{self, ServerList, SourceHandle};
+use crate::status::resources;
 use crate::status::snapshot::{ServiceSnapshot, SnapshotStore};
 use crossbeam_channel::{select, Receiver, Sender};
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
@@ -106,6 +110,7 @@ pub(crate) fn spawn(
         have_list: false,
         sent_unresolved: None,
         dirty: false,
+        missing_monitors: false,
     };
     let thread = thread::Builder::new()
         .name(format!("service:{name}"))
@@ -127,7 +132,9 @@ fn monitor_names(config: &ServiceConfig) -> Vec<String> {
 /// Monitors running for one server instance.
 struct RunningServer {
     id: u64,
-    _monitors: Vec<MonitorHandle>,
+    /// By monitor index; `None` where the monitor's thread could not be
+    /// spawned (retried every tick).
+    monitors: Vec<Option<MonitorHandle>>,
 }
 
 struct ServiceRunner {
@@ -148,6 +155,8 @@ struct ServiceRunner {
     /// Monitor counters changed since the last snapshot (published on the
     /// next tick rather than on every result).
     dirty: bool,
+    /// Some monitor thread could not be spawned: retried on the next tick.
+    missing_monitors: bool,
 }
 
 impl ServiceRunner {
@@ -164,6 +173,10 @@ impl ServiceRunner {
         loop {
             select! {
                 recv(ticker) -> _ => {
+                    if self.missing_monitors {
+                        self.retry_monitors();
+                    }
+                    resources::tick(&self.store);
                     if self.dirty {
                         self.publish();
                     }
@@ -220,13 +233,19 @@ impl ServiceRunner {
             log::debug!(target: &target, "{} ({status}): {} {}", report.host,
                 if report.up() { "up:" } else { "down:" }, report.reason());
         }
+        match &report.outcome {
+            // rsbal's own shortage: no server changes state for it.
+            CheckOutcome::Down(error) if error.is_local() => {
+                let resource = error.resource().unwrap_or(Resource::Other);
+                resources::local_failure(&self.store, resource, error.reason());
+                return;
+            }
+            _ => resources::acquired(),
+        }
         let before = self.monitor_state(&report.host, report.monitor);
-        let outcome = self.coordinator.monitor_result(
-            &report.host,
-            report.monitor,
-            report.up(),
-            report.reason(),
-        );
+        let outcome =
+            self.coordinator
+                .monitor_outcome(&report.host, report.monitor, &report.outcome);
         let after = self.monitor_state(&report.host, report.monitor);
         if let (Some(config), Some(effect)) = (
             self.config.monitors.get(report.monitor),
@@ -282,28 +301,85 @@ impl ServiceRunner {
         };
         let id = self.next_server_id;
         self.next_server_id += 1;
-        let mut handles = Vec::with_capacity(self.config.monitors.len());
-        for (index, config) in self.config.monitors.iter().enumerate() {
-            let target = MonitorTarget {
-                service: self.config.name.clone(),
-                host: host.to_string(),
-                ip,
-                port: self.config.port,
-                weight,
-            };
-            match monitor::spawn(config, target, id, index, self.report_tx.clone()) {
-                Ok(handle) => handles.push(handle),
-                Err(e) => log::error!(target: &self.config.name,
-                    "cannot start {} monitor for {host}: {e}", config.name()),
+        let monitors = (0..self.config.monitors.len())
+            .map(|index| self.spawn_monitor(host, ip, weight, id, index))
+            .collect();
+        self.servers
+            .insert(host.to_string(), RunningServer { id, monitors });
+    }
+
+    /// Starts monitor `index` of server instance `id`; `None` when its
+    /// thread cannot be spawned (rsbal's own shortage: said once per
+    /// episode, retried on the next tick, and no server changes state).
+    fn spawn_monitor(
+        &mut self,
+        host: &str,
+        ip: IpAddr,
+        weight: u32,
+        id: u64,
+        index: usize,
+    ) -> Option<MonitorHandle> {
+        let config = self.config.monitors.get(index)?;
+        let target = MonitorTarget {
+            service: self.config.name.clone(),
+            host: host.to_string(),
+            ip,
+            port: self.config.port,
+            weight,
+        };
+        let spawned = crate::daemon::limits::room_for_a_thread()
+            .and_then(|()| monitor::spawn(config, target, id, index, self.report_tx.clone()));
+        match spawned {
+            Ok(handle) => Some(handle),
+            Err(e) => {
+                let reason = format!("cannot start {} monitor for {host}: {e}", config.name());
+                let resource = match CheckError::io(Step::Acquire, &e, reason.clone()).resource() {
+                    Some(Resource::Other) | None => Resource::Tasks,
+                    Some(resource) => resource,
+                };
+                resources::local_failure(&self.store, resource, &reason);
+                self.missing_monitors = true;
+                None
             }
         }
-        self.servers.insert(
-            host.to_string(),
-            RunningServer {
-                id,
-                _monitors: handles,
-            },
-        );
+    }
+
+    /// Spawns the monitors whose threads could not be spawned before.
+    fn retry_monitors(&mut self) {
+        self.missing_monitors = false;
+        let missing: Vec<(String, u64, usize)> = self
+            .servers
+            .iter()
+            .flat_map(|(host, running)| {
+                running
+                    .monitors
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, handle)| handle.is_none())
+                    .map(move |(index, _)| (host.clone(), running.id, index))
+            })
+            .collect();
+        for (host, id, index) in missing {
+            let Some((ip, weight)) = self
+                .coordinator
+                .server(&host)
+                .and_then(|s| Some((s.ip?, s.weight)))
+            else {
+                continue;
+            };
+            let handle = self.spawn_monitor(&host, ip, weight, id, index);
+            if handle.is_none() {
+                return; // Still out: the next tick tries again.
+            }
+            resources::acquired();
+            if let Some(slot) = self
+                .servers
+                .get_mut(&host)
+                .and_then(|running| running.monitors.get_mut(index))
+            {
+                *slot = handle;
+            }
+        }
     }
 
     fn restart_all_monitors(&mut self) {

@@ -17,6 +17,7 @@
 
 use crate::status::snapshot::ServiceSnapshot;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// Severity, ordered: `Ok < Warning < Critical`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -105,6 +106,26 @@ pub(crate) fn pool_alert(snap: &ServiceSnapshot) -> Alert {
             Level::Warning
         },
         msg,
+    }
+}
+
+/// `alert`, made CRITICAL while rsbal is out of one of its own resources
+/// (`exhausted`: resource → what happened; `status::resources`): `rsbal is
+/// out of fds: …` first, then what the pools said.
+pub(crate) fn with_resources(alert: Alert, exhausted: &BTreeMap<String, String>) -> Alert {
+    if exhausted.is_empty() {
+        return alert;
+    }
+    let mut parts: Vec<String> = exhausted
+        .iter()
+        .map(|(resource, what)| format!("rsbal is out of {resource}: {what}"))
+        .collect();
+    if alert.level == Level::Critical {
+        parts.push(alert.msg);
+    }
+    Alert {
+        level: Level::Critical,
+        msg: parts.join("; "),
     }
 }
 
@@ -228,5 +249,21 @@ mod tests {
             "CRITICAL - b: Servers h1, h2 are marked down but pooled; c: Servers h3 are marked down but pooled"
         );
         assert!(Level::Critical > Level::Warning && Level::Warning > Level::Ok);
+    }
+
+    #[test]
+    fn running_out_of_a_resource_is_critical() {
+        let healthy = evaluate([&pool("a", 4, 0.5, &[])]);
+        assert_eq!(with_resources(healthy.clone(), &BTreeMap::new()), healthy);
+        let out = BTreeMap::from([("fds".to_string(), "3 check(s) could not run".to_string())]);
+        assert_eq!(
+            with_resources(healthy, &out).text(),
+            "CRITICAL - rsbal is out of fds: 3 check(s) could not run"
+        );
+        let critical = evaluate([&pool("b", 4, 0.5, &["h1"])]);
+        assert_eq!(
+            with_resources(critical, &out).text(),
+            "CRITICAL - rsbal is out of fds: 3 check(s) could not run; b: Servers h1 are marked down but pooled"
+        );
     }
 }

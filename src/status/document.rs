@@ -182,8 +182,11 @@ fn pool_doc(snap: &ServiceSnapshot) -> PoolDoc {
 /// The document for the store's current state.
 pub(crate) fn build(store: &SnapshotStore) -> StatusDoc {
     let pools = store.all();
-    let alert = alerts::evaluate(pools.iter().map(|p| &**p));
     let daemon = store.daemon();
+    let alert = alerts::with_resources(
+        alerts::evaluate(pools.iter().map(|p| &**p)),
+        &daemon.resources_exhausted,
+    );
     StatusDoc {
         version: env!("CARGO_PKG_VERSION").to_string(),
         generated_at: unix_secs(SystemTime::now()),

@@ -15,6 +15,7 @@ pub(crate) mod daemon;
 pub(crate) mod document;
 pub(crate) mod metrics;
 pub(crate) mod page;
+pub(crate) mod resources;
 pub(crate) mod routes;
 pub(crate) mod server;
 pub(crate) mod snapshot;

@@ -410,7 +410,10 @@ fn status(store: &SnapshotStore, format: Format) -> Response {
 /// `/alerts`: PyBal's `OK - All pools are healthy` / `{"status", "msg"}`.
 fn alerts(store: &SnapshotStore, format: Format) -> Response {
     let pools = store.all();
-    let alert = crate::status::alerts::evaluate(pools.iter().map(|p| &**p));
+    let alert = crate::status::alerts::with_resources(
+        crate::status::alerts::evaluate(pools.iter().map(|p| &**p)),
+        &store.daemon().resources_exhausted,
+    );
     Response::negotiated(
         200,
         format,

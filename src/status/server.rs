@@ -260,6 +260,9 @@ impl Pending {
 /// as bytes arrive, hands complete ones to the workers.
 fn io_loop(listeners: Vec<TcpListener>, jobs: Sender<Job>, stop: Arc<AtomicBool>, limits: Limits) {
     let mut pending: Vec<Pending> = Vec::new();
+    // Accept failed for want of fds: said once, retried every POLL (the
+    // listener stays readable, so polling again at once would spin).
+    let mut starved = false;
     while !stop.load(Ordering::SeqCst) {
         let now = Instant::now();
         let wait = pending
@@ -293,10 +296,27 @@ fn io_loop(listeners: Vec<TcpListener>, jobs: Sender<Job>, stop: Arc<AtomicBool>
                 p.read_available();
             }
         }
+        let mut failed = None;
         for (listener, ready) in listeners.iter().zip(ready_listeners) {
             if *ready {
-                accept_all(listener, &mut pending, &limits);
+                failed = failed.or(accept_all(listener, &mut pending, &limits));
             }
+        }
+        match (&failed, starved) {
+            (Some(e), false) => {
+                log::warn!(
+                    "instrumentation: accept failed: {e}; retrying every {POLL:?} until it works"
+                );
+                starved = true;
+            }
+            (None, true) if ready_listeners.iter().any(|r| *r) => {
+                log::info!("instrumentation: accepting connections again");
+                starved = false;
+            }
+            _ => {}
+        }
+        if failed.is_some() {
+            std::thread::sleep(POLL);
         }
         let now = Instant::now();
         let mut i = 0;
@@ -325,8 +345,13 @@ fn io_loop(listeners: Vec<TcpListener>, jobs: Sender<Job>, stop: Arc<AtomicBool>
     }
 }
 
-/// Takes every connection waiting on `listener`.
-fn accept_all(listener: &TcpListener, pending: &mut Vec<Pending>, limits: &Limits) {
+/// Takes every connection waiting on `listener`; the error when accepting
+/// failed for another reason than the client's (e.g. out of fds).
+fn accept_all(
+    listener: &TcpListener,
+    pending: &mut Vec<Pending>,
+    limits: &Limits,
+) -> Option<io::Error> {
     loop {
         match listener.accept() {
             Ok((stream, peer)) => {
@@ -344,15 +369,12 @@ fn accept_all(listener: &TcpListener, pending: &mut Vec<Pending>, limits: &Limit
                 }
             }
             Err(e) => match e.kind() {
-                io::ErrorKind::WouldBlock => return,
+                io::ErrorKind::WouldBlock => return None,
                 io::ErrorKind::Interrupted
                 | io::ErrorKind::ConnectionAborted
                 | io::ErrorKind::ConnectionReset => {}
-                _ => {
-                    // E.g. out of file descriptors: try again on the next round.
-                    log::warn!("instrumentation: accept failed: {e}");
-                    return;
-                }
+                // E.g. out of file descriptors: the caller retries.
+                _ => return Some(e),
             },
         }
     }

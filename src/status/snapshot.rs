@@ -66,6 +66,9 @@ pub(crate) struct DaemonStatus {
     pub(crate) bgp: BTreeMap<String, BgpSessionStatus>,
     /// `None` until the first reload.
     pub(crate) last_reload: Option<ReloadStatus>,
+    /// rsbal's own resources out now (`status::resources`): label → what
+    /// happened and what to raise.
+    pub(crate) resources_exhausted: BTreeMap<String, String>,
 }
 
 impl Default for DaemonStatus {
@@ -76,6 +79,7 @@ impl Default for DaemonStatus {
             bgp_enabled: false,
             bgp: BTreeMap::new(),
             last_reload: None,
+            resources_exhausted: BTreeMap::new(),
         }
     }
 }
