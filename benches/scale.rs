@@ -39,6 +39,7 @@
 //!   KEY: intervals=1,10  ProxyFetch interval(s) in s, one run each (default 1,10)
 //!        seconds=40      sampling window    settle=10  wait after all pooled
 //!        resets=50       resets timed       port=28080 the servers' port
+//!        timeout=1       proxyfetch.timeout (the example config's)
 //! ```
 //! Default: `1000`. Environment is passed to rsbal (e.g. `MALLOC_ARENA_MAX=2`).
 
@@ -68,6 +69,7 @@ struct Opts {
     settle: u64,
     resets: usize,
     port: u16,
+    timeout: f64,
 }
 
 #[derive(Clone, Debug)]
@@ -87,6 +89,7 @@ fn parse_args() -> (Vec<Shape>, Opts) {
         settle: 10,
         resets: 50,
         port: 28080,
+        timeout: 1.0,
     };
     let mut shapes = Vec::new();
     for arg in std::env::args().skip(1) {
@@ -102,6 +105,7 @@ fn parse_args() -> (Vec<Shape>, Opts) {
                 "settle" => opts.settle = v.parse().expect("settle=N"),
                 "resets" => opts.resets = v.parse().expect("resets=N"),
                 "port" => opts.port = v.parse().expect("port=N"),
+                "timeout" => opts.timeout = v.parse().expect("timeout=SECONDS"),
                 _ => panic!("unknown option {k}"),
             }
         } else if let Some(rest) = arg.strip_prefix("prod") {
@@ -291,13 +295,13 @@ fn write_rsbal_config(
     port: u16,
     http_port: u16,
     interval: f64,
+    timeout: f64,
 ) -> PathBuf {
     let mut conf = format!(
         "[global]\nbgp = no\nipvsadm = {}\nipvs-backend = ipvsadm\nipvs-reconcile-interval = 0\n\
          instrumentation = yes\ninstrumentation_port = {http_port}\ninstrumentation_ips = [ '127.0.0.1' ]\n",
         ipvsadm.display()
     );
-    let timeout = (interval / 2.0).clamp(0.5, 5.0);
     for (i, svc) in services.iter().enumerate() {
         let list: String = svc
             .hosts
@@ -656,6 +660,41 @@ fn cpu_seconds(pid: u32) -> f64 {
     ticks / 100.0
 }
 
+/// (busy, total) jiffies of the whole machine, all CPUs.
+fn machine_jiffies() -> (f64, f64) {
+    let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
+    let v: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    let total: f64 = v.iter().take(8).sum();
+    let idle = v.get(3).unwrap_or(&0.0) + v.get(4).unwrap_or(&0.0);
+    (total - idle, total)
+}
+
+/// CPU seconds of `pid` and its children (nginx's master and workers).
+fn tree_cpu_seconds(pid: u32) -> f64 {
+    let mut sum = cpu_seconds(pid);
+    for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(child) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let stat = fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, r)| r.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if ppid == Some(pid) {
+            sum += cpu_seconds(child);
+        }
+    }
+    sum
+}
+
 fn now() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -684,6 +723,8 @@ struct Row {
     rss_mib: (f64, f64),
     hwm_mib: f64,
     cpu_pct: Option<f64>,
+    nginx_pct: Option<f64>,
+    machine_cores: Option<f64>,
     checks_per_s: Option<f64>,
     expected_checks_per_s: f64,
     us_per_check: Option<f64>,
@@ -734,7 +775,7 @@ fn run(shape: &Shape, interval: f64, opts: &Opts) -> Row {
         .collect();
     let own_hosts: Vec<String> = (0..TEST_BACKENDS).map(test_host).collect();
     let (script, journal_path) = write_ipvsadm(dir.path());
-    let conf = write_rsbal_config(dir.path(), &services, &script, opts.port, free_port(), interval);
+    let conf = write_rsbal_config(dir.path(), &services, &script, opts.port, free_port(), interval, opts.timeout);
     let log_path = dir.path().join("rsbal.log");
     let log = fs::File::create(&log_path).expect("rsbal.log");
     // As systemd's LimitNOFILE= would: the soft fd limit at the hard one.
@@ -788,6 +829,7 @@ fn run(shape: &Shape, interval: f64, opts: &Opts) -> Row {
             (u64::MAX, 0, u64::MAX, 0, u64::MAX, 0);
         let own_requests = || own.iter().map(|b| b.requests.load(Ordering::Relaxed)).sum::<u64>();
         let (cpu0, req0, own0, t0) = (cpu_seconds(pid), nginx.requests(), own_requests(), Instant::now());
+        let (ngx0, m0) = (tree_cpu_seconds(nginx.child.id()), machine_jiffies());
         for _ in 0..opts.seconds {
             thread::sleep(Duration::from_secs(1));
             if let (Some(t), Some(f), Some(r)) =
@@ -800,6 +842,11 @@ fn run(shape: &Shape, interval: f64, opts: &Opts) -> Row {
         let cpu = cpu_seconds(pid) - cpu0;
         let req = nginx.requests() - req0 + own_requests() - own0;
         let secs = t0.elapsed().as_secs_f64();
+        let ngx = tree_cpu_seconds(nginx.child.id()) - ngx0;
+        let m1 = machine_jiffies();
+        let cores = thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+        row.nginx_pct = Some(ngx / secs * 100.0);
+        row.machine_cores = Some((m1.0 - m0.0) / (m1.1 - m0.1).max(1.0) * cores);
         row.threads = (tmin, tmax);
         row.fds = (fmin, fmax);
         row.rss_mib = (mib(rmin), mib(rmax));
@@ -867,6 +914,21 @@ fn run(shape: &Shape, interval: f64, opts: &Opts) -> Row {
             row.notes.push(format!("log: {n} x {needle:?}"));
         }
     }
+    let mut reasons: HashMap<String, usize> = HashMap::new();
+    for line in text.lines() {
+        let (Some(m), Some(r)) = (line.split_once("Monitoring instance "), line.split_once(" down: "))
+        else {
+            continue;
+        };
+        let monitor = m.1.split_whitespace().next().unwrap_or("");
+        let reason: String = r.1.chars().map(|c| if c.is_ascii_digit() { '#' } else { c }).take(70).collect();
+        *reasons.entry(format!("{monitor}: {reason}")).or_default() += 1;
+    }
+    let mut reasons: Vec<_> = reasons.into_iter().collect();
+    reasons.sort_by(|a, b| b.1.cmp(&a.1));
+    for (reason, n) in reasons.iter().take(4) {
+        row.notes.push(format!("down reports: {n} x {reason}"));
+    }
     if std::env::var("KEEP").is_ok() {
         let keep = dir.keep();
         row.notes.push(format!("kept {}", keep.display()));
@@ -893,19 +955,20 @@ fn main() {
         }
     }
     println!(
-        "\nrsbal scale benchmark: nofile hard {}, {} s window, MALLOC_ARENA_MAX={}\n",
+        "\nrsbal scale benchmark: nofile hard {}, {} s window, proxyfetch.timeout {} s, MALLOC_ARENA_MAX={}\n",
         hard_nofile(),
         opts.seconds,
+        opts.timeout,
         std::env::var("MALLOC_ARENA_MAX").unwrap_or_else(|_| "unset".into())
     );
     println!(
-        "| config | servers | services | PF every | all pooled after | threads | fds | VmRSS | VmHWM | CPU (one core) | checks/s (expected) | CPU µs/check | false `-d` | reset → `-d` p50 / p99 (n) | log lines |"
+        "| config | servers | services | PF every | all pooled after | threads | fds | VmRSS | VmHWM | CPU (one core) | nginx CPU | machine busy (cores) | checks/s (expected) | CPU µs/check | false `-d` | reset → `-d` p50 / p99 (n) | log lines |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         let na = || "—".to_string();
         println!(
-            "| {} | {} | {} | {} s | {} | {} | {} | {} | {:.0} MiB | {} | {} ({:.0}) | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} s | {} | {} | {} | {} | {:.0} MiB | {} | {} | {} | {} ({:.0}) | {} | {} | {} | {} |",
             r.label,
             r.servers,
             r.services,
@@ -916,6 +979,8 @@ fn main() {
             if r.rss_mib.1 > 0.0 { range(r.rss_mib.0, r.rss_mib.1, " MiB") } else { na() },
             r.hwm_mib,
             r.cpu_pct.map_or_else(na, |c| format!("{c:.1} %")),
+            r.nginx_pct.map_or_else(na, |c| format!("{c:.1} %")),
+            r.machine_cores.map_or_else(na, |c| format!("{c:.2}")),
             r.checks_per_s.map_or_else(na, |c| format!("{c:.0}")),
             r.expected_checks_per_s,
             r.us_per_check.map_or_else(na, |c| format!("{c:.0}")),
