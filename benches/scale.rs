@@ -795,8 +795,11 @@ fn run(shape: &Shape, interval: f64, opts: &Opts) -> Row {
     let mut journal = Journal::new(journal_path);
     let all_hosts: Vec<&String> = services.iter().flat_map(|s| s.hosts.iter()).collect();
     let alive = |c: &mut Child| matches!(c.try_wait(), Ok(None));
-    let limit = Duration::from_secs(120 + servers as u64 / 50);
+    // Give up waiting once no server was pooled for 30 s (or after
+    // 60 s + 1 s per 100 servers), then sample whatever runs.
+    let limit = Duration::from_secs(60 + servers as u64 / 100);
     let mut peak = (0u64, 0u64);
+    let mut progress = (0usize, Instant::now());
     loop {
         journal.update();
         peak.0 = peak.0.max(status_kib(pid, "Threads:").unwrap_or(0));
@@ -806,7 +809,11 @@ fn run(shape: &Shape, interval: f64, opts: &Opts) -> Row {
             row.pooled_after = Some(started.elapsed().as_secs_f64());
             break;
         }
-        if !alive(&mut rsbal) || started.elapsed() > limit {
+        if pooled != progress.0 {
+            progress = (pooled, Instant::now());
+        }
+        let stalled = progress.1.elapsed() > Duration::from_secs(30);
+        if !alive(&mut rsbal) || started.elapsed() > limit || stalled {
             row.notes.push(format!(
                 "only {pooled} of {servers} pooled after {:.0} s (peak {} threads, {} fds){}",
                 started.elapsed().as_secs_f64(),
@@ -822,8 +829,7 @@ fn run(shape: &Shape, interval: f64, opts: &Opts) -> Row {
         thread::sleep(Duration::from_millis(200));
     }
     eprintln!("   pooled after {:?}", row.pooled_after);
-    let steady = row.pooled_after.is_some();
-    if steady && alive(&mut rsbal) {
+    if alive(&mut rsbal) {
         thread::sleep(Duration::from_secs(opts.settle.max((2.0 * interval) as u64)));
         let (mut tmin, mut tmax, mut fmin, mut fmax, mut rmin, mut rmax) =
             (u64::MAX, 0, u64::MAX, 0, u64::MAX, 0);
