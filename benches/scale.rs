@@ -873,6 +873,9 @@ fn run(shape: &Shape, interval: f64, opts: &Opts) -> Row {
             });
             if !back || !alive(&mut rsbal) {
                 failures += 1;
+                if failures >= 3 {
+                    break;
+                }
                 continue;
             }
             let removed = Journal::count(&journal.dels, h);
@@ -890,7 +893,7 @@ fn run(shape: &Shape, interval: f64, opts: &Opts) -> Row {
             thread::sleep(Duration::from_millis(200));
         }
         if failures > 0 {
-            row.notes.push(format!("{failures} resets not seen as -d"));
+            row.notes.push(format!("{failures} resets not timed (server not pooled, or no -d)"));
         }
         if !lat.is_empty() {
             lat.sort_by(f64::total_cmp);
