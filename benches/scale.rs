@@ -6,7 +6,8 @@
 //! connection to any 127.x.y.z (all of 127/8 is local on Linux), idle
 //! connections stay open (`client_header_timeout` and `keepalive_timeout`
 //! 1 day) and `location /` returns 200, logging one byte line per request
-//! so that the access log's size counts ProxyFetch checks.
+//! (`$msec`, 15 bytes) so that the access log's size counts ProxyFetch
+//! checks and its times show how bunched they are.
 //! (`NGINX_LISTEN=each` gives nginx one `listen 127.a.b.c:PORT` per server
 //! instead: one more fd per server in each nginx process.)
 //!
@@ -35,7 +36,13 @@
 //!                               IdleConnection on most, ProxyFetch on some,
 //!                               schedulers mh and wrr
 //!        prep12[:PATH]          the services of a rendered pybal.conf
-//!                               (default /work/prep12/prod/pybal.conf)
+//!                               (default /work/prep12/prod/pybal.conf, 118
+//!                               sections, 11,069 servers): their monitors
+//!                               (IdleConnection, ProxyFetch; others dropped),
+//!                               schedulers, thresholds and monitor options,
+//!                               as many servers as their file:// lists (all
+//!                               enabled), nginx's address, port and URL;
+//!                               `intervals` only where the file sets none
 //!   KEY: intervals=1,10  ProxyFetch interval(s) in s, one run each (default 1,10)
 //!        seconds=40      sampling window    settle=10  wait after all pooled
 //!        resets=50       resets timed       port=28080 the servers' port
@@ -136,6 +143,8 @@ struct Service {
     fetch: bool,
     /// Extra `key = value` lines (a prep12 service's own options).
     extra: String,
+    /// From a rendered pybal.conf: its options stand, rsbal's defaults fill in.
+    from_file: bool,
     hosts: Vec<String>,
 }
 
@@ -169,6 +178,7 @@ fn uniform(n: usize) -> Vec<Service> {
             idle: true,
             fetch: true,
             extra: String::new(),
+            from_file: false,
             hosts: Vec::new(),
         })
         .collect();
@@ -197,6 +207,7 @@ fn prod(n: usize) -> Vec<Service> {
                 idle: !fetch_only,
                 fetch: fetch_only || i % 3 == 0,
                 extra: String::new(),
+                from_file: false,
                 hosts: Vec::new(),
             }
         })
@@ -244,8 +255,10 @@ fn prep12(path: &Path) -> Vec<Service> {
         };
         let mut extra = String::new();
         for (k, v) in &keys {
+            // url (one http:// URL of nginx instead) and http_status
+            // (nginx answers 200) are replaced; interval only when absent.
             let keep = k.starts_with("idleconnection.")
-                || (k.starts_with("proxyfetch.") && k != "proxyfetch.url" && k != "proxyfetch.interval")
+                || (k.starts_with("proxyfetch.") && k != "proxyfetch.url" && k != "proxyfetch.http_status")
                 || k == "depool-threshold";
             if keep {
                 let _ = writeln!(extra, "{k} = {v}");
@@ -265,6 +278,7 @@ fn prep12(path: &Path) -> Vec<Service> {
             idle,
             fetch,
             extra,
+            from_file: true,
             hosts: Vec::new(),
         });
         sizes.push(size);
@@ -326,7 +340,7 @@ fn write_rsbal_config(
             list.display(),
             monitors.join(", ")
         );
-        if svc.extra.is_empty() {
+        if !svc.from_file {
             conf.push_str(
                 "depool-threshold = 0.5\nidleconnection.max-delay = 10\n\
                  idleconnection.timeout-clean-reconnect = 1\n",
@@ -335,11 +349,11 @@ fn write_rsbal_config(
             conf.push_str(&svc.extra);
         }
         if svc.fetch {
-            let _ = write!(
-                conf,
-                "proxyfetch.url = [ '{PROXYFETCH_URL}' ]\nproxyfetch.interval = {interval}\n"
-            );
-            if !svc.extra.contains("proxyfetch.timeout") {
+            let _ = writeln!(conf, "proxyfetch.url = [ '{PROXYFETCH_URL}' ]");
+            if !svc.extra.contains("proxyfetch.interval") {
+                let _ = writeln!(conf, "proxyfetch.interval = {interval}");
+            }
+            if !svc.from_file {
                 let _ = writeln!(conf, "proxyfetch.timeout = {timeout}");
             }
         }
@@ -397,7 +411,7 @@ impl Nginx {
             "daemon off;\nmaster_process on;\n{user}worker_processes {workers};\n\
              worker_rlimit_nofile {nofile};\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
              events {{ worker_connections {}; multi_accept on; }}\n\
-             http {{\n  access_log off;\n  log_format one '.';\n\
+             http {{\n  access_log off;\n  log_format one '$msec';\n\
              client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
              fastcgi_temp_path {d}/fastcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
              client_header_timeout 1d;\n  keepalive_timeout 1d;\n  keepalive_requests 1000000;\n\
@@ -430,9 +444,22 @@ impl Nginx {
         Nginx { child, access_log }
     }
 
-    /// Requests logged so far (two bytes a line).
+    /// Requests logged so far (a line is `$msec`: 15 bytes).
     fn requests(&self) -> u64 {
-        fs::metadata(&self.access_log).map_or(0, |m| m.len() / 2)
+        fs::metadata(&self.access_log).map_or(0, |m| m.len() / 15)
+    }
+
+    /// The most requests nginx logged in one 100 ms slot between `from`
+    /// and `to` (Unix seconds): how bunched the checks are.
+    fn busiest_100ms(&self, from: f64, to: f64) -> u64 {
+        let text = fs::read_to_string(&self.access_log).unwrap_or_default();
+        let mut slots: HashMap<u64, u64> = HashMap::new();
+        for t in text.lines().filter_map(|l| l.parse::<f64>().ok()) {
+            if t >= from && t < to {
+                *slots.entry((t * 10.0) as u64).or_default() += 1;
+            }
+        }
+        slots.into_values().max().unwrap_or(0)
     }
 }
 
@@ -728,6 +755,7 @@ struct Row {
     checks_per_s: Option<f64>,
     expected_checks_per_s: f64,
     us_per_check: Option<f64>,
+    busiest: Option<u64>,
     false_depools: usize,
     reset_p50_p99: Option<(f64, f64, usize)>,
     log_lines: usize,
@@ -835,7 +863,7 @@ fn run(shape: &Shape, interval: f64, opts: &Opts) -> Row {
             (u64::MAX, 0, u64::MAX, 0, u64::MAX, 0);
         let own_requests = || own.iter().map(|b| b.requests.load(Ordering::Relaxed)).sum::<u64>();
         let (cpu0, req0, own0, t0) = (cpu_seconds(pid), nginx.requests(), own_requests(), Instant::now());
-        let (ngx0, m0) = (tree_cpu_seconds(nginx.child.id()), machine_jiffies());
+        let (ngx0, m0, w0) = (tree_cpu_seconds(nginx.child.id()), machine_jiffies(), now());
         for _ in 0..opts.seconds {
             thread::sleep(Duration::from_secs(1));
             if let (Some(t), Some(f), Some(r)) =
@@ -852,6 +880,7 @@ fn run(shape: &Shape, interval: f64, opts: &Opts) -> Row {
         let m1 = machine_jiffies();
         let cores = thread::available_parallelism().map_or(1, |n| n.get()) as f64;
         row.nginx_pct = Some(ngx / secs * 100.0);
+        row.busiest = Some(nginx.busiest_100ms(w0, now()));
         row.machine_cores = Some((m1.0 - m0.0) / (m1.1 - m0.1).max(1.0) * cores);
         row.threads = (tmin, tmax);
         row.fds = (fmin, fmax);
@@ -971,13 +1000,13 @@ fn main() {
         std::env::var("MALLOC_ARENA_MAX").unwrap_or_else(|_| "unset".into())
     );
     println!(
-        "| config | servers | services | PF every | all pooled after | threads | fds | VmRSS | VmHWM | CPU (one core) | nginx CPU | machine busy (cores) | checks/s (expected) | CPU µs/check | false `-d` | reset → `-d` p50 / p99 (n) | log lines |"
+        "| config | servers | services | PF every | all pooled after | threads | fds | VmRSS | VmHWM | CPU (one core) | nginx CPU | machine busy (cores) | checks/s (expected) | busiest 100 ms | CPU µs/check | false `-d` | reset → `-d` p50 / p99 (n) | log lines |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in &rows {
         let na = || "—".to_string();
         println!(
-            "| {} | {} | {} | {} s | {} | {} | {} | {} | {:.0} MiB | {} | {} | {} | {} ({:.0}) | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} s | {} | {} | {} | {} | {:.0} MiB | {} | {} | {} | {} ({:.0}) | {} | {} | {} | {} | {} |",
             r.label,
             r.servers,
             r.services,
@@ -992,6 +1021,7 @@ fn main() {
             r.machine_cores.map_or_else(na, |c| format!("{c:.2}")),
             r.checks_per_s.map_or_else(na, |c| format!("{c:.0}")),
             r.expected_checks_per_s,
+            r.busiest.map_or_else(na, |b| b.to_string()),
             r.us_per_check.map_or_else(na, |c| format!("{c:.0}")),
             r.false_depools,
             r.reset_p50_p99
