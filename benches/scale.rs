@@ -832,6 +832,7 @@ fn run(shape: &Shape, interval: f64, opts: &Opts) -> Row {
         journal.update();
         peak.0 = peak.0.max(status_kib(pid, "Threads:").unwrap_or(0));
         peak.1 = peak.1.max(fds(pid).unwrap_or(0));
+        row.hwm_mib = row.hwm_mib.max(status_kib(pid, "VmHWM:").map_or(0.0, mib));
         let pooled = all_hosts.iter().filter(|h| journal.pooled(h)).count();
         if pooled == servers {
             row.pooled_after = Some(started.elapsed().as_secs_f64());
@@ -937,7 +938,7 @@ fn run(shape: &Shape, interval: f64, opts: &Opts) -> Row {
         .filter(|(h, _)| !h.starts_with("127.250."))
         .map(|(_, d)| d.len())
         .sum();
-    row.hwm_mib = status_kib(pid, "VmHWM:").map_or(0.0, mib);
+    row.hwm_mib = row.hwm_mib.max(status_kib(pid, "VmHWM:").map_or(0.0, mib));
     row.notes.push(format!("{} ipvsadm -R batches", journal.batches));
     if !alive(&mut rsbal) {
         row.notes.push(format!("rsbal exited: {:?}", rsbal.try_wait()));
@@ -949,7 +950,9 @@ fn run(shape: &Shape, interval: f64, opts: &Opts) -> Row {
     for needle in ["Too many open files", "panicked", "Could not depool", "Resource temporarily unavailable"] {
         let n = text.matches(needle).count();
         if n > 0 {
-            row.notes.push(format!("log: {n} x {needle:?}"));
+            let first = text.lines().find(|l| l.contains(needle)).unwrap_or("");
+            let first: String = first.chars().take(220).collect();
+            row.notes.push(format!("log: {n} x {needle:?}, first: `{first}`"));
         }
     }
     let mut reasons: HashMap<String, usize> = HashMap::new();
