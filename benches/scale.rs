@@ -919,6 +919,9 @@ fn run(shape: &Shape, interval: f64, opts: &Opts) -> Row {
                 lat.push((journal.dels[h][removed] - t0) * 1000.0);
             } else {
                 failures += 1;
+                if failures >= 3 {
+                    break;
+                }
             }
             thread::sleep(Duration::from_millis(200));
         }
