@@ -18,8 +18,8 @@
 //! `server.weight` in the arguments are replaced when the monitor starts
 //! ([`substitute`]). The command gets an empty environment but for a fixed
 //! `PATH` (PyBal ran it with an empty environment). With `log-output`, what
-//! it prints on stdout and stderr is logged line by line, control characters
-//! escaped.
+//! it prints on stdout and stderr is logged line by line (the logger escapes
+//! control characters).
 
 use super::{
     reaper, CheckError, CheckOutcome, Monitor, MonitorContext, MonitorTarget, Step, Waker,
@@ -506,31 +506,14 @@ impl Capture {
     fn log(&self, log_target: &str, host: &str, stream: &str) {
         let text = String::from_utf8_lossy(&self.data);
         for line in text.lines() {
-            log::debug!(target: log_target, "{host}: Cmd {stream}: {}", escape_control(line));
+            // The logger escapes control characters.
+            log::debug!(target: log_target, "{host}: Cmd {stream}: {line}");
         }
         if self.dropped > 0 {
             log::debug!(target: log_target,
                 "{host}: Cmd {stream}: ({} more bytes not logged)", self.dropped);
         }
     }
-}
-
-/// `text` with control characters escaped (`\t`, `\r`, `\x1b`, …).
-fn escape_control(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() && (c as u32) < 0x100 => {
-                out.push_str(&format!("\\x{:02x}", c as u32));
-            }
-            c if c.is_control() => out.push_str(&c.escape_unicode().to_string()),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -624,14 +607,6 @@ mod tests {
             CheckOutcome::Down(CheckError::Local("cannot run x".into()))
         );
         assert_eq!(failed.result, "error");
-    }
-
-    #[test]
-    fn control_characters_are_escaped() {
-        assert_eq!(
-            escape_control("a\tb\rc\x1bd\u{85}é"),
-            "a\\tb\\rc\\x1bd\\x85é"
-        );
     }
 
     /// Runs `script` with `sh -c` once, as the monitor does.
