@@ -389,8 +389,10 @@ impl RunCommand {
         log_target: &str,
         host: &str,
     ) -> Ended {
-        kill_group(pgid);
+        // Member by member first, to say which were left; then the group,
+        // for whatever /proc did not show.
         let (mut killed, seen) = reaper::clean_up(Some(pgid.as_raw()), tracked);
+        kill_group(pgid);
         let ended = self.reap(child);
         let (more, _) = reaper::clean_up(None, &seen);
         killed.extend(more);
