@@ -394,8 +394,11 @@ impl RunCommand {
         let (mut killed, seen) = reaper::clean_up(Some(pgid.as_raw()), tracked);
         kill_group(pgid);
         let ended = self.reap(child);
-        let (more, _) = reaper::clean_up(None, &seen);
-        killed.extend(more);
+        if !seen.is_empty() {
+            // Its children are rsbal's now: reap them.
+            let (more, _) = reaper::clean_up(None, &seen);
+            killed.extend(more);
+        }
         killed.sort_unstable();
         killed.dedup();
         if !killed.is_empty() {
