@@ -360,8 +360,8 @@ impl RunCommand {
             // a fraction of a second); the pause bounds how late an exit
             // without output is seen.
             let wait = pause.min(deadline - now);
-            let running = if stdout.is_open() || stderr.is_open() {
-                read_for(&mut [&mut stdout, &mut stderr], wait);
+            let open = stdout.is_open() || stderr.is_open();
+            let running = if open && read_for(&mut [&mut stdout, &mut stderr], wait) {
                 !ctx.stopped()
             } else {
                 ctx.sleep(wait)
@@ -433,8 +433,8 @@ fn reap(child: &mut Child) -> Ended {
 }
 
 /// Waits up to `wait` for output on any open stream of `captures` and reads
-/// what is there.
-fn read_for(captures: &mut [&mut Capture], wait: Duration) {
+/// what is there; false when `poll` failed (and nothing was waited for).
+fn read_for(captures: &mut [&mut Capture], wait: Duration) -> bool {
     let ms = u16::try_from(wait.as_millis()).unwrap_or(u16::MAX);
     let ready: Vec<bool> = {
         let mut fds: Vec<PollFd> = captures
@@ -444,7 +444,8 @@ fn read_for(captures: &mut [&mut Capture], wait: Duration) {
             .collect();
         match poll(&mut fds, ms) {
             Ok(_) => fds.iter().map(|f| f.any().unwrap_or(true)).collect(),
-            Err(_) => return,
+            Err(Errno::EINTR) => return true,
+            Err(_) => return false,
         }
     };
     let open = captures.iter_mut().filter(|c| c.pipe.is_some());
@@ -453,6 +454,7 @@ fn read_for(captures: &mut [&mut Capture], wait: Duration) {
             capture.drain();
         }
     }
+    true
 }
 
 /// What the command printed on one stream, read without blocking.
@@ -502,7 +504,12 @@ impl Capture {
                     self.dropped += n - keep;
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => return, // WouldBlock: nothing more for now
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return, // nothing more for now
+                Err(_) => {
+                    // A broken pipe is not waited on again.
+                    self.pipe = None;
+                    return;
+                }
             }
         }
     }
