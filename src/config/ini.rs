@@ -32,6 +32,8 @@ pub(crate) struct Section {
     /// The section's own keys, in first-appearance order (a repeated key
     /// keeps its first position but the later value and line).
     pub(crate) entries: Vec<Entry>,
+    /// Keys given again: (key, line of the earlier one, line of the later).
+    pub(crate) repeated_keys: Vec<(String, usize, usize)>,
 }
 
 /// One `key = value`.
@@ -52,6 +54,7 @@ impl Section {
             line,
             repeated_at: Vec::new(),
             entries: Vec::new(),
+            repeated_keys: Vec::new(),
         }
     }
 
@@ -205,6 +208,14 @@ impl Reader {
             value,
             line: number,
         };
+        if let Target::Section(section) = self.target {
+            if let Some(section) = self.ini.sections.get_mut(section) {
+                if let Some(earlier) = section.own(&entry.key) {
+                    let repeat = (entry.key.clone(), earlier.line, number);
+                    section.repeated_keys.push(repeat);
+                }
+            }
+        }
         if let Some(entries) = self.entries_mut() {
             let index = match entries.iter().position(|e| e.key == entry.key) {
                 Some(index) => {

@@ -460,5 +460,8 @@ pub(crate) fn load(path: &Path) -> Result<Loaded, Vec<ConfigError>> {
             reason: format!("cannot read file: {e}"),
         }]
     })?;
-    validate::from_str(path, &text)
+    let probe = |program: &Path| {
+        validate::programs::filesystem(program, crate::monitor::run_command::COMMAND_PATH)
+    };
+    validate::from_str_probing(path, &text, &probe)
 }

@@ -59,8 +59,15 @@ pub(crate) fn check(path: &Path) -> i32 {
 }
 
 fn check_server_list(service: &str, list: &Path, json: bool) -> usize {
-    let text = match std::fs::read_to_string(list) {
-        Ok(text) => text,
+    let text = match crate::source::read_for_check(list).map(String::from_utf8) {
+        Ok(Ok(text)) => text,
+        Ok(Err(_)) => {
+            eprintln!(
+                "error: {}: [{service}] config: the server list is not UTF-8 text",
+                list.display()
+            );
+            return 1;
+        }
         Err(e) => {
             eprintln!(
                 "error: {}: [{service}] config: cannot read server list: {e}",

@@ -35,7 +35,7 @@ pub(crate) fn init(debug: bool) {
                     humantime::format_rfc3339_millis(std::time::SystemTime::now()),
                     record.target(),
                     record.level(),
-                    message
+                    escaped(message)
                 ))
             })
             .chain(std::io::stdout())
@@ -46,11 +46,63 @@ pub(crate) fn init(debug: bool) {
                     "[{}] {}: {}",
                     record.target(),
                     record.level(),
-                    message
+                    escaped(message)
                 ))
             })
             .chain(std::io::stderr())
     };
     // A second init (tests) fails harmlessly: the first logger stays.
     let _ = dispatch.apply();
+}
+
+/// A log message with its control characters escaped: one record is one
+/// line, and nothing from outside (a host name, a command's output, an
+/// error text) can forge lines or send terminal escapes.
+fn escaped(message: &std::fmt::Arguments<'_>) -> String {
+    match message.as_str() {
+        Some(text) => escape_control(text).into_owned(),
+        None => escape_control(&message.to_string()).into_owned(),
+    }
+}
+
+/// `text` with control characters escaped (`\n`, `\r`, `\t`, `\x1b`,
+/// `\u{85}` …), borrowed when there are none. The one escaping of text from
+/// outside that the log and the `/pools` text share.
+pub(crate) fn escape_control(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() && (c as u32) < 0x100 => {
+                out.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c if c.is_control() => out.push_str(&c.escape_unicode().to_string()),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(
+            escape_control("a\tb\rc\x1bd\u{85}é\n\u{7}"),
+            "a\\tb\\rc\\x1bd\\x85é\\n\\x07"
+        );
+        assert!(matches!(
+            escape_control("plain é"),
+            std::borrow::Cow::Borrowed("plain é")
+        ));
+        let args = format_args!("{}:{}", "x\ny", 1);
+        assert_eq!(escaped(&args), "x\\ny:1");
+    }
 }

@@ -94,6 +94,7 @@ pub(crate) fn run(opts: RunOptions) -> i32 {
         return 1;
     }
     crate::status::resources::declare();
+    crate::monitor::reaper::become_subreaper();
     // Registered before any thread starts, so every thread inherits the mask
     // signal-hook needs and no signal is lost during start-up.
     let mut signals = match Signals::new([SIGTERM, SIGINT, SIGHUP]) {
@@ -230,6 +231,7 @@ impl Daemon {
         for (_, handle) in std::mem::take(&mut self.services) {
             handle.stop(false);
         }
+        crate::monitor::reaper::clean_up_at_exit();
         let (tx, rx) = crossbeam_channel::bounded(1);
         if self.writer.send(WriterRequest::Flush(tx)).is_ok() {
             let _ = rx.recv_timeout(SHUTDOWN_FLUSH);

@@ -15,6 +15,7 @@ pub(crate) mod check;
 pub(crate) mod dns_query;
 pub(crate) mod idle_connection;
 pub(crate) mod proxy_fetch;
+pub(crate) mod reaper;
 pub(crate) mod run_command;
 pub(crate) mod udp;
 pub(crate) mod wake;

@@ -4,38 +4,52 @@
 //! The command runs in a process group of its own. The group is killed with
 //! SIGKILL when the command overruns `timeout`, when the monitor stops (its
 //! handle's waker kills it at once), and after the command exits, so that
-//! children it left behind do not pile up; leftovers are logged with their
-//! PIDs. The thread polls for the exit with `waitid(WNOWAIT)` and never
-//! installs a SIGCHLD handler; the exited command is reaped only after its
-//! group was killed, so the group id cannot have been reused meanwhile.
+//! children it left behind do not pile up. What left the group (`setsid`,
+//! `setpgid`) is killed too: the descendants seen while the command ran, and
+//! what was re-parented to rsbal, the child subreaper ([`super::reaper`]);
+//! leftovers are logged with their PIDs. While the command runs, the thread
+//! reads its stdout and stderr as output arrives (`poll(2)` on both pipes,
+//! so a command printing megabytes never blocks on a full pipe) and looks
+//! for the exit with `waitid(WNOWAIT)` between reads; it never installs a
+//! SIGCHLD handler. The exited command is reaped only after its group was
+//! killed, so the group id cannot have been reused meanwhile.
 //!
 //! The identifiers `server.host`, `server.ip`, `server.port` and
 //! `server.weight` in the arguments are replaced when the monitor starts
 //! ([`substitute`]). The command gets an empty environment but for a fixed
 //! `PATH` (PyBal ran it with an empty environment). With `log-output`, what
-//! it prints on stdout and stderr is logged line by line, control characters
-//! escaped.
+//! it prints on stdout and stderr is logged line by line (the logger escapes
+//! control characters).
 
-use super::{CheckError, CheckOutcome, Monitor, MonitorContext, MonitorTarget, Step, Waker};
+use super::{
+    reaper, CheckError, CheckOutcome, Monitor, MonitorContext, MonitorTarget, Step, Waker,
+};
 use crate::config::RunCommandOptions;
 use nix::errno::Errno;
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::poll::{poll, PollFd, PollFlags};
 use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use prometheus::HistogramVec;
+use std::collections::BTreeSet;
+use std::fs::File;
 use std::io::{ErrorKind, Read};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 /// `PATH` of the command's environment.
-const COMMAND_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub(crate) const COMMAND_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// First and longest pause between two looks at a running command.
 const FIRST_POLL: Duration = Duration::from_millis(2);
 const MAX_POLL: Duration = Duration::from_millis(100);
+/// Pause between two looks (in `/proc`) for the descendants of a running
+/// command, which are killed when it ends even if they left its group.
+const WALK_EVERY: Duration = Duration::from_millis(250);
 /// Most output logged per stream and run; the rest is counted, not kept.
 const MAX_OUTPUT: usize = 64 * 1024;
 
@@ -298,8 +312,8 @@ impl RunCommand {
                 }
             }
         };
-        let mut stdout = Capture::new(child.stdout.take());
-        let mut stderr = Capture::new(child.stderr.take());
+        let mut stdout = Capture::new(child.stdout.take().map(OwnedFd::from));
+        let mut stderr = Capture::new(child.stderr.take().map(OwnedFd::from));
         let Some(pgid) = *lock(&self.running) else {
             // A pid beyond i32: cannot happen on Linux; do not leave it running.
             let _ = child.kill();
@@ -308,35 +322,53 @@ impl RunCommand {
         };
         let deadline = started + self.opts.timeout;
         let mut pause = FIRST_POLL;
+        // Descendants seen while the command runs, killed once it ended.
+        let mut tracked = BTreeSet::new();
+        let mut next_walk = started + 2 * FIRST_POLL;
         let ended = loop {
-            stdout.drain();
-            stderr.drain();
+            let now = Instant::now();
+            if now >= next_walk {
+                if let Ok(procs) = reaper::processes() {
+                    tracked.extend(reaper::descendants(&procs, pgid.as_raw()));
+                }
+                // From the walk's end: a slow walk never takes over.
+                next_walk = Instant::now() + WALK_EVERY;
+            }
             match waitid(
                 Id::Pid(pgid),
                 WaitPidFlag::WEXITED | WaitPidFlag::WNOHANG | WaitPidFlag::WNOWAIT,
             ) {
                 Ok(WaitStatus::StillAlive) => {}
                 Ok(_) => {
-                    self.kill_leftovers(pgid, log_target, &ctx.target.host);
-                    break self.reap(&mut child);
+                    break self.finish(pgid, &tracked, &mut child, log_target, &ctx.target.host)
                 }
                 Err(Errno::EINTR) => continue,
                 Err(e) => {
-                    self.kill_group(pgid);
-                    let _ = self.reap(&mut child);
+                    kill_group(pgid);
+                    let _ = self.finish(pgid, &tracked, &mut child, log_target, &ctx.target.host);
                     let why = format!("cannot wait for {}: {e}", self.opts.command);
                     break Ended::Failed(CheckError::io(Step::Use, &e.into(), why));
                 }
             }
             let now = Instant::now();
             if now >= deadline {
-                self.kill_group(pgid);
-                let _ = self.reap(&mut child);
+                kill_group(pgid);
+                let _ = self.finish(pgid, &tracked, &mut child, log_target, &ctx.target.host);
                 break Ended::TimedOut(self.opts.timeout);
             }
-            if !ctx.sleep(pause.min(deadline - now)) {
-                self.kill_group(pgid);
-                let _ = self.reap(&mut child);
+            // Output is read as it comes (a command may print megabytes in
+            // a fraction of a second); the pause bounds how late an exit
+            // without output is seen.
+            let wait = pause.min(deadline - now);
+            let open = stdout.is_open() || stderr.is_open();
+            let running = if open && read_for(&mut [&mut stdout, &mut stderr], wait) {
+                !ctx.stopped()
+            } else {
+                ctx.sleep(wait)
+            };
+            if !running {
+                kill_group(pgid);
+                let _ = self.finish(pgid, &tracked, &mut child, log_target, &ctx.target.host);
                 break Ended::Stopped;
             }
             pause = (pause * 2).min(MAX_POLL);
@@ -346,32 +378,36 @@ impl RunCommand {
         (ended, stdout, stderr)
     }
 
-    fn kill_group(&self, pgid: Pid) {
-        let _ = killpg(pgid, Signal::SIGKILL);
-    }
-
-    /// After the command exited (still unreaped): kills what is left in its
-    /// group and says so.
-    fn kill_leftovers(&self, pgid: Pid, log_target: &str, host: &str) {
-        let left = group_members(pgid.as_raw());
-        let killed = killpg(pgid, Signal::SIGKILL);
-        let pids = match &left {
-            Ok(pids) if pids.is_empty() => return,
-            Ok(pids) => {
-                let pids: Vec<String> = pids.iter().map(i32::to_string).collect();
-                format!(" (PIDs {})", pids.join(", "))
-            }
-            // Without /proc we cannot tell; the group was killed anyway.
-            Err(_) => return,
-        };
-        match killed {
-            Ok(()) | Err(Errno::ESRCH) => log::warn!(target: log_target,
-                "{host}: Command {} left child processes behind{pids}, which have been killed",
-                self.command_line()),
-            Err(e) => log::warn!(target: log_target,
-                "{host}: Command {} left child processes behind{pids}, and not all could be killed: {e}",
-                self.command_line()),
+    /// Once the command exited or was killed (still unreaped, so its group
+    /// id cannot be reused): kills what it left behind, reaps it and what
+    /// its end re-parented to rsbal, and says what was killed.
+    fn finish(
+        &self,
+        pgid: Pid,
+        tracked: &BTreeSet<reaper::ProcId>,
+        child: &mut Child,
+        log_target: &str,
+        host: &str,
+    ) -> Ended {
+        // Member by member first, to say which were left; then the group,
+        // for whatever /proc did not show.
+        let (mut killed, seen) = reaper::clean_up(Some(pgid.as_raw()), tracked);
+        kill_group(pgid);
+        let ended = self.reap(child);
+        if !seen.is_empty() {
+            // Its children are rsbal's now: reap them.
+            let (more, _) = reaper::clean_up(None, &seen);
+            killed.extend(more);
         }
+        killed.sort_unstable();
+        killed.dedup();
+        if !killed.is_empty() {
+            let pids: Vec<String> = killed.iter().map(i32::to_string).collect();
+            log::warn!(target: log_target,
+                "{host}: Command {} left child processes behind (PIDs {}), which have been killed",
+                self.command_line(), pids.join(", "));
+        }
+        ended
     }
 
     /// Reaps the command (clearing the shared group id first).
@@ -379,6 +415,11 @@ impl RunCommand {
         lock(&self.running).take();
         reap(child)
     }
+}
+
+/// SIGKILLs process group `pgid`.
+fn kill_group(pgid: Pid) {
+    let _ = killpg(pgid, Signal::SIGKILL);
 }
 
 fn reap(child: &mut Child) -> Ended {
@@ -391,49 +432,34 @@ fn reap(child: &mut Child) -> Ended {
     }
 }
 
-/// PIDs of the live (not zombie) processes in process group `pgid` other
-/// than its leader, from `/proc`.
-fn group_members(pgid: i32) -> std::io::Result<Vec<i32>> {
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc")? {
-        let Ok(entry) = entry else { continue };
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|name| name.parse::<i32>().ok())
-        else {
-            continue;
-        };
-        if pid == pgid {
-            continue;
+/// Waits up to `wait` for output on any open stream of `captures` and reads
+/// what is there; false when `poll` failed (and nothing was waited for).
+fn read_for(captures: &mut [&mut Capture], wait: Duration) -> bool {
+    let ms = u16::try_from(wait.as_millis()).unwrap_or(u16::MAX);
+    let ready: Vec<bool> = {
+        let mut fds: Vec<PollFd> = captures
+            .iter()
+            .filter_map(|c| c.pipe.as_ref())
+            .map(|p| PollFd::new(p.as_fd(), PollFlags::POLLIN))
+            .collect();
+        match poll(&mut fds, ms) {
+            Ok(_) => fds.iter().map(|f| f.any().unwrap_or(true)).collect(),
+            Err(Errno::EINTR) => return true,
+            Err(_) => return false,
         }
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue; // gone meanwhile
-        };
-        if let Some((state, group)) = parse_stat(&stat) {
-            if group == pgid && state != 'Z' && state != 'X' {
-                pids.push(pid);
-            }
+    };
+    let open = captures.iter_mut().filter(|c| c.pipe.is_some());
+    for (capture, ready) in open.zip(ready) {
+        if ready {
+            capture.drain();
         }
     }
-    pids.sort_unstable();
-    Ok(pids)
-}
-
-/// (state, process group) from the text of `/proc/<pid>/stat`.
-fn parse_stat(stat: &str) -> Option<(char, i32)> {
-    // The command name (2nd field) is in parentheses and may hold anything.
-    let after_name = &stat[stat.rfind(')')? + 1..];
-    let mut fields = after_name.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let _ppid = fields.next()?;
-    let pgrp = fields.next()?.parse().ok()?;
-    Some((state, pgrp))
+    true
 }
 
 /// What the command printed on one stream, read without blocking.
 struct Capture {
-    pipe: Option<Box<dyn Read + Send>>,
+    pipe: Option<File>,
     data: Vec<u8>,
     /// Bytes read beyond [`MAX_OUTPUT`] (not kept).
     dropped: usize,
@@ -448,12 +474,16 @@ impl Capture {
         }
     }
 
-    fn new<P: Read + AsFd + Send + 'static>(pipe: Option<P>) -> Self {
+    fn new(pipe: Option<OwnedFd>) -> Self {
         let pipe = pipe.filter(|p| fcntl(p.as_fd(), FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).is_ok());
         Capture {
-            pipe: pipe.map(|p| Box::new(p) as Box<dyn Read + Send>),
+            pipe: pipe.map(File::from),
             ..Capture::none()
         }
+    }
+
+    fn is_open(&self) -> bool {
+        self.pipe.is_some()
     }
 
     /// Reads what is there now, keeping at most [`MAX_OUTPUT`] bytes.
@@ -461,7 +491,7 @@ impl Capture {
         let Some(pipe) = self.pipe.as_mut() else {
             return;
         };
-        let mut chunk = [0u8; 4096];
+        let mut chunk = [0u8; 16 * 1024];
         loop {
             match pipe.read(&mut chunk) {
                 Ok(0) => {
@@ -474,7 +504,12 @@ impl Capture {
                     self.dropped += n - keep;
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(_) => return, // WouldBlock: nothing more for now
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return, // nothing more for now
+                Err(_) => {
+                    // A broken pipe is not waited on again.
+                    self.pipe = None;
+                    return;
+                }
             }
         }
     }
@@ -483,31 +518,14 @@ impl Capture {
     fn log(&self, log_target: &str, host: &str, stream: &str) {
         let text = String::from_utf8_lossy(&self.data);
         for line in text.lines() {
-            log::debug!(target: log_target, "{host}: Cmd {stream}: {}", escape_control(line));
+            // The logger escapes control characters.
+            log::debug!(target: log_target, "{host}: Cmd {stream}: {line}");
         }
         if self.dropped > 0 {
             log::debug!(target: log_target,
                 "{host}: Cmd {stream}: ({} more bytes not logged)", self.dropped);
         }
     }
-}
-
-/// `text` with control characters escaped (`\t`, `\r`, `\x1b`, …).
-fn escape_control(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() && (c as u32) < 0x100 => {
-                out.push_str(&format!("\\x{:02x}", c as u32));
-            }
-            c if c.is_control() => out.push_str(&c.escape_unicode().to_string()),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 #[cfg(test)]
@@ -603,23 +621,57 @@ mod tests {
         assert_eq!(failed.result, "error");
     }
 
-    #[test]
-    fn proc_stat_fields() {
-        assert_eq!(
-            parse_stat("1234 (sleep) S 1 1200 1200 0 -1 4194560"),
-            Some(('S', 1200))
-        );
-        assert_eq!(parse_stat("77 (a (b) c) Z 5 77 77 0"), Some(('Z', 77)));
-        assert_eq!(parse_stat("garbage"), None);
-        assert_eq!(parse_stat("1 (x) S 1 notanumber"), None);
+    /// Runs `script` with `sh -c` once, as the monitor does.
+    fn run_once(script: String, timeout: Duration) -> (Ended, Capture, Capture, Duration) {
+        let opts = RunCommandOptions {
+            interval: Duration::from_secs(60),
+            timeout,
+            command: "/bin/sh".into(),
+            arguments: vec!["-c".into(), script],
+            log_output: true,
+        };
+        let target = MonitorTarget {
+            service: "svc".into(),
+            host: "h".into(),
+            ip: "127.0.0.1".parse().unwrap(),
+            port: 8080,
+            weight: 1,
+        };
+        let (monitor, _waker) = RunCommand::new(&opts, &target);
+        let (tx, _rx) = crossbeam_channel::unbounded();
+        let (_stop_tx, stop_rx) = crossbeam_channel::bounded(0);
+        let ctx = MonitorContext {
+            name: RunCommand::NAME,
+            target,
+            server_id: 1,
+            monitor: 0,
+            reports: tx,
+            stop: stop_rx,
+        };
+        let t0 = Instant::now();
+        let (ended, stdout, stderr) = monitor.execute(&ctx, "test");
+        (ended, stdout, stderr, t0.elapsed())
     }
 
     #[test]
-    fn control_characters_are_escaped() {
-        assert_eq!(
-            escape_control("a\tb\rc\x1bd\u{85}é"),
-            "a\\tb\\rc\\x1bd\\x85é"
-        );
+    fn megabytes_of_output_are_read_as_they_come_and_only_64k_kept() {
+        // 4 MiB on stdout and 1 MiB on stderr: slow reading would block the
+        // command on a full pipe until the timeout.
+        let script =
+            "head -c 4194304 /dev/zero | tr '\\000' x; head -c 1048576 /dev/zero >&2".to_string();
+        let (ended, stdout, stderr, took) = run_once(script, Duration::from_secs(20));
+        assert!(verdict(&ended).outcome.is_up(), "{ended:?} after {took:?}");
+        assert_eq!(stdout.data.len(), MAX_OUTPUT);
+        assert_eq!(stdout.dropped, 4 * 1024 * 1024 - MAX_OUTPUT);
+        assert_eq!(stderr.data.len(), MAX_OUTPUT);
+        assert_eq!(stderr.dropped, 1024 * 1024 - MAX_OUTPUT);
+    }
+
+    #[test]
+    fn a_command_over_its_timeout_is_killed() {
+        let (ended, _, _, took) = run_once("sleep 30".into(), Duration::from_millis(300));
+        assert!(matches!(ended, Ended::TimedOut(_)), "{ended:?}");
+        assert!(took < Duration::from_secs(10), "{took:?}");
     }
 
     #[test]
@@ -670,8 +722,8 @@ mod tests {
         let gone = || {
             std::fs::read_to_string(format!("/proc/{pid}/stat"))
                 .ok()
-                .and_then(|s| parse_stat(&s))
-                .is_none_or(|(state, _)| state == 'Z' || state == 'X')
+                .and_then(|s| reaper::parse_stat(pid, &s))
+                .is_none_or(|p| p.state == 'Z' || p.state == 'X')
         };
         let deadline = Instant::now() + Duration::from_secs(5);
         while !gone() && Instant::now() < deadline {

@@ -15,6 +15,10 @@ use std::path::PathBuf;
 pub(crate) enum SourceError {
     /// A `file://` list could not be read.
     Read { path: PathBuf, source: io::Error },
+    /// A `file://` list that is not a regular file (a device, a FIFO…).
+    NotAFile { path: PathBuf },
+    /// A `file://` list larger than `limit` bytes.
+    TooLarge { path: PathBuf, limit: u64 },
     /// No answer: connection refused or reset, name not found, TLS failure…
     Unreachable(ureq::Error),
     /// No answer within the source's timeout.
@@ -69,6 +73,16 @@ impl fmt::Display for SourceError {
             SourceError::Read { path, source } => {
                 write!(f, "cannot read {}: {source}", path.display())
             }
+            SourceError::NotAFile { path } => {
+                write!(f, "{} is not a regular file; not read", path.display())
+            }
+            SourceError::TooLarge { path, limit } => {
+                write!(
+                    f,
+                    "{} is larger than {limit} bytes; not read",
+                    path.display()
+                )
+            }
             SourceError::Unreachable(e) | SourceError::Timeout(e) => write!(f, "{e}"),
             SourceError::Body { context, source } => write!(f, "{context}: {source}"),
             SourceError::Http { status, etcd } => match etcd {
@@ -96,7 +110,11 @@ impl std::error::Error for SourceError {
             | SourceError::Body { source: e, .. } => Some(e),
             SourceError::BadDocument(e) => Some(e),
             SourceError::NotEtcd(e) => Some(e),
-            SourceError::Http { .. } | SourceError::Empty | SourceError::FirstListEmpty => None,
+            SourceError::Http { .. }
+            | SourceError::NotAFile { .. }
+            | SourceError::TooLarge { .. }
+            | SourceError::Empty
+            | SourceError::FirstListEmpty => None,
         }
     }
 }

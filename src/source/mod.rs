@@ -25,6 +25,8 @@ mod http;
 mod resolve;
 pub(crate) mod serverlist;
 
+pub(crate) use file::read_for_check;
+
 use crate::config::{SourceOptions, SourceUrl};
 use crate::status::metrics;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};

@@ -196,7 +196,10 @@ pub(crate) fn render(doc: &StatusDoc, base: &str) -> String {
             };
             let row = format!(
                 "  -> {:<30} {:<7} {:<9} {:<13} {pooled:<10}{note}{reasons}",
-                s.host, s.weight, enabled, up
+                crate::daemon::logging::escape_control(&s.host),
+                s.weight,
+                enabled,
+                up
             );
             let _ = writeln!(out, "{}", row.trim_end());
         }

@@ -438,7 +438,10 @@ fn pool_servers(store: &SnapshotStore, format: Format, pool: &str) -> Response {
     let text: String = snap
         .servers
         .iter()
-        .map(|s| format!("{}:\t{}\n", s.host, line_status(s)))
+        .map(|s| {
+            let host = crate::daemon::logging::escape_control(&s.host);
+            format!("{host}:\t{}\n", line_status(s))
+        })
         .collect();
     let json: Map<String, Value> = snap
         .servers
@@ -582,6 +585,23 @@ pub(crate) mod tests {
         assert_eq!(r.status, 200);
         assert_eq!(r.header("content-type"), Some("application/json"));
         assert_eq!(r.body, r#"["apaches_80", "text_443"]"#);
+    }
+
+    #[test]
+    fn control_characters_in_host_names_are_escaped_in_pool_text() {
+        let store = SnapshotStore::new();
+        let evil = "a\u{1b}[2J\nfake:\tenabled/up/pooled\r";
+        store.publish(snapshot("p", vec![server(evil, true, true, true, &[])]));
+        let head = "GET /pools/p HTTP/1.1\r\nHost: x\r\n\r\n";
+        let r = handle_request(head.as_bytes(), &store);
+        assert_eq!(
+            r.body,
+            "a\\x1b[2J\\nfake:\\tenabled/up/pooled\\r:\tenabled/up/pooled\n"
+        );
+        // JSON carries the name as it is, escaped by JSON's own rules.
+        let head = "GET /pools/p HTTP/1.1\r\nHost: x\r\nAccept: application/json\r\n\r\n";
+        let r = handle_request(head.as_bytes(), &store);
+        assert!(body_json(&r).get(evil).is_some(), "{}", r.body);
     }
 
     #[test]

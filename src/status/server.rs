@@ -4,13 +4,22 @@
 //! - One I/O thread polls every listening socket and every connection whose
 //!   request head is still arriving (non-blocking reads, `poll(2)`). A slow
 //!   or silent client costs a slot in that set, never a thread: at most
-//!   [`Limits::max_pending`] such connections, each dropped with `408` after
+//!   [`Limits::max_pending`] such connections, each answered `408` after
 //!   [`Limits::read_timeout`]; a head over [`MAX_HEAD`] bytes gets `431`.
+//!   When the set is full, a new connection is still taken: the oldest
+//!   pending connection of the client address holding the most slots is
+//!   answered `408` instead ([`victim`]), so slow clients cannot lock out a
+//!   client that sends its request at once.
 //! - A complete head goes over a bounded channel to a fixed pool of worker
 //!   threads, which answer it ([`super::routes::handle_request`], reading only the
 //!   snapshot store) with `Connection: close`, bounded by a write timeout.
-//! - Over either limit (too many pending connections, worker queue full) the
-//!   I/O thread answers `503` at once without blocking.
+//!   With the worker queue full, the I/O thread answers `503` itself.
+//! - Every answer the I/O thread decides (408, 431, 400, 503) is written
+//!   without blocking by the I/O thread itself, and no thread waits for a
+//!   client to close: after an answer the connection joins the *closing* set
+//!   of the I/O thread (workers hand theirs back), which discards what the
+//!   client still sends until it closes or for [`Limits::linger`], so that
+//!   closing does not reset the connection before the answer is read.
 //!
 //! Nothing here takes a lock a service thread holds: workers clone `Arc`s
 //! from the store.
@@ -19,8 +28,9 @@ use super::routes::{handle_request, Response};
 use crate::status::snapshot::SnapshotStore;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TrySendError};
 use nix::poll::{poll, PollFd, PollFlags};
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -46,6 +56,9 @@ pub(super) struct Limits {
     pub(crate) write_timeout: Duration,
     /// Time spent discarding what the client still sends after the answer.
     pub(crate) linger: Duration,
+    /// Answered connections waiting for the client to close; over this,
+    /// the oldest is closed at once.
+    pub(crate) max_closing: usize,
 }
 
 impl Default for Limits {
@@ -57,6 +70,7 @@ impl Default for Limits {
             read_timeout: Duration::from_secs(5),
             write_timeout: Duration::from_secs(5),
             linger: Duration::from_secs(1),
+            max_closing: 256,
         }
     }
 }
@@ -110,6 +124,7 @@ pub(super) fn start_with(
 
     let stop = Arc::new(AtomicBool::new(false));
     let (tx, rx) = crossbeam_channel::bounded::<Job>(limits.queue.max(1));
+    let (closing_tx, closing_rx) = crossbeam_channel::bounded::<TcpStream>(limits.max_closing);
     let mut server = InstrumentationServer {
         stop: stop.clone(),
         addrs,
@@ -117,9 +132,10 @@ pub(super) fn start_with(
     };
     for i in 0..limits.workers.max(1) {
         let (rx, store, stop) = (rx.clone(), store.clone(), stop.clone());
+        let closing = closing_tx.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("instr-worker-{i}"))
-            .spawn(move || worker_loop(rx, store, stop, limits));
+            .spawn(move || worker_loop(rx, closing, store, stop, limits));
         match spawned {
             Ok(h) => server.threads.push(h),
             Err(e) => {
@@ -129,10 +145,11 @@ pub(super) fn start_with(
         }
     }
     drop(rx);
+    drop(closing_tx);
     let io_stop = stop.clone();
     let spawned = std::thread::Builder::new()
         .name("instr-io".into())
-        .spawn(move || io_loop(listeners, tx, io_stop, limits));
+        .spawn(move || io_loop(listeners, tx, closing_rx, io_stop, limits));
     match spawned {
         Ok(h) => server.threads.push(h),
         Err(e) => {
@@ -187,21 +204,25 @@ fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     Ok(socket.into())
 }
 
-/// Work for a worker thread.
-enum Job {
-    /// A complete request head to answer.
-    Request(TcpStream, Vec<u8>),
-    /// An answer decided while reading (408, 431, 400).
-    Answer(TcpStream, Response),
-}
+/// Work for a worker thread: a connection and its complete request head.
+struct Job(TcpStream, Vec<u8>);
 
 /// A connection whose request head is still arriving.
 struct Pending {
     stream: TcpStream,
+    /// The client's address (slots are shared out by address).
+    peer: IpAddr,
+    accepted: Instant,
     buf: Vec<u8>,
     deadline: Instant,
     eof: bool,
     failed: bool,
+}
+
+/// An answered connection, waiting for the client to close.
+struct Closing {
+    stream: TcpStream,
+    deadline: Instant,
 }
 
 /// What became of a pending connection.
@@ -257,17 +278,30 @@ impl Pending {
 }
 
 /// The I/O thread: accepts, reads request heads of every pending connection
-/// as bytes arrive, hands complete ones to the workers.
-fn io_loop(listeners: Vec<TcpListener>, jobs: Sender<Job>, stop: Arc<AtomicBool>, limits: Limits) {
+/// as bytes arrive, hands complete ones to the workers, answers the others
+/// itself and lingers on answered connections until their clients close.
+fn io_loop(
+    listeners: Vec<TcpListener>,
+    jobs: Sender<Job>,
+    answered: Receiver<TcpStream>,
+    stop: Arc<AtomicBool>,
+    limits: Limits,
+) {
     let mut pending: Vec<Pending> = Vec::new();
     // Accept failed for want of fds: said once, retried every POLL (the
     // listener stays readable, so polling again at once would spin).
     let mut starved = false;
+    let mut closing: VecDeque<Closing> = VecDeque::new();
     while !stop.load(Ordering::SeqCst) {
+        for stream in answered.try_iter() {
+            linger_later(stream, &mut closing, &limits);
+        }
         let now = Instant::now();
         let wait = pending
             .iter()
-            .map(|p| p.deadline.saturating_duration_since(now))
+            .map(|p| p.deadline)
+            .chain(closing.iter().map(|c| c.deadline))
+            .map(|deadline| deadline.saturating_duration_since(now))
             .fold(POLL, Duration::min);
         let wait_ms = u16::try_from(wait.as_millis()).unwrap_or(u16::MAX);
         let ready: Vec<bool> = {
@@ -278,6 +312,11 @@ fn io_loop(listeners: Vec<TcpListener>, jobs: Sender<Job>, stop: Arc<AtomicBool>
                     pending
                         .iter()
                         .map(|p| PollFd::new(p.stream.as_fd(), PollFlags::POLLIN)),
+                )
+                .chain(
+                    closing
+                        .iter()
+                        .map(|c| PollFd::new(c.stream.as_fd(), PollFlags::POLLIN)),
                 )
                 .collect();
             match poll(&mut fds, wait_ms) {
@@ -290,16 +329,26 @@ fn io_loop(listeners: Vec<TcpListener>, jobs: Sender<Job>, stop: Arc<AtomicBool>
                 }
             }
         };
-        let (ready_listeners, ready_pending) = ready.split_at(listeners.len());
+        let (ready_listeners, ready) = ready.split_at(listeners.len());
+        let (ready_pending, ready_closing) = ready.split_at(pending.len());
         for (p, ready) in pending.iter_mut().zip(ready_pending) {
             if *ready {
                 p.read_available();
             }
         }
+        let now = Instant::now();
+        let mut i = 0;
+        let mut still_closing = VecDeque::with_capacity(closing.len());
+        for (mut c, ready) in closing.drain(..).zip(ready_closing.iter().copied()) {
+            if (!ready || discard_available(&mut c.stream)) && now < c.deadline {
+                still_closing.push_back(c);
+            }
+        }
+        closing = still_closing;
         let mut failed = None;
         for (listener, ready) in listeners.iter().zip(ready_listeners) {
             if *ready {
-                failed = failed.or(accept_all(listener, &mut pending, &limits));
+                failed = failed.or(accept_all(listener, &mut pending, &mut closing, &limits));
             }
         }
         match (&failed, starved) {
@@ -318,55 +367,69 @@ fn io_loop(listeners: Vec<TcpListener>, jobs: Sender<Job>, stop: Arc<AtomicBool>
         if failed.is_some() {
             std::thread::sleep(POLL);
         }
-        let now = Instant::now();
-        let mut i = 0;
         while i < pending.len() {
-            let job = match pending[i].settle(now) {
-                Settled::Waiting => {
-                    i += 1;
-                    continue;
-                }
-                Settled::Head(head) => Job::Request(pending.swap_remove(i).stream, head),
-                Settled::Answer(resp) => Job::Answer(pending.swap_remove(i).stream, resp),
+            match pending[i].settle(now) {
+                Settled::Waiting => i += 1,
                 Settled::Gone => {
                     pending.swap_remove(i);
-                    continue;
                 }
-            };
-            match jobs.try_send(job) {
-                Ok(()) => {}
-                Err(TrySendError::Full(Job::Request(stream, _) | Job::Answer(stream, _))) => {
-                    log::warn!("instrumentation: every worker is busy, refusing a request");
-                    refuse_busy(stream);
+                Settled::Answer(resp) => {
+                    let stream = pending.swap_remove(i).stream;
+                    answer_now(stream, &resp, &mut closing, &limits);
                 }
-                Err(TrySendError::Disconnected(_)) => return,
+                Settled::Head(head) => {
+                    let stream = pending.swap_remove(i).stream;
+                    match jobs.try_send(Job(stream, head)) {
+                        Ok(()) => {}
+                        Err(TrySendError::Full(Job(stream, _))) => {
+                            log::warn!("instrumentation: every worker is busy, refusing a request");
+                            answer_now(stream, &busy(), &mut closing, &limits);
+                        }
+                        Err(TrySendError::Disconnected(_)) => return,
+                    }
+                }
             }
         }
     }
 }
 
-/// Takes every connection waiting on `listener`; the error when accepting
-/// failed for another reason than the client's (e.g. out of fds).
+/// Takes every connection waiting on `listener`; when the pending set is
+/// full, the [`victim`] gets `408` to make room. Returns the error when
+/// accepting failed for another reason than the client's (e.g. out of fds).
 fn accept_all(
     listener: &TcpListener,
     pending: &mut Vec<Pending>,
+    closing: &mut VecDeque<Closing>,
     limits: &Limits,
 ) -> Option<io::Error> {
     loop {
         match listener.accept() {
             Ok((stream, peer)) => {
-                if pending.len() >= limits.max_pending {
-                    log::warn!("instrumentation: too many connections, refusing {peer}");
-                    refuse_busy(stream);
-                } else if stream.set_nonblocking(true).is_ok() {
-                    pending.push(Pending {
-                        stream,
-                        buf: Vec::new(),
-                        deadline: Instant::now() + limits.read_timeout,
-                        eof: false,
-                        failed: false,
-                    });
+                if stream.set_nonblocking(true).is_err() {
+                    continue;
                 }
+                if pending.len() >= limits.max_pending.max(1) {
+                    let slots: Vec<(IpAddr, Instant)> =
+                        pending.iter().map(|p| (p.peer, p.accepted)).collect();
+                    if let Some(i) = victim(&slots) {
+                        let evicted = pending.swap_remove(i);
+                        log::debug!(
+                            "instrumentation: too many pending connections, dropping the oldest of {}",
+                            evicted.peer
+                        );
+                        answer_now(evicted.stream, &timeout(), closing, limits);
+                    }
+                }
+                let now = Instant::now();
+                pending.push(Pending {
+                    stream,
+                    peer: peer.ip(),
+                    accepted: now,
+                    buf: Vec::new(),
+                    deadline: now + limits.read_timeout,
+                    eof: false,
+                    failed: false,
+                });
             }
             Err(e) => match e.kind() {
                 io::ErrorKind::WouldBlock => return None,
@@ -380,23 +443,81 @@ fn accept_all(
     }
 }
 
-/// Answers `503` without blocking.
-fn refuse_busy(mut stream: TcpStream) {
-    let resp = Response::text(503, "Server busy, try again later\n")
-        .with_header("Retry-After", "1".into());
-    if stream.set_nonblocking(true).is_err() {
-        return;
+/// Which pending connection (by index into `slots`, each its client's
+/// address and when it was accepted) makes room for a new one: the oldest
+/// of the address holding the most slots.
+fn victim(slots: &[(IpAddr, Instant)]) -> Option<usize> {
+    let mut count: HashMap<IpAddr, usize> = HashMap::new();
+    for (ip, _) in slots {
+        *count.entry(*ip).or_default() += 1;
     }
+    let heaviest = count
+        .iter()
+        .max_by_key(|(ip, n)| (**n, std::cmp::Reverse(**ip)))
+        .map(|(ip, _)| *ip)?;
+    slots
+        .iter()
+        .enumerate()
+        .filter(|(_, (ip, _))| *ip == heaviest)
+        .min_by_key(|(_, (_, accepted))| *accepted)
+        .map(|(i, _)| i)
+}
+
+fn timeout() -> Response {
+    Response::text(408, "Request timeout\n")
+}
+
+fn busy() -> Response {
+    Response::text(503, "Server busy, try again later\n").with_header("Retry-After", "1".into())
+}
+
+/// Writes `resp` without blocking (an answer of the I/O thread is small
+/// enough for the socket's buffer) and lingers on the connection.
+fn answer_now(
+    mut stream: TcpStream,
+    resp: &Response,
+    closing: &mut VecDeque<Closing>,
+    limits: &Limits,
+) {
     // Take what the client already sent, so closing does not reset the
     // connection before it reads the answer.
-    let mut buf = [0u8; MAX_HEAD];
-    let _ = stream.read(&mut buf);
-    let _ = stream.write_all(&resp.to_bytes());
-    let _ = stream.shutdown(Shutdown::Write);
+    discard_available(&mut stream);
+    let _ = stream.write(&resp.to_bytes());
+    linger_later(stream, closing, limits);
+}
+
+/// Ends the answer (FIN) and keeps the connection in `closing` until the
+/// client closes or `limits.linger` passes.
+fn linger_later(stream: TcpStream, closing: &mut VecDeque<Closing>, limits: &Limits) {
+    if stream.shutdown(Shutdown::Write).is_err() || stream.set_nonblocking(true).is_err() {
+        return;
+    }
+    while closing.len() >= limits.max_closing.max(1) {
+        closing.pop_front();
+    }
+    closing.push_back(Closing {
+        stream,
+        deadline: Instant::now() + limits.linger,
+    });
+}
+
+/// Reads and drops what is there; false once the client closed or failed.
+fn discard_available(stream: &mut TcpStream) -> bool {
+    let mut chunk = [0u8; 4096];
+    for _ in 0..64 {
+        match stream.read(&mut chunk) {
+            Ok(0) => return false,
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return e.kind() == io::ErrorKind::WouldBlock,
+        }
+    }
+    true
 }
 
 fn worker_loop(
     rx: Receiver<Job>,
+    closing: Sender<TcpStream>,
     store: Arc<SnapshotStore>,
     stop: Arc<AtomicBool>,
     limits: Limits,
@@ -405,7 +526,10 @@ fn worker_loop(
         match rx.recv_timeout(POLL) {
             Ok(job) => {
                 if !stop.load(Ordering::SeqCst) {
-                    answer(job, &store, &stop, limits);
+                    if let Some(stream) = answer(job, &store, limits) {
+                        // The I/O thread lingers; when it is swamped, close.
+                        let _ = closing.try_send(stream);
+                    }
                 }
             }
             Err(RecvTimeoutError::Timeout) => {
@@ -418,12 +542,10 @@ fn worker_loop(
     }
 }
 
-/// Writes the answer to one request and closes the connection.
-fn answer(job: Job, store: &SnapshotStore, stop: &AtomicBool, limits: Limits) {
-    let (mut stream, resp) = match job {
-        Job::Request(stream, head) => (stream, handle_request(&head, store)),
-        Job::Answer(stream, resp) => (stream, resp),
-    };
+/// Writes the answer to one request; returns the connection to linger on.
+fn answer(job: Job, store: &SnapshotStore, limits: Limits) -> Option<TcpStream> {
+    let Job(mut stream, head) = job;
+    let resp = handle_request(&head, store);
     let peer = stream
         .peer_addr()
         .map(|a| a.to_string())
@@ -433,15 +555,14 @@ fn answer(job: Job, store: &SnapshotStore, stop: &AtomicBool, limits: Limits) {
             .set_write_timeout(Some(limits.write_timeout))
             .is_err()
     {
-        return;
+        return None;
     }
     log::debug!("instrumentation: {peer}: {}", resp.status);
     if let Err(e) = stream.write_all(&resp.to_bytes()) {
         log::debug!("instrumentation: {peer}: cannot write answer: {e}");
-        return;
+        return None;
     }
-    let _ = stream.shutdown(Shutdown::Write);
-    linger(&mut stream, limits.linger, stop);
+    Some(stream)
 }
 
 /// Position just past the end of the head (`\r\n\r\n` or `\n\n`), ignoring
@@ -460,31 +581,6 @@ pub(super) fn head_end(buf: &[u8]) -> Option<usize> {
         i += 1;
     }
     None
-}
-
-/// After answering, discards what the client still sends (until it closes,
-/// or for at most `limit`), so that closing does not reset the connection
-/// before the client has read the answer.
-fn linger(stream: &mut TcpStream, limit: Duration, stop: &AtomicBool) {
-    let deadline = Instant::now() + limit;
-    let mut chunk = [0u8; 4096];
-    let mut total = 0usize;
-    while total < 256 * 1024 && !stop.load(Ordering::SeqCst) {
-        let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() || stream.set_read_timeout(Some(left.min(POLL))).is_err() {
-            return;
-        }
-        match stream.read(&mut chunk) {
-            Ok(0) => return,
-            Ok(n) => total += n,
-            Err(e) => match e.kind() {
-                io::ErrorKind::WouldBlock
-                | io::ErrorKind::TimedOut
-                | io::ErrorKind::Interrupted => {}
-                _ => return,
-            },
-        }
-    }
 }
 
 #[cfg(test)]
@@ -664,21 +760,44 @@ mod tests {
     }
 
     #[test]
-    fn too_many_pending_connections_get_503() {
+    fn a_full_pending_set_drops_its_oldest_connection_for_a_new_one() {
         let limits = Limits {
             max_pending: 2,
             ..Limits::default()
         };
         let srv = start_with(&local(), store(), limits).unwrap();
         let addr = srv.local_addrs()[0];
-        // Two silent clients fill the pending set; the third is refused.
-        let _a = TcpStream::connect(addr).unwrap();
-        let _b = TcpStream::connect(addr).unwrap();
-        std::thread::sleep(Duration::from_millis(300));
-        let (st, head, _) = http_get(addr, "/pools", false);
-        assert_eq!(st, 503);
-        assert!(head.contains("Retry-After: 1\r\n"), "{head}");
+        // Two silent clients fill the pending set; a third client is
+        // answered, and the oldest silent one gets 408 to make room.
+        let mut oldest = TcpStream::connect(addr).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        let _newer = TcpStream::connect(addr).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        let (st, _, _) = http_get(addr, "/pools", false);
+        assert_eq!(st, 200);
+        oldest
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut out = String::new();
+        oldest.read_to_string(&mut out).unwrap();
+        assert!(out.starts_with("HTTP/1.1 408 "), "{out}");
         srv.stop();
+    }
+
+    #[test]
+    fn the_victim_is_the_oldest_of_the_busiest_address() {
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        assert_eq!(victim(&[]), None);
+        assert_eq!(victim(&[(a, at(5))]), Some(0));
+        // b holds more slots: its oldest goes, though a's is older.
+        let slots = [(a, at(0)), (b, at(9)), (b, at(3)), (a, at(1)), (b, at(4))];
+        assert_eq!(victim(&slots), Some(2));
+        // A tie between addresses: the same address every time.
+        let tie = [(a, at(2)), (b, at(1))];
+        assert_eq!(victim(&tie), Some(0));
     }
 
     #[test]

@@ -99,8 +99,8 @@ pub(crate) const GLOBAL_KEYS: &[Key<GlobalConfig>] = &[
     Key {
         name: "bgp-local-asn",
         absent: Absent::Unset,
-        doc: "rsbal's own AS number; required when bgp is on",
-        read: |g, v| set(&mut g.bgp_local_asn, parse_u32(v).map(Some)),
+        doc: "rsbal's own AS number (1-4294967295); required when bgp is on",
+        read: |g, v| set(&mut g.bgp_local_asn, parse_asn(v).map(Some)),
     },
     Key {
         name: "bgp-peer-address",
@@ -141,8 +141,8 @@ pub(crate) const GLOBAL_KEYS: &[Key<GlobalConfig>] = &[
     Key {
         name: "bgp-local-port",
         absent: Absent::Default("179"),
-        doc: "port rsbal listens on for BGP",
-        read: |g, v| set(&mut g.bgp_local_port, parse_port(v)),
+        doc: "port rsbal listens on for BGP (1-65535)",
+        read: |g, v| set(&mut g.bgp_local_port, parse_listen_port(v)),
     },
     Key {
         name: "bgp-peer-port",
@@ -165,8 +165,8 @@ pub(crate) const GLOBAL_KEYS: &[Key<GlobalConfig>] = &[
     Key {
         name: "instrumentation_port",
         absent: Absent::Default("9090"),
-        doc: "port of the HTTP status server",
-        read: |g, v| set(&mut g.instrumentation_port, parse_port(v)),
+        doc: "port of the HTTP status server (1-65535)",
+        read: |g, v| set(&mut g.instrumentation_port, parse_listen_port(v)),
     },
     Key {
         name: "instrumentation_ips",
@@ -189,7 +189,7 @@ pub(crate) const GLOBAL_KEYS: &[Key<GlobalConfig>] = &[
     Key {
         name: "ipvs-reconcile-interval",
         absent: Absent::Default("60"),
-        doc: "seconds between re-reads of the kernel's table; 0 = never",
+        doc: "seconds between re-reads of the kernel's table (at least 1); 0 = never",
         read: |g, v| set(&mut g.ipvs_reconcile_interval, parse_interval_or_off(v)),
     },
 ];
@@ -212,7 +212,7 @@ pub(crate) const SERVICE_KEYS: &[Key<ServiceDraft>] = &[
         name: "port",
         absent: Absent::Required,
         doc: "the service's port",
-        read: |s, v| set(&mut s.port, parse_port(v).map(Some)),
+        read: |s, v| set(&mut s.port, parse_service_port(v).map(Some)),
     },
     Key {
         name: "scheduler",
@@ -229,14 +229,14 @@ pub(crate) const SERVICE_KEYS: &[Key<ServiceDraft>] = &[
     Key {
         name: "config-poll-interval",
         absent: Absent::Default("1"),
-        doc: "seconds between re-reads of a file:// or http(s):// list",
-        read: |s, v| set(&mut s.source_options.poll_interval, parse_duration(v)),
+        doc: "seconds between re-reads of a file:// or http(s):// list (at least 0.1)",
+        read: |s, v| set(&mut s.source_options.poll_interval, parse_interval(v)),
     },
     Key {
         name: "config-timeout",
         absent: Absent::Default("5"),
-        doc: "seconds one HTTP request of the source may take",
-        read: |s, v| set(&mut s.source_options.timeout, parse_duration(v)),
+        doc: "seconds one HTTP request of the source may take (at least 0.1)",
+        read: |s, v| set(&mut s.source_options.timeout, parse_timeout(v)),
     },
     Key {
         name: "ops",
@@ -281,14 +281,14 @@ pub(crate) const IDLE_CONNECTION_OPTIONS: &[Key<IdleConnectionOptions>] = &[
     Key {
         name: "max-delay",
         absent: Absent::Default("300"),
-        doc: "seconds, cap of the reconnect backoff",
-        read: |o, v| set(&mut o.max_delay, parse_duration(v)),
+        doc: "seconds, cap of the reconnect backoff (at least 0.1)",
+        read: |o, v| set(&mut o.max_delay, parse_interval(v)),
     },
     Key {
         name: "timeout-clean-reconnect",
         absent: Absent::Default("3"),
-        doc: "seconds before reconnecting after a clean close",
-        read: |o, v| set(&mut o.timeout_clean_reconnect, parse_duration(v)),
+        doc: "seconds before reconnecting after a clean close (at least 0.1)",
+        read: |o, v| set(&mut o.timeout_clean_reconnect, parse_interval(v)),
     },
     Key {
         name: "keepalive",
@@ -299,14 +299,14 @@ pub(crate) const IDLE_CONNECTION_OPTIONS: &[Key<IdleConnectionOptions>] = &[
     Key {
         name: "keepalive-idle",
         absent: Absent::Default("10"),
-        doc: "seconds of silence before the first keepalive probe",
-        read: |o, v| set(&mut o.keepalive_idle, parse_duration(v)),
+        doc: "seconds of silence before the first keepalive probe (at least 1)",
+        read: |o, v| set(&mut o.keepalive_idle, parse_keepalive_time(v)),
     },
     Key {
         name: "keepalive-interval",
         absent: Absent::Default("30"),
-        doc: "seconds between keepalive probes",
-        read: |o, v| set(&mut o.keepalive_interval, parse_duration(v)),
+        doc: "seconds between keepalive probes (at least 1)",
+        read: |o, v| set(&mut o.keepalive_interval, parse_keepalive_time(v)),
     },
     Key {
         name: "keepalive-retries",
@@ -321,14 +321,14 @@ pub(crate) const PROXY_FETCH_OPTIONS: &[Key<ProxyFetchOptions>] = &[
     Key {
         name: "interval",
         absent: Absent::Default("10"),
-        doc: "seconds between checks",
-        read: |o, v| set(&mut o.interval, parse_duration(v)),
+        doc: "seconds between checks (at least 0.1)",
+        read: |o, v| set(&mut o.interval, parse_interval(v)),
     },
     Key {
         name: "timeout",
         absent: Absent::Default("5"),
-        doc: "seconds the whole request may take",
-        read: |o, v| set(&mut o.timeout, parse_duration(v)),
+        doc: "seconds the whole request may take (at least 0.1)",
+        read: |o, v| set(&mut o.timeout, parse_timeout(v)),
     },
     Key {
         name: "url",
@@ -361,14 +361,14 @@ pub(crate) const RUN_COMMAND_OPTIONS: &[Key<RunCommandOptions>] = &[
     Key {
         name: "interval",
         absent: Absent::Default("60"),
-        doc: "seconds between runs",
-        read: |o, v| set(&mut o.interval, parse_duration(v)),
+        doc: "seconds between runs (at least 0.1)",
+        read: |o, v| set(&mut o.interval, parse_interval(v)),
     },
     Key {
         name: "timeout",
         absent: Absent::Default("20"),
-        doc: "seconds before the process group is killed",
-        read: |o, v| set(&mut o.timeout, parse_duration(v)),
+        doc: "seconds before the process group is killed (at least 0.1)",
+        read: |o, v| set(&mut o.timeout, parse_timeout(v)),
     },
     Key {
         name: "command",
@@ -395,14 +395,14 @@ pub(crate) const DNS_QUERY_OPTIONS: &[Key<DnsQueryOptions>] = &[
     Key {
         name: "interval",
         absent: Absent::Default("10"),
-        doc: "seconds between queries",
-        read: |o, v| set(&mut o.interval, parse_duration(v)),
+        doc: "seconds between queries (at least 0.1)",
+        read: |o, v| set(&mut o.interval, parse_interval(v)),
     },
     Key {
         name: "timeout",
         absent: Absent::Default("5"),
-        doc: "seconds one query may take",
-        read: |o, v| set(&mut o.timeout, parse_duration(v)),
+        doc: "seconds one query may take (at least 0.1)",
+        read: |o, v| set(&mut o.timeout, parse_timeout(v)),
     },
     Key {
         name: "hostnames",
@@ -423,14 +423,14 @@ pub(crate) const UDP_OPTIONS: &[Key<UdpOptions>] = &[
     Key {
         name: "interval",
         absent: Absent::Default("10"),
-        doc: "seconds between probes",
-        read: |o, v| set(&mut o.interval, parse_duration(v)),
+        doc: "seconds between probes (at least 0.1)",
+        read: |o, v| set(&mut o.interval, parse_interval(v)),
     },
     Key {
         name: "icmp-timeout",
         absent: Absent::Default("20"),
-        doc: "seconds without an ICMP error before the server is up again",
-        read: |o, v| set(&mut o.icmp_timeout, parse_duration(v)),
+        doc: "seconds without an ICMP error before the server is up again (at least 0.1)",
+        read: |o, v| set(&mut o.icmp_timeout, parse_interval(v)),
     },
 ];
 
@@ -465,6 +465,16 @@ pub(super) fn warn_unknown_default_keys(ini: &Ini, report: &mut Report) {
 
 pub(super) fn warn_repeated_sections(ini: &Ini, report: &mut Report) {
     for section in &ini.sections {
+        for (key, earlier, line) in &section.repeated_keys {
+            report.warning(
+                Place {
+                    line: Some(*line),
+                    section: Some(section.name.clone()),
+                    key: Some(key.clone()),
+                },
+                format!("key given twice (also at line {earlier}); this later value is used"),
+            );
+        }
         for &line in &section.repeated_at {
             report.warning(
                 Place {

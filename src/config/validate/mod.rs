@@ -14,12 +14,15 @@
 //! - `values`: the value parsers, text to typed value or a [`ValueError`](values::ValueError).
 //! - `checks`: checks across sections (duplicate services, BGP next hops
 //!   and MEDs).
+//! - `programs`: programs the config names that cannot be run (warnings;
+//!   the file system is asked through a probe, so the rest stays pure).
 //! - `report`: where a problem is, and the errors and warnings so far.
 
 mod checks;
 mod global;
 mod keys;
 mod monitors;
+pub(crate) mod programs;
 mod report;
 mod service;
 mod values;
@@ -39,8 +42,20 @@ use service::read_service;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-/// Parses and validates the main config text read from `path`.
+/// Parses and validates the main config text read from `path`, without
+/// looking at the programs it names.
+#[cfg(test)]
 pub(crate) fn from_str(path: &Path, text: &str) -> Result<Loaded, Vec<ConfigError>> {
+    from_str_probing(path, text, &|_| None)
+}
+
+/// Parses and validates the main config text read from `path`; `probe`
+/// says why a program it names cannot be run (a warning).
+pub(crate) fn from_str_probing(
+    path: &Path,
+    text: &str,
+    probe: programs::Probe<'_>,
+) -> Result<Loaded, Vec<ConfigError>> {
     let (ini, line_problems) = ini::parse(text);
     let mut report = Report::new(path);
     for (line, reason) in line_problems {
@@ -61,6 +76,7 @@ pub(crate) fn from_str(path: &Path, text: &str) -> Result<Loaded, Vec<ConfigErro
         }
     }
     check_duplicate_services(&ini, &services, &mut report);
+    programs::warn_missing_programs(&ini, &global, &services, probe, &mut report);
     resolve_relative_sources(path, &mut services);
     if global.bgp {
         check_bgp_next_hops(&ini, &global, &services, &mut report);

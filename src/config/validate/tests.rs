@@ -786,6 +786,16 @@ fn value_parsers() {
     assert_eq!(parse_duration("1e400").map_err(|_| ()), Err(()));
     assert!(parse_duration("nan").is_err());
     assert!(parse_duration("0").is_err());
+    // Floors: the floor itself is fine.
+    assert_eq!(parse_interval("0.1"), Ok(Duration::from_millis(100)));
+    assert_eq!(parse_timeout("0.1"), Ok(Duration::from_millis(100)));
+    assert_eq!(parse_keepalive_time("1"), Ok(Duration::from_secs(1)));
+    assert_eq!(parse_interval_or_off("0"), Ok(Duration::ZERO));
+    assert_eq!(parse_interval_or_off("1"), Ok(Duration::from_secs(1)));
+    assert!(parse_interval("0.099").is_err());
+    assert_eq!(parse_listen_port("1"), Ok(1));
+    assert_eq!(parse_service_port("65535"), Ok(65535));
+    assert_eq!(parse_asn("1"), Ok(1));
     assert_eq!(
         parse_str_list("ProxyFetch"),
         Ok(vec!["ProxyFetch".to_string()])
@@ -824,8 +834,28 @@ fn repeated_section_is_a_warning() {
     let text = format!("{}[svc]\nport = 81\n", service("svc", ""));
     let loaded = load_ok(&text);
     assert_eq!(loaded.config.services["svc"].port, 81);
-    assert_eq!(loaded.warnings.len(), 1);
-    assert_eq!(loaded.warnings[0].line, Some(8));
+    // The section, and its key given again.
+    let lines: Vec<_> = loaded.warnings.iter().map(|w| w.line).collect();
+    assert_eq!(lines, [Some(8), Some(9)], "{:#?}", loaded.warnings);
+    assert_eq!(loaded.warnings[1].key.as_deref(), Some("port"));
+}
+
+#[test]
+fn a_key_given_twice_is_a_warning_and_the_later_value_wins() {
+    let text = service(
+        "svc",
+        "scheduler = sh
+",
+    );
+    let loaded = load_ok(&text);
+    assert_eq!(loaded.config.services["svc"].scheduler, "sh");
+    assert_eq!(loaded.warnings.len(), 1, "{:#?}", loaded.warnings);
+    let w = &loaded.warnings[0];
+    assert_eq!((w.line, w.key.as_deref()), (Some(8), Some("scheduler")));
+    assert_eq!(
+        w.reason,
+        "key given twice (also at line 5); this later value is used"
+    );
 }
 
 #[test]
@@ -975,6 +1005,31 @@ fn value_errors_are_typed_and_keep_their_texts() {
             "port 0 cannot be connected to (1-65535)",
         ),
         (
+            text(parse_listen_port("0")),
+            "port 0 would listen on a random port (1-65535)",
+        ),
+        (
+            text(parse_service_port("'0'")),
+            "port 0 is not a service port (1-65535)",
+        ),
+        (text(parse_asn("0")), "AS number 0 is reserved (1-4294967295)"),
+        (
+            text(parse_interval("0.0000001")),
+            r#""0.0000001" is too small: this key's floor is 0.1 s"#,
+        ),
+        (
+            text(parse_timeout("0.05")),
+            r#""0.05" is too small: this key's floor is 0.1 s"#,
+        ),
+        (
+            text(parse_keepalive_time("0.5")),
+            r#""0.5" is too small: this key's floor is 1 s"#,
+        ),
+        (
+            text(parse_interval_or_off("0.001")),
+            r#""0.001" is too small: this key's floor is 1 s"#,
+        ),
+        (
             text(parse_restart_time("4096")),
             r#""4096" is not a restart time in seconds (1-4095, 0 = off)"#,
         ),
@@ -1076,4 +1131,38 @@ fn value_errors_are_typed_and_keep_their_texts() {
         parse_str_list("[1, 2"),
         Err(ValueError::NotAStrList(pyliteral::Error::Syntax(..)))
     ));
+}
+
+#[test]
+fn programs_that_cannot_be_run_are_warnings_at_their_key() {
+    let text = format!(
+        "[global]\nipvs-backend = ipvsadm\nipvsadm = /x/ipvsadm\n\n{}",
+        service("svc", "runcommand.command = /x/check\n")
+            .replace("['IdleConnection']", "['RunCommand']")
+    );
+    let probe = |p: &Path| -> Option<String> {
+        p.starts_with("/x")
+            .then(|| format!("{} does not exist", p.display()))
+    };
+    let loaded = from_str_probing(Path::new("/t.conf"), &text, &probe).unwrap();
+    let found: Vec<(Option<usize>, Option<&str>, &str)> = loaded
+        .warnings
+        .iter()
+        .map(|w| (w.line, w.key.as_deref(), w.reason.as_str()))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            (Some(3), Some("ipvsadm"), "/x/ipvsadm does not exist"),
+            (
+                Some(12),
+                Some("runcommand.command"),
+                "/x/check does not exist; every check of this service will fail"
+            ),
+        ]
+    );
+    // The netlink backend (or the choice left to rsbal) does not run ipvsadm.
+    let netlink = text.replace("ipvs-backend = ipvsadm", "ipvs-backend = netlink");
+    let loaded = from_str_probing(Path::new("/t.conf"), &netlink, &probe).unwrap();
+    assert_eq!(loaded.warnings.len(), 1, "{:#?}", loaded.warnings);
 }

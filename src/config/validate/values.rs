@@ -27,6 +27,17 @@ pub(crate) enum ValueError {
     NotAScheduler(String),
     /// Port 0 where rsbal must connect.
     PortZero,
+    /// Port 0 where rsbal listens (the kernel would pick any port).
+    PortZeroListen,
+    /// Port 0 as a service's port.
+    PortZeroService,
+    /// AS number 0 (reserved, RFC 7607).
+    AsnZero,
+    /// A duration below the key's floor.
+    BelowFloor {
+        value: String,
+        floor: Duration,
+    },
     EmptyPath,
     EmptyAsPath,
     /// `proxyfetch.url` names no URL.
@@ -76,6 +87,16 @@ impl fmt::Display for ValueError {
                 SCHEDULERS.join(" ")
             ),
             ValueError::PortZero => f.write_str("port 0 cannot be connected to (1-65535)"),
+            ValueError::PortZeroListen => {
+                f.write_str("port 0 would listen on a random port (1-65535)")
+            }
+            ValueError::PortZeroService => f.write_str("port 0 is not a service port (1-65535)"),
+            ValueError::AsnZero => f.write_str("AS number 0 is reserved (1-4294967295)"),
+            ValueError::BelowFloor { value, floor } => write!(
+                f,
+                "{value:?} is too small: this key's floor is {} s",
+                floor.as_secs_f64()
+            ),
             ValueError::EmptyPath => f.write_str("empty path"),
             ValueError::EmptyAsPath => f.write_str("empty AS path"),
             ValueError::NoUrl => f.write_str("at least one URL is needed"),
@@ -196,6 +217,30 @@ pub(super) fn parse_nonzero_port(text: &str) -> Result<u16, ValueError> {
     }
 }
 
+/// A port rsbal listens on; 0 (any port) is refused.
+pub(super) fn parse_listen_port(text: &str) -> Result<u16, ValueError> {
+    match parse_port(text)? {
+        0 => Err(ValueError::PortZeroListen),
+        port => Ok(port),
+    }
+}
+
+/// A service's port, 1-65535.
+pub(super) fn parse_service_port(text: &str) -> Result<u16, ValueError> {
+    match parse_port(text)? {
+        0 => Err(ValueError::PortZeroService),
+        port => Ok(port),
+    }
+}
+
+/// rsbal's own AS number, 1-4294967295.
+pub(super) fn parse_asn(text: &str) -> Result<u32, ValueError> {
+    match parse_u32(text)? {
+        0 => Err(ValueError::AsnZero),
+        asn => Ok(asn),
+    }
+}
+
 /// `bgp-graceful-restart`: restart time in seconds, 0 = off; the capability
 /// carries 12 bits.
 pub(super) fn parse_restart_time(text: &str) -> Result<Option<u16>, ValueError> {
@@ -241,9 +286,52 @@ pub(super) fn parse_duration(text: &str) -> Result<Duration, ValueError> {
     )
 }
 
-/// Seconds, int or float, zero or more (zero = off).
+/// Seconds, int or float, zero or more (zero = off); when not zero, at
+/// least [`MIN_RECONCILE_INTERVAL`].
 pub(super) fn parse_interval_or_off(text: &str) -> Result<Duration, ValueError> {
-    parse_seconds(text, |secs| secs >= 0.0, "a number of seconds (0 = off)")
+    let secs = parse_seconds(text, |secs| secs >= 0.0, "a number of seconds (0 = off)")?;
+    if secs.is_zero() {
+        return Ok(secs);
+    }
+    at_least(text, secs, MIN_RECONCILE_INTERVAL)
+}
+
+/// Floor of every interval between checks, polls or reconnections: a
+/// smaller one would keep a core busy and flood the log.
+pub(crate) const MIN_INTERVAL: Duration = Duration::from_millis(100);
+/// Floor of every timeout: no check or request answers faster.
+pub(crate) const MIN_TIMEOUT: Duration = Duration::from_millis(100);
+/// Floor of the TCP keepalive times, which the kernel counts in seconds.
+pub(crate) const MIN_KEEPALIVE: Duration = Duration::from_secs(1);
+/// Floor of `ipvs-reconcile-interval` when not 0: each round reads the
+/// whole kernel table.
+pub(crate) const MIN_RECONCILE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// `secs` (parsed from `text`) unless it is below `floor`.
+fn at_least(text: &str, secs: Duration, floor: Duration) -> Result<Duration, ValueError> {
+    if secs < floor {
+        Err(ValueError::BelowFloor {
+            value: scalar(text)?,
+            floor,
+        })
+    } else {
+        Ok(secs)
+    }
+}
+
+/// A duration (see [`parse_duration`]) of at least [`MIN_INTERVAL`].
+pub(super) fn parse_interval(text: &str) -> Result<Duration, ValueError> {
+    at_least(text, parse_duration(text)?, MIN_INTERVAL)
+}
+
+/// A duration (see [`parse_duration`]) of at least [`MIN_TIMEOUT`].
+pub(super) fn parse_timeout(text: &str) -> Result<Duration, ValueError> {
+    at_least(text, parse_duration(text)?, MIN_TIMEOUT)
+}
+
+/// A duration (see [`parse_duration`]) of at least [`MIN_KEEPALIVE`].
+pub(super) fn parse_keepalive_time(text: &str) -> Result<Duration, ValueError> {
+    at_least(text, parse_duration(text)?, MIN_KEEPALIVE)
 }
 
 /// One of `choices` (by keyword, any case); the error lists them as `what`.
