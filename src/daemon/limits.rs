@@ -170,8 +170,11 @@ pub(crate) fn shape(config: &Config) -> Shape {
     };
     for service in config.services.values() {
         let servers = match &service.source {
-            SourceUrl::File(path) => std::fs::read_to_string(path)
+            // The sources' own bounded read: a FIFO, a device or a huge
+            // file counts no server instead of hanging or filling memory.
+            SourceUrl::File(path) => crate::source::read_for_check(path)
                 .ok()
+                .and_then(|bytes| String::from_utf8(bytes).ok())
                 .and_then(|text| serverlist::parse(&text, service.source.is_json()).ok())
                 .map_or(0, |list| list.servers.len() as u64),
             _ => {
