@@ -27,6 +27,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// Log target of the HTTP server's lines (`[instrumentation] …`).
+const LOG_TARGET: &str = "instrumentation";
+
 /// Largest accepted request head (request line and headers), in bytes.
 pub(crate) const MAX_HEAD: usize = 8 * 1024;
 
@@ -90,7 +93,7 @@ pub(super) fn start_with(
         match bind(*addr) {
             Ok(l) => listeners.push(l),
             Err(e) => {
-                log::warn!("instrumentation: cannot listen on {addr}: {e}; skipping it");
+                log::warn!(target: LOG_TARGET, "cannot listen on {addr}: {e}; skipping it");
                 last_err = Some(e);
             }
         }
@@ -140,15 +143,6 @@ pub(super) fn start_with(
             return Err(e);
         }
     }
-    log::info!(
-        "instrumentation: listening on {}",
-        server
-            .addrs
-            .iter()
-            .map(|a| a.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
     Ok(server)
 }
 
@@ -168,7 +162,7 @@ impl InstrumentationServer {
         self.stop.store(true, Ordering::SeqCst);
         for h in self.threads.drain(..) {
             if h.join().is_err() {
-                log::error!("instrumentation: a server thread panicked");
+                log::error!(target: LOG_TARGET, "a server thread panicked");
             }
         }
     }
@@ -281,7 +275,7 @@ fn io_loop(listeners: Vec<TcpListener>, jobs: Sender<Job>, stop: Arc<AtomicBool>
                 Ok(_) => fds.iter().map(|f| f.any().unwrap_or(true)).collect(),
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => {
-                    log::warn!("instrumentation: poll failed: {e}");
+                    log::warn!(target: LOG_TARGET, "poll failed: {e}");
                     std::thread::sleep(POLL);
                     continue;
                 }
@@ -316,7 +310,7 @@ fn io_loop(listeners: Vec<TcpListener>, jobs: Sender<Job>, stop: Arc<AtomicBool>
             match jobs.try_send(job) {
                 Ok(()) => {}
                 Err(TrySendError::Full(Job::Request(stream, _) | Job::Answer(stream, _))) => {
-                    log::warn!("instrumentation: every worker is busy, refusing a request");
+                    log::warn!(target: LOG_TARGET, "every worker is busy, refusing a request");
                     refuse_busy(stream);
                 }
                 Err(TrySendError::Disconnected(_)) => return,
@@ -331,7 +325,7 @@ fn accept_all(listener: &TcpListener, pending: &mut Vec<Pending>, limits: &Limit
         match listener.accept() {
             Ok((stream, peer)) => {
                 if pending.len() >= limits.max_pending {
-                    log::warn!("instrumentation: too many connections, refusing {peer}");
+                    log::warn!(target: LOG_TARGET, "too many connections, refusing {peer}");
                     refuse_busy(stream);
                 } else if stream.set_nonblocking(true).is_ok() {
                     pending.push(Pending {
@@ -350,7 +344,7 @@ fn accept_all(listener: &TcpListener, pending: &mut Vec<Pending>, limits: &Limit
                 | io::ErrorKind::ConnectionReset => {}
                 _ => {
                     // E.g. out of file descriptors: try again on the next round.
-                    log::warn!("instrumentation: accept failed: {e}");
+                    log::warn!(target: LOG_TARGET, "accept failed: {e}");
                     return;
                 }
             },
@@ -413,9 +407,9 @@ fn answer(job: Job, store: &SnapshotStore, stop: &AtomicBool, limits: Limits) {
     {
         return;
     }
-    log::debug!("instrumentation: {peer}: {}", resp.status);
+    log::debug!(target: LOG_TARGET, "{peer}: {}", resp.status);
     if let Err(e) = stream.write_all(&resp.to_bytes()) {
-        log::debug!("instrumentation: {peer}: cannot write answer: {e}");
+        log::debug!(target: LOG_TARGET, "{peer}: cannot write answer: {e}");
         return;
     }
     let _ = stream.shutdown(Shutdown::Write);
