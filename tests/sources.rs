@@ -178,7 +178,8 @@ fn source_errors(http: SocketAddr, service: &str) -> Option<u64> {
     let prefix = format!("rsbal_config_source_errors_total{{service=\"{service}\"}} ");
     body.lines()
         .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
 }
 
 /// Waits until the error counter of `service` reaches `n`.
