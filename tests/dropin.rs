@@ -1,6 +1,7 @@
 //! rsbal in PyBal's place: what a balancer's operators and PyBal's consumers
 //! see. ProxyFetch over https verifies nothing unless asked (as PyBal's
-//! Twisted client), a stopped IdleConnection never reconnects, every log line
+//! Twisted client) and sends the URL's host as SNI and Host, a stopped
+//! IdleConnection never reconnects, every log line
 //! has PyBal's `[system] LEVEL: text` shape, and `/pools/<pool>/<host>` has
 //! exactly the keys conftool's safe-service-restart accepts.
 //! Addresses: 127.125.0.0/16.
@@ -94,6 +95,38 @@ fn assert_pybal_shape(log: &str, timestamped: bool) {
     }
 }
 
+/// A TLS server (Python's `ssl`, certificate `server.pem`): logs each
+/// connection's SNI and request head, answers 200.
+const TLS_SERVER: &str = r#"
+import socket, ssl, sys
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain('server.pem', 'server.key')
+def sni(sock, name, c):
+    print('SNI:', repr(name), flush=True)
+ctx.sni_callback = sni
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(16)
+while True:
+    c, _ = s.accept()
+    c.settimeout(5)
+    try:
+        t = ctx.wrap_socket(c, server_side=True)
+        data = b''
+        while b'\r\n\r\n' not in data:
+            chunk = t.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        print('REQUEST:', data.split(b'\r\n\r\n')[0].decode() + '\r\n', flush=True)
+        t.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n')
+        t.close()
+    except Exception as e:
+        print('ERROR:', e, flush=True)
+        c.close()
+"#;
+
 #[test]
 fn proxyfetch_https_verifies_nothing_unless_asked() {
     let dir = tempfile::tempdir().unwrap();
@@ -102,16 +135,16 @@ fn proxyfetch_https_verifies_nothing_unless_asked() {
     // A self-signed certificate for a name that is neither the URL's host
     // (localhost) nor the server's address, as real servers have.
     self_signed(d, "/CN=appserver.example.org", "server.key", "server.pem");
-    std::fs::write(d.join("health"), "ok\n").unwrap();
     let server = "127.125.0.2";
     let port = free_port();
+    let seen = d.join("tls-server.log");
     let _tls = KillOnDrop(
-        Command::new("openssl")
-            .args(["s_server", "-quiet", "-WWW", "-cert", "server.pem"])
-            .args(["-key", "server.key", "-accept", &format!("{server}:{port}")])
+        Command::new("/usr/bin/python3")
+            .args(["-c", TLS_SERVER, server, &port.to_string()])
             .current_dir(d)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(std::fs::File::create(&seen).unwrap())
+            .stderr(Stdio::null())
             .spawn()
             .unwrap(),
     );
@@ -178,6 +211,12 @@ fn proxyfetch_https_verifies_nothing_unless_asked() {
         metric(&series("pybal_monitor_down_results_total", "plain")),
         None
     );
+    // The URL's host went out as SNI (PyBal sent none) and in Host.
+    let seen = std::fs::read_to_string(&seen).unwrap().to_lowercase();
+    assert!(seen.contains("sni: 'localhost'\n"), "{seen}");
+    assert!(!seen.contains("sni: none"), "{seen}");
+    assert!(seen.contains("request: get /health http/1.1\r\n"), "{seen}");
+    assert!(seen.contains("\r\nhost: localhost\r\n"), "{seen}");
     assert_pybal_shape(&rsbal.log_text(), true);
 }
 
