@@ -172,6 +172,35 @@ fn assert_within(what: &str, cond: impl FnMut() -> bool) {
     assert!(wait_until(T, cond), "timed out waiting for: {what}");
 }
 
+/// What operations-cookbooks' `sre.loadbalancer.restart-pybal` reads from
+/// `/metrics`: `(local_asn, peer, value)` of each line its regex matches,
+/// matched by Python's `re` with the cookbook's exact pattern.
+fn cookbook_bgp_sessions(metrics: &str) -> Vec<(String, String, String)> {
+    const COOKBOOK: &str = r#"
+import json, re, sys
+pattern = re.compile(r'^pybal_bgp_session_established\{local_asn="(\d+)",peer="(.+?)"\} (.+)$')
+out = []
+for line in sys.stdin.read().splitlines():
+    m = pattern.match(line)
+    if m:
+        out.append(list(m.groups()))
+print(json.dumps(out))
+"#;
+    let mut child = std::process::Command::new("/usr/bin/python3")
+        .args(["-c", COOKBOOK])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), metrics.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let rows: Vec<Vec<String>> = serde_json::from_slice(&out.stdout).unwrap();
+    rows.into_iter()
+        .map(|r| (r[0].clone(), r[1].clone(), r[2].clone()))
+        .collect()
+}
+
 #[test]
 fn announces_to_bird_and_gobgp_and_withdraws_on_reload_and_shutdown() {
     let lab = Lab::new(1);
@@ -190,17 +219,54 @@ fn announces_to_bird_and_gobgp_and_withdraws_on_reload_and_shutdown() {
     assert_rib("BIRD", &expected(true), || bird.rib());
     assert_rib("GoBGP", &expected(true), || gobgp.rib());
 
-    let gauge = |peer: IpAddr| {
-        format!("pybal_bgp_session_established{{asn=\"{RSBAL_ASN}\",peer=\"{peer}\"}} 1")
-    };
+    // The restart-pybal cookbook's post-restart check, with its own regex
+    // (Python's `re`, as the cookbook): each session up means "1.0".
     let mut metrics = String::new();
+    let mut sessions = Vec::new();
     let ok = wait_until(T, || {
         metrics = lab.metrics();
-        metrics.contains("pybal_bgp_enabled 1")
-            && metrics.contains(&gauge(lab.ip(2)))
-            && metrics.contains(&gauge(lab.ip(3)))
+        sessions = cookbook_bgp_sessions(&metrics);
+        sessions.len() == 2 && sessions.iter().all(|(_, _, v)| v == "1.0")
     });
-    assert!(ok, "session metrics missing: {metrics}");
+    assert!(ok, "cookbook reads {sessions:?} from {metrics}");
+    let seen: std::collections::BTreeSet<String> = sessions
+        .iter()
+        .inspect(|(asn, _, _)| assert_eq!(*asn, RSBAL_ASN.to_string()))
+        .map(|(_, peer, _)| peer.clone())
+        .collect();
+    assert_eq!(
+        seen,
+        [lab.ip(2).to_string(), lab.ip(3).to_string()].into(),
+        "{metrics}"
+    );
+    // PyBalBGPUnstable: `pybal_bgp_session_established != 1 and ignoring
+    // (local_asn, peer) pybal_bgp_enabled == 1` matches only when, without
+    // those two labels, the session series has the labels of
+    // pybal_bgp_enabled (none).
+    assert!(metrics.contains("\npybal_bgp_enabled 1.0\n"), "{metrics}");
+    for line in metrics
+        .lines()
+        .filter(|l| l.starts_with("pybal_bgp_session_established"))
+    {
+        let labels = line.split_once('{').unwrap().1.split_once('}').unwrap().0;
+        let names: Vec<&str> = labels
+            .split(',')
+            .map(|l| l.split_once('=').unwrap().0)
+            .collect();
+        assert_eq!(names, ["local_asn", "peer"], "{line}");
+    }
+    // PyBal's per-connection state counts.
+    for peer in [lab.ip(2), lab.ip(3)] {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("pybal_bgp_session_state_count{")
+                    && l.contains(&format!("remote_ip=\"{peer}\""))
+                    && l.contains("state=\"ESTABLISHED\"")
+                    && l.ends_with(" 1.0")),
+            "{metrics}"
+        );
+    }
 
     // The status document (status page, `rsbal status`) lists both sessions.
     let http = SocketAddr::new(lab.rsbal_ip(), lab.http_port);

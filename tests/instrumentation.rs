@@ -386,6 +386,22 @@ fn metrics_follow_the_pool_state() {
     });
     assert!(settled, "metrics never matched the state: {m:#?}");
 
+    // Every value printed as PyBal's Python client printed it (`3.0`, `0.5`,
+    // `1.796e+09`): consumers compare the text.
+    let text = get_ok(http, "/metrics", false).unwrap();
+    assert!(
+        text.contains("\npybal_service_servers{service=\"web\"} 3.0\n"),
+        "{text}"
+    );
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let value = line.rsplit(' ').next().unwrap();
+        let python_float = value.contains('.')
+            || value.contains("e+")
+            || value.contains("e-")
+            || ["+Inf", "-Inf", "NaN"].contains(&value);
+        assert!(python_float, "not a Python float: {line}");
+    }
+
     // Service gauges, with PyBal's HELP texts and types.
     expect(&m, "pybal_service_servers", &svc, 3.0);
     expect(&m, "pybal_service_servers_enabled", &svc, 3.0);
@@ -437,7 +453,17 @@ fn metrics_follow_the_pool_state() {
         value(
             &m,
             "pybal_monitor_idleconnection_connections_lost_total",
-            &[("host", h3.as_str()), ("reason", "reset")]
+            &[("host", h3.as_str()), ("reason", "ConnectionLost")]
+        )
+        .unwrap()
+            >= 1.0
+    );
+    // PyBal's reason: the Twisted failure's class name.
+    assert!(
+        value(
+            &m,
+            "pybal_monitor_idleconnection_connections_failed_total",
+            &[("host", h3.as_str()), ("reason", "ConnectionRefusedError")]
         )
         .unwrap()
             >= 1.0

@@ -222,7 +222,7 @@ fn run_command_exit_status_flips_the_server() {
         assert_metric(
             api,
             &format!(
-                "pybal_monitor_runcommand_run_duration_seconds_count{{exitcode=\"{code}\",{labels},result=\"{result}\",service=\"cmd\"}}"
+                "pybal_monitor_runcommand_run_duration_seconds{{exitcode=\"{code}\",{labels},result=\"{result}\",service=\"cmd\"}}"
             ),
         );
     }
@@ -503,7 +503,7 @@ fn dns_query_against_a_real_dns_server() {
         assert_metric(
             api,
             &format!(
-                "pybal_monitor_dnsquery_request_duration_seconds_count{{host=\"{host}\",monitor=\"DNSQuery\",result=\"{result}\",service=\"known\"}}"
+                "pybal_monitor_dnsquery_request_duration_seconds{{host=\"{host}\",monitor=\"DNSQuery\",result=\"{result}\",service=\"known\"}}"
             ),
         );
     }

@@ -1,7 +1,8 @@
 //! Packaging (issue 7): the Debian package builds and passes lintian; it
-//! installs into a fresh Debian root with its conffiles, runs there
-//! (`rsbal --check`, the init script, `systemd-analyze verify`) and purges
-//! cleanly; the man page renders without warnings and documents every flag
+//! installs into a fresh Debian root with its conffiles, in the place of a
+//! `pybal` package (issue 12: removes it, answers to `pybal.service`, reads
+//! `/etc/pybal/pybal.conf`), runs there (`rsbal --check`, the init script,
+//! `systemd-analyze verify`) and purges cleanly; the man page renders without warnings and documents every flag
 //! and config key; the daemon speaks systemd's notify protocol.
 //!
 //! The slow steps are cached under `<target>/packaging-test/` and serialised
@@ -271,6 +272,33 @@ fn dpkg_status(root: &Root, package: &str) -> String {
     stdout(&out)
 }
 
+/// A minimal `pybal` package (its unit and program), standing for the
+/// PyBal that a balancer runs before rsbal takes its place.
+fn fake_pybal_deb(dir: &Path) -> PathBuf {
+    let tree = dir.join("pybal");
+    fs::create_dir_all(tree.join("DEBIAN")).unwrap();
+    fs::create_dir_all(tree.join("lib/systemd/system")).unwrap();
+    fs::create_dir_all(tree.join("usr/sbin")).unwrap();
+    fs::write(
+        tree.join("DEBIAN/control"),
+        "Package: pybal\nVersion: 1.15.9\nArchitecture: all\n\
+         Maintainer: test <test@example.org>\nDescription: stand-in for PyBal\n",
+    )
+    .unwrap();
+    fs::write(
+        tree.join("lib/systemd/system/pybal.service"),
+        "[Service]\nExecStart=/usr/sbin/pybal\n",
+    )
+    .unwrap();
+    fs::write(tree.join("usr/sbin/pybal"), "#!/bin/sh\n").unwrap();
+    let deb = dir.join("pybal_1.15.9_all.deb");
+    run(Command::new("dpkg-deb")
+        .args(["--root-owner-group", "--build"])
+        .arg(&tree)
+        .arg(&deb));
+    deb
+}
+
 /// The text of `path`, relative to the repository.
 fn read_repo(path: &str) -> String {
     fs::read_to_string(repo().join(path)).unwrap_or_else(|e| panic!("read {path}: {e}"))
@@ -331,6 +359,18 @@ fn package_installs_into_a_fresh_debian_root_runs_there_and_purges_cleanly() {
     let deb = build_deb("install");
     fs::copy(&deb, root.file("/tmp/rsbal.deb")).expect("copy .deb into the root");
 
+    // A balancer running PyBal: its package, and the pybal.conf puppet wrote.
+    let pybal = fake_pybal_deb(&work_dir().join("root-install-pybal"));
+    fs::copy(&pybal, root.file("/tmp/pybal.deb")).expect("copy pybal .deb into the root");
+    root.chroot(&["dpkg", "-i", "/tmp/pybal.deb"]);
+    assert_eq!(dpkg_status(&root, "pybal"), "installed");
+    fs::create_dir_all(root.file("/etc/pybal")).unwrap();
+    fs::write(
+        root.file("/etc/pybal/pybal.conf"),
+        "[global]\ninstrumentation = no\nipvsadm = /bin/true\nipvs-backend = ipvsadm\nipvs-reconcile-interval = 0\n",
+    )
+    .expect("write pybal.conf");
+
     // The README's way: apt installs the file and its dependencies (ipvsadm).
     root.chroot(&["apt-get", "update", "-q"]);
     root.chroot(&[
@@ -343,9 +383,18 @@ fn package_installs_into_a_fresh_debian_root_runs_there_and_purges_cleanly() {
     ]);
     assert_eq!(dpkg_status(&root, "rsbal"), "installed");
     assert_eq!(dpkg_status(&root, "ipvsadm"), "installed");
+    // rsbal took PyBal's place: pybal removed (Conflicts/Replaces), its
+    // config kept, rsbal standing for it (Provides).
+    assert_ne!(dpkg_status(&root, "pybal"), "installed");
+    assert!(!root.has("/lib/systemd/system/pybal.service"));
+    assert!(root.has("/etc/pybal/pybal.conf"));
+    let provides = stdout(&root.chroot(&["dpkg-query", "-W", "-f=${Provides}", "rsbal"]));
+    assert_eq!(provides.trim(), "pybal");
 
     for file in [
         "/usr/sbin/rsbal",
+        "/usr/lib/rsbal/rsbal-start",
+        "/usr/share/doc/rsbal/examples/pybal-identity.conf",
         "/etc/rsbal/rsbal.conf",
         "/etc/default/rsbal",
         "/etc/init.d/rsbal",
@@ -374,8 +423,12 @@ fn package_installs_into_a_fresh_debian_root_runs_there_and_purges_cleanly() {
             "{conffile} is not a conffile:\n{conffiles}"
         );
     }
-    // Enabled for systemd and registered for sysvinit.
+    // Enabled for systemd and registered for sysvinit; pybal.service is
+    // rsbal.service (Alias=), for the restart cookbook and checks.
     assert!(root.has("/etc/systemd/system/multi-user.target.wants/rsbal.service"));
+    let alias =
+        fs::read_link(root.file("/etc/systemd/system/pybal.service")).expect("pybal.service alias");
+    assert!(alias.ends_with("rsbal.service"), "{alias:?}");
     assert!(root.has("/etc/rc2.d/S01rsbal"));
 
     let version = stdout(&root.chroot(&["rsbal", "--version"]));
@@ -388,11 +441,26 @@ fn package_installs_into_a_fresh_debian_root_runs_there_and_purges_cleanly() {
         check.contains("/etc/rsbal/rsbal.conf: configuration OK"),
         "{check}"
     );
+    // What the unit and the init script start: PyBal's config while it
+    // exists and DAEMON_ARGS names none, else the one named.
+    let start = "/usr/lib/rsbal/rsbal-start";
+    let check = stdout(&root.chroot(&[start, "--check"]));
+    assert!(
+        check.contains("/etc/pybal/pybal.conf: configuration OK"),
+        "{check}"
+    );
+    let check = stdout(&root.chroot(&[start, "-c", "/etc/rsbal/rsbal.conf", "--check"]));
+    assert!(
+        check.contains("/etc/rsbal/rsbal.conf: configuration OK"),
+        "{check}"
+    );
     let man = stdout(&root.chroot(&["man", "-w", "rsbal"]));
     assert_eq!(man.trim(), "/usr/share/man/man8/rsbal.8.gz");
 
     // systemd-analyze prints problems (unknown keys, missing binaries, bad
     // man reference) on stderr; none is accepted.
+    let unit = fs::read_to_string(root.file("/usr/lib/systemd/system/rsbal.service")).unwrap();
+    assert!(unit.contains("\nSyslogIdentifier=rsbal\n"), "{unit}");
     let verify = root.chroot(&["systemd-analyze", "verify", "rsbal.service"]);
     let complaints = format!(
         "{}{}",
@@ -405,24 +473,24 @@ fn package_installs_into_a_fresh_debian_root_runs_there_and_purges_cleanly() {
     );
 
     // The init script: start, status, reload (SIGHUP), stop, as on a system
-    // without systemd. start-stop-daemon needs /proc.
-    fs::write(
-        root.file("/etc/rsbal/init-test.conf"),
-        "[global]\ninstrumentation = no\nipvsadm = /bin/true\nipvs-backend = ipvsadm\nipvs-reconcile-interval = 0\n",
-    )
-    .expect("write test config");
+    // without systemd, with PyBal's config (no -c) and PyBal's log file.
+    // start-stop-daemon needs /proc.
     fs::write(
         root.file("/etc/default/rsbal"),
-        "DAEMON_ARGS=\"-n -c /etc/rsbal/init-test.conf\"\n",
+        "DAEMON_ARGS=\"-n\"\nLOGFILE=/var/log/pybal.log\n",
     )
     .expect("write /etc/default/rsbal");
     root.mount_proc();
     root.chroot(&["/etc/init.d/rsbal", "start"]);
-    let log = root.file("/var/log/rsbal.log");
+    let log = root.file("/var/log/pybal.log");
     let log_has = |text: &str| fs::read_to_string(&log).unwrap_or_default().contains(text);
-    assert!(wait_until(Duration::from_secs(10), || log_has(
-        "started with 0 service(s)"
-    )));
+    assert!(
+        wait_until(Duration::from_secs(10), || log_has(
+            "started with 0 service(s) from /etc/pybal/pybal.conf"
+        )),
+        "{}",
+        fs::read_to_string(&log).unwrap_or_default()
+    );
     root.chroot(&["/etc/init.d/rsbal", "status"]);
     root.chroot(&["/etc/init.d/rsbal", "reload"]);
     assert!(wait_until(Duration::from_secs(10), || log_has(
@@ -438,7 +506,7 @@ fn package_installs_into_a_fresh_debian_root_runs_there_and_purges_cleanly() {
     assert_eq!(dpkg_status(&root, "rsbal"), "config-files");
     assert!(!root.has("/usr/sbin/rsbal"));
     assert!(root.has("/etc/rsbal/rsbal.conf"));
-    fs::remove_file(root.file("/etc/rsbal/init-test.conf")).expect("remove test config");
+    fs::remove_file(root.file("/var/log/pybal.log")).expect("remove the test's log");
     root.chroot(&["dpkg", "--purge", "rsbal"]);
     // dpkg forgets a purged package (older dpkg says "not-installed").
     let status = dpkg_status(&root, "rsbal");
@@ -450,6 +518,7 @@ fn package_installs_into_a_fresh_debian_root_runs_there_and_purges_cleanly() {
         "/etc/logrotate.d/rsbal",
         "/etc/rc2.d/S01rsbal",
         "/etc/systemd/system/multi-user.target.wants/rsbal.service",
+        "/etc/systemd/system/pybal.service",
         "/var/log/rsbal.log",
         "/usr/share/doc/rsbal",
     ] {

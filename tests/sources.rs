@@ -178,7 +178,8 @@ fn source_errors(http: SocketAddr, service: &str) -> Option<u64> {
     let prefix = format!("rsbal_config_source_errors_total{{service=\"{service}\"}} ");
     body.lines()
         .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse().ok())
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
 }
 
 /// Waits until the error counter of `service` reaches `n`.
@@ -392,16 +393,6 @@ fn etcd_lists_follow_changes_and_survive_an_etcd_restart() {
     drop(rsbal);
 }
 
-/// Runs `openssl` with `args` in `dir`; panics when it fails.
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = std::process::Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("cannot run openssl (apt-get install openssl)");
-    assert!(out.status.success(), "openssl {args:?}: {out:?}");
-}
-
 /// rsbal with `SSL_CERT_FILE` set (or not).
 fn rsbal_with_ca(conf: &Path, ca: Option<&Path>) -> Rsbal {
     let log = conf.with_extension("log");
@@ -431,24 +422,7 @@ fn https_lists_are_verified_against_the_trusted_cas() {
     let ipvsadm = FakeIpvsadm::new(d);
     let ip = lo(20, 4);
     // A private CA and a certificate for the list server's address.
-    openssl(
-        d,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=rsbal test CA",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-        ],
-    );
+    self_signed(d, "/CN=rsbal test CA", "ca.key", "ca.pem");
     openssl(
         d,
         &[
@@ -527,14 +501,4 @@ fn https_lists_are_verified_against_the_trusted_cas() {
     let rsbal = rsbal_with_ca(&conf, Some(&d.join("ca.pem")));
     ipvsadm.assert_seen(&add(vip, "127.20.0.15", 10), 1);
     drop(rsbal);
-}
-
-/// A child process killed when the test ends, even by a panic.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }

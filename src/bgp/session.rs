@@ -213,6 +213,8 @@ struct Session {
     store: Arc<SnapshotStore>,
     /// The state last published.
     published: Option<State>,
+    /// The connections last published (`pybal_bgp_session_state_count`).
+    published_conns: Vec<daemon_status::BgpConnection>,
     inbox: Sender<Input>,
     desired: Arc<RouteSet>,
     /// `conns[0]` is the main connection; a second one exists only while
@@ -238,6 +240,7 @@ impl Session {
             settings,
             store,
             published: None,
+            published_conns: Vec::new(),
             inbox,
             desired,
             conns: Vec::new(),
@@ -270,9 +273,39 @@ impl Session {
             .unwrap_or(State::Idle)
     }
 
+    /// The connections that have a TCP socket, as
+    /// `pybal_bgp_session_state_count` counts them.
+    fn connections(&self) -> Vec<daemon_status::BgpConnection> {
+        let mut conns: Vec<_> = self
+            .conns
+            .iter()
+            .filter_map(|c| {
+                let (_, tcp) = c.stream.as_ref()?;
+                Some(daemon_status::BgpConnection {
+                    local_asn: self.settings.local_asn,
+                    local_ip: tcp.local_addr().ok()?.ip().to_string(),
+                    remote_ip: tcp.peer_addr().map_or(self.peer(), |a| a.ip()).to_string(),
+                    side: match c.direction {
+                        Direction::Outgoing => "active",
+                        Direction::Incoming => "passive",
+                    },
+                    state: c.fsm.state().to_string().to_uppercase(),
+                })
+            })
+            .collect();
+        conns.sort();
+        conns
+    }
+
     /// Publishes the state (status page, `pybal_bgp_session_established`)
-    /// when it changed.
+    /// and the connections (`pybal_bgp_session_state_count`) when they
+    /// changed.
     fn publish(&mut self) {
+        let conns = self.connections();
+        if conns != self.published_conns {
+            daemon_status::bgp_connections(&self.peer().to_string(), &conns);
+            self.published_conns = conns;
+        }
         let state = self.state();
         if self.published == Some(state) {
             return;

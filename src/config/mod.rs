@@ -318,6 +318,9 @@ pub(crate) struct ProxyFetchOptions {
     pub(crate) max_failures: u32,
     /// `http_status` [200]: the status that means up.
     pub(crate) http_status: u16,
+    /// `verify-tls` [no]: verify an `https://` server's certificate (by
+    /// default nothing is verified, as PyBal).
+    pub(crate) verify_tls: bool,
 }
 
 impl Default for ProxyFetchOptions {
@@ -330,6 +333,7 @@ impl Default for ProxyFetchOptions {
             check_all: false,
             max_failures: 0,
             http_status: 200,
+            verify_tls: false,
         }
     }
 }

@@ -1,16 +1,31 @@
 //! Log setup (fern) in PyBal's line format.
 //!
 //! Every line is `[<target>] LEVEL: text`, where the target is `<service>` or
-//! `<service> <Monitor>` (the service's name, or [`monitor_target`]), so that
-//! log searches written for PyBal keep working. In foreground debug mode lines
-//! go to stdout with a timestamp; otherwise to stderr (the journal adds its own
-//! timestamps under systemd).
+//! `<service> <Monitor>` (the service's name, or [`monitor_target`]), or the
+//! part of rsbal speaking (`rsbal`, `bgp`, `instrumentation`, …), so that log
+//! searches written for PyBal keep working. Every log call names its target;
+//! one that does not (a library's) gets the last part of its module path, as
+//! PyBal named such lines after the module's file (`[server] ERROR: …`).
+//! Control characters in the text are escaped ([`escape_control`]): one
+//! record is one line, and nothing from outside can forge a line (PyBal
+//! continued a multi-line text on tab-indented lines; rsbal escapes the
+//! newline instead).
+//! In foreground debug mode lines go to stdout with a timestamp; otherwise to
+//! stderr (the journal adds its own timestamps under systemd).
 
 use log::LevelFilter;
 
 /// Log target of lines from one monitor of a service: `<service> <Monitor>`.
 pub(crate) fn monitor_target(service: &str, monitor: &str) -> String {
     format!("{service} {monitor}")
+}
+
+/// One log line in PyBal's shape: `[<target>] LEVEL: text`, a module path
+/// target (`a::b::server`) shortened to its last part (`server`). `text`
+/// is already [`escaped`], so one record is one line.
+fn pybal_line(target: &str, level: log::Level, text: &str) -> String {
+    let system = target.rsplit("::").next().unwrap_or(target);
+    format!("[{system}] {level}: {text}")
 }
 
 /// Installs the global logger. `debug`: foreground, debug level, stdout,
@@ -31,11 +46,9 @@ pub(crate) fn init(debug: bool) {
         dispatch
             .format(|out, message, record| {
                 out.finish(format_args!(
-                    "{} [{}] {}: {}",
+                    "{} {}",
                     humantime::format_rfc3339_millis(std::time::SystemTime::now()),
-                    record.target(),
-                    record.level(),
-                    escaped(message)
+                    pybal_line(record.target(), record.level(), &escaped(message))
                 ))
             })
             .chain(std::io::stdout())
@@ -43,10 +56,8 @@ pub(crate) fn init(debug: bool) {
         dispatch
             .format(|out, message, record| {
                 out.finish(format_args!(
-                    "[{}] {}: {}",
-                    record.target(),
-                    record.level(),
-                    escaped(message)
+                    "{}",
+                    pybal_line(record.target(), record.level(), &escaped(message))
                 ))
             })
             .chain(std::io::stderr())
@@ -104,5 +115,17 @@ mod tests {
         ));
         let args = format_args!("{}:{}", "x\ny", 1);
         assert_eq!(escaped(&args), "x\\ny:1");
+    }
+
+    #[test]
+    fn lines_have_pybal_shape() {
+        assert_eq!(
+            pybal_line("web_80 IdleConnection", log::Level::Warn, "down"),
+            "[web_80 IdleConnection] WARN: down"
+        );
+        assert_eq!(
+            pybal_line("rsbal::status::server", log::Level::Info, "x"),
+            "[server] INFO: x"
+        );
     }
 }

@@ -13,7 +13,7 @@ use super::udp::{connected_socket, is_unreachable, unreachable_reason};
 use super::wake::SocketStop;
 use super::{CheckError, CheckOutcome, Monitor, MonitorContext, MonitorTarget, Step, Waker};
 use crate::config::DnsQueryOptions;
-use prometheus::HistogramVec;
+use prometheus::GaugeVec;
 use simple_dns::rdata::RData;
 use simple_dns::{header_buffer, Name, Packet, PacketFlag, Question, CLASS, RCODE, TYPE};
 use std::fmt;
@@ -25,12 +25,12 @@ use std::time::Instant;
 /// Largest reply read (EDNS0 payloads stay below this).
 const MAX_REPLY: usize = 4096;
 
-static REQUEST_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
-    crate::status::metrics::histogram_vec(
+/// A gauge of the last query's duration, as PyBal's.
+static REQUEST_DURATION: LazyLock<GaugeVec> = LazyLock::new(|| {
+    crate::status::metrics::gauge_vec(
         "pybal_monitor_dnsquery_request_duration_seconds",
-        "DNSQuery monitor: duration of one query",
+        "DNS query duration",
         &["service", "host", "monitor", "result"],
-        prometheus::DEFAULT_BUCKETS.to_vec(),
     )
 });
 
@@ -194,7 +194,7 @@ impl Monitor for DnsQuery {
     fn run(self, ctx: MonitorContext) {
         let log_target = ctx.log_target();
         let host = ctx.target.host.clone();
-        let histogram = REQUEST_DURATION.clone();
+        let gauge = REQUEST_DURATION.clone();
         ctx.every(self.opts.interval, || {
             let started = Instant::now();
             let outcome = match self.check(ctx.target.addr()) {
@@ -205,9 +205,9 @@ impl Monitor for DnsQuery {
             let result = if outcome.is_up() { "successful" } else { "failed" };
             // Inside `observe`: no late update re-creates a forgotten series.
             ctx.observe(|[service, host, monitor]| {
-                histogram
+                gauge
                     .with_label_values(&[service, host, monitor, result])
-                    .observe(took.as_secs_f64())
+                    .set(took.as_secs_f64())
             });
             log::debug!(target: &log_target, "{host}: {} ({:.3} s)", outcome.reason(), took.as_secs_f64());
             ctx.report(outcome, Some(took))

@@ -6,13 +6,17 @@
 //! or a failed connect: down at once, then reconnect with exponential backoff
 //! (factor e, jitter, capped at `max-delay`). A clean close by the server gets
 //! one quick reconnect within `timeout-clean-reconnect`; down if that fails.
+//! A stopped monitor (server removed, reload, shutdown) never reconnects: its
+//! handle disconnects the stop channel before it shuts the socket down.
 //!
-//! Counters: `pybal_monitor_idleconnection_connections_failed_total`
-//! {service, host, monitor} counts failed connection attempts (quick
-//! reconnects included); `…_connections_lost_total` {…, reason} counts
-//! established connections that ended, `reason` being `reset`, `timeout`
-//! (keepalive gave up), `error` (anything else) or `closed` (clean close by
-//! the server).
+//! Counters, as PyBal has them:
+//! `pybal_monitor_idleconnection_connections_failed_total`
+//! {service, host, monitor, reason} counts failed connection attempts (quick
+//! reconnects included), and `…_connections_lost_total` {…, reason} counts
+//! established connections lost uncleanly; a clean close by the server is
+//! not counted (it only triggers the quick reconnect). `reason` is the name
+//! of the Twisted failure PyBal would have seen ([`connect_failure`],
+//! [`LOST`]).
 //!
 //! One fd per connection: the stream is shared with the waker (an `Arc`),
 //! not cloned; stopping shuts it down under the blocked read.
@@ -29,41 +33,55 @@ use std::time::Duration;
 static CONNECTIONS_FAILED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     crate::status::metrics::int_counter_vec(
         "pybal_monitor_idleconnection_connections_failed_total",
-        "Failed connection attempts",
-        &["service", "host", "monitor"],
+        "Connections failed to establish",
+        &["service", "host", "monitor", "reason"],
     )
 });
 
 static CONNECTIONS_LOST: LazyLock<IntCounterVec> = LazyLock::new(|| {
     crate::status::metrics::int_counter_vec(
         "pybal_monitor_idleconnection_connections_lost_total",
-        "Established connections lost",
+        "Connections lost",
         &["service", "host", "monitor", "reason"],
     )
 });
 
-fn count_failed(ctx: &MonitorContext) {
-    ctx.observe(|labels| CONNECTIONS_FAILED.with_label_values(&labels).inc());
-}
-
-fn count_lost(ctx: &MonitorContext, reason: &str) {
+fn count_failed(ctx: &MonitorContext, error: &std::io::Error) {
+    let reason = connect_failure(error);
     ctx.observe(|[service, host, monitor]| {
-        CONNECTIONS_LOST
+        CONNECTIONS_FAILED
             .with_label_values(&[service, host, monitor, reason])
             .inc()
     });
 }
 
-/// The `reason` label of a connection lost with `kind`.
-fn loss_label(kind: ErrorKind) -> &'static str {
-    match kind {
-        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe => {
-            "reset"
-        }
-        ErrorKind::TimedOut => "timeout",
-        _ => "error",
+fn count_lost(ctx: &MonitorContext) {
+    ctx.observe(|[service, host, monitor]| {
+        CONNECTIONS_LOST
+            .with_label_values(&[service, host, monitor, LOST])
+            .inc()
+    });
+}
+
+/// The `reason` of a failed connect: the Twisted error PyBal got for it
+/// (`twisted.internet.error.getConnectError`, and `TimeoutError` for its own
+/// connect timer, which is what a `connect_timeout` that runs out is).
+fn connect_failure(error: &std::io::Error) -> &'static str {
+    const ETIMEDOUT: i32 = nix::libc::ETIMEDOUT;
+    const ENETUNREACH: i32 = nix::libc::ENETUNREACH;
+    const EHOSTUNREACH: i32 = nix::libc::EHOSTUNREACH;
+    match (error.kind(), error.raw_os_error()) {
+        (ErrorKind::ConnectionRefused, _) => "ConnectionRefusedError",
+        (_, Some(ETIMEDOUT)) => "TCPTimedOutError",
+        (_, Some(ENETUNREACH | EHOSTUNREACH)) => "NoRouteError",
+        (ErrorKind::TimedOut, None) => "TimeoutError",
+        _ => "ConnectError",
     }
 }
+
+/// The `reason` of an established connection lost uncleanly: Twisted reports
+/// a reset, a keepalive timeout or any other read error as `ConnectionLost`.
+const LOST: &str = "ConnectionLost";
 /// First reconnect delay after a failure (Twisted's ReconnectingClientFactory).
 const INITIAL_DELAY: Duration = Duration::from_secs(1);
 /// Backoff factor (Twisted's: e).
@@ -87,8 +105,8 @@ pub(crate) struct IdleConnection {
 enum Loss {
     /// The server closed it (EOF).
     Clean,
-    /// Reset or another error: what to report, and its `reason` label.
-    Unclean(CheckError, &'static str),
+    /// Reset or another error: what to report.
+    Unclean(CheckError),
     /// We are stopping.
     Stopped,
 }
@@ -129,7 +147,7 @@ impl Monitor for IdleConnection {
                         stream
                     }
                     Err(e) => {
-                        count_failed(&ctx);
+                        count_failed(&ctx, &e);
                         let error =
                             CheckError::io(Step::Acquire, &e, format!("connect failed: {e}"));
                         // rsbal's own shortage says nothing of the server:
@@ -151,8 +169,8 @@ impl Monitor for IdleConnection {
             delay = INITIAL_DELAY;
             match self.hold(&ctx, stream) {
                 Loss::Stopped => return,
-                Loss::Unclean(error, label) => {
-                    count_lost(&ctx, label);
+                Loss::Unclean(error) => {
+                    count_lost(&ctx);
                     if !ctx.report(CheckOutcome::Down(error), None) {
                         return;
                     }
@@ -162,12 +180,11 @@ impl Monitor for IdleConnection {
                     delay = next_delay(delay, self.opts.max_delay);
                 }
                 Loss::Clean => {
-                    count_lost(&ctx, "closed");
                     log::debug!(target: &target, "{}: connection closed cleanly, reconnecting", ctx.target.host);
                     match self.connect(&ctx, self.opts.timeout_clean_reconnect) {
                         Ok(stream) => pending = Some(stream),
                         Err(e) => {
-                            count_failed(&ctx);
+                            count_failed(&ctx, &e);
                             let reason = format!("connection closed and reconnect failed: {e}");
                             let error = CheckError::io(Step::Acquire, &e, reason);
                             if !ctx.report(CheckOutcome::Down(error), None) {
@@ -217,7 +234,7 @@ impl IdleConnection {
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => {
                     let error = CheckError::io(Step::Use, &e, format!("connection lost: {e}"));
-                    break Loss::Unclean(error, loss_label(e.kind()));
+                    break Loss::Unclean(error);
                 }
             }
         };
@@ -242,6 +259,34 @@ fn jittered(delay: Duration) -> Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connect_failures_are_named_as_twisted_named_them() {
+        use std::io::Error;
+        let os = Error::from_raw_os_error;
+        assert_eq!(
+            connect_failure(&os(nix::libc::ECONNREFUSED)),
+            "ConnectionRefusedError"
+        );
+        assert_eq!(
+            connect_failure(&os(nix::libc::ETIMEDOUT)),
+            "TCPTimedOutError"
+        );
+        assert_eq!(
+            connect_failure(&os(nix::libc::EHOSTUNREACH)),
+            "NoRouteError"
+        );
+        assert_eq!(connect_failure(&os(nix::libc::ENETUNREACH)), "NoRouteError");
+        // std's connect_timeout running out: no errno, like Twisted's own timer.
+        assert_eq!(
+            connect_failure(&Error::new(ErrorKind::TimedOut, "connection timed out")),
+            "TimeoutError"
+        );
+        assert_eq!(
+            connect_failure(&os(nix::libc::EADDRNOTAVAIL)),
+            "ConnectError"
+        );
+    }
 
     #[test]
     fn backoff_grows_by_e_and_is_capped() {

@@ -159,12 +159,18 @@ pub(crate) type Waker = Box<dyn Fn() + Send + Sync>;
 /// ends by itself shortly after (it is not joined, so a monitor stuck in a
 /// connect cannot hold up a reload or shutdown).
 pub(crate) struct MonitorHandle {
-    _stop: Sender<()>,
+    /// Always `Some` until dropped.
+    stop: Option<Sender<()>>,
     waker: Option<Waker>,
 }
 
 impl Drop for MonitorHandle {
+    /// Disconnects the stop channel first, then wakes the monitor: a monitor
+    /// woken from a blocking call must find itself stopped, or it would take
+    /// the wake-up (its socket shut down) for the server closing the
+    /// connection and reconnect.
     fn drop(&mut self) {
+        drop(self.stop.take());
         if let Some(wake) = &self.waker {
             wake();
         }
@@ -292,7 +298,7 @@ impl WithKind for Start {
             .stack_size(MONITOR_STACK_SIZE)
             .spawn(move || monitor.run(ctx))?;
         Ok(MonitorHandle {
-            _stop: stop_tx,
+            stop: Some(stop_tx),
             waker,
         })
     }
@@ -327,6 +333,7 @@ mod tests {
                 check_all: false,
                 max_failures: 0,
                 http_status: 200,
+                verify_tls: false,
             }),
             MonitorConfig::RunCommand(RunCommandOptions {
                 interval: second,

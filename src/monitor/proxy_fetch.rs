@@ -3,6 +3,12 @@
 //! the `Host` header (and in TLS SNI). Up when the status equals `http_status`;
 //! redirects are never followed, so an expected 3xx is a plain match.
 //!
+//! Over `https://` the server's certificate is not verified, as PyBal's
+//! ProxyFetch (Twisted's `ClientContextFactory`) did not: a check of
+//! `https://localhost/…` sent to a server's IP must not fail on a name. With
+//! `proxyfetch.verify-tls = yes` it is verified against the URL's host and
+//! the CAs of [`crate::net::tls::tls_config`].
+//!
 //! Each server's ProxyFetch runs on its own thread with its own schedule, so a
 //! server that accepts and never answers delays only its own next check.
 //!
@@ -79,7 +85,11 @@ impl Monitor for ProxyFetch {
             // Every check opens a fresh connection, as a client would.
             .max_idle_connections(0)
             .max_idle_connections_per_host(0)
-            .tls_config(crate::net::tls::tls_config())
+            .tls_config(if opts.verify_tls {
+                crate::net::tls::tls_config()
+            } else {
+                crate::net::tls::unverified_tls_config()
+            })
             .user_agent(concat!("rsbal/", env!("CARGO_PKG_VERSION"), " ProxyFetch"))
             .build();
         let agent = Agent::with_parts(

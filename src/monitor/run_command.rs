@@ -31,7 +31,7 @@ use nix::poll::{poll, PollFd, PollFlags};
 use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitid, Id, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
-use prometheus::HistogramVec;
+use prometheus::GaugeVec;
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::io::{ErrorKind, Read};
@@ -53,14 +53,12 @@ const WALK_EVERY: Duration = Duration::from_millis(250);
 /// Most output logged per stream and run; the rest is counted, not kept.
 const MAX_OUTPUT: usize = 64 * 1024;
 
-static RUN_DURATION: LazyLock<HistogramVec> = LazyLock::new(|| {
-    crate::status::metrics::histogram_vec(
+/// A gauge of the last run's duration, as PyBal's.
+static RUN_DURATION: LazyLock<GaugeVec> = LazyLock::new(|| {
+    crate::status::metrics::gauge_vec(
         "pybal_monitor_runcommand_run_duration_seconds",
-        "RunCommand monitor: duration of one run of the command",
+        "Command duration",
         &["service", "host", "monitor", "result", "exitcode"],
-        vec![
-            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0,
-        ],
     )
 });
 
@@ -245,7 +243,7 @@ impl Monitor for RunCommand {
     fn run(self, ctx: MonitorContext) {
         let log_target = ctx.log_target();
         let host = ctx.target.host.clone();
-        let histogram = RUN_DURATION.clone();
+        let gauge = RUN_DURATION.clone();
         ctx.every(self.opts.interval, || {
             let started = Instant::now();
             let (ended, stdout, stderr) = self.execute(&ctx, &log_target);
@@ -260,7 +258,7 @@ impl Monitor for RunCommand {
             let verdict = verdict(&ended);
             // Inside `observe`: no late update re-creates a forgotten series.
             ctx.observe(|[service, host, monitor]| {
-                histogram
+                gauge
                     .with_label_values(&[
                         service,
                         host,
@@ -268,7 +266,7 @@ impl Monitor for RunCommand {
                         verdict.result,
                         verdict.exitcode.as_str(),
                     ])
-                    .observe(took.as_secs_f64())
+                    .set(took.as_secs_f64())
             });
             log::debug!(target: &log_target, "{host}: {} ({:.3} s)", verdict.outcome.reason(), took.as_secs_f64());
             ctx.report(verdict.outcome, Some(took))

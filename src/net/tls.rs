@@ -1,5 +1,7 @@
 //! Trust for rsbal's outgoing TLS connections (HTTPS and etcd server lists,
-//! ProxyFetch `https://` checks): which CAs verify a server's certificate.
+//! ProxyFetch `https://` checks): which CAs verify a server's certificate,
+//! and ProxyFetch's default of verifying nothing (as PyBal's Twisted
+//! `ClientContextFactory`).
 
 use std::path::Path;
 use std::sync::LazyLock;
@@ -23,6 +25,15 @@ pub(crate) fn tls_config() -> TlsConfig {
         })
     });
     TlsConfig::builder().root_certs(ROOTS.clone()).build()
+}
+
+/// TLS settings of a ProxyFetch check without `verify-tls`: the certificate
+/// is not verified at all (any issuer, any name, expired), as PyBal's
+/// ProxyFetch did. The URL's host still goes out as SNI (PyBal sent none; a
+/// server picks its certificate by it, which a check that verifies nothing
+/// does not mind) and in `Host`.
+pub(crate) fn unverified_tls_config() -> TlsConfig {
+    TlsConfig::builder().disable_verification(true).build()
 }
 
 /// The certificates of a PEM bundle.

@@ -3,18 +3,22 @@
 //!
 //! Metrics: `rsbal_build_info{version}` (1), `rsbal_reloads_total{result}`
 //! (`success` / `failure`), `rsbal_last_reload_successful`,
-//! `rsbal_last_reload_timestamp_seconds`, and PyBal's `pybal_bgp_enabled` and
-//! `pybal_bgp_session_established{asn,peer}` (the label names SPEC 9 and
-//! the BGP issue fix; `asn` is rsbal's local ASN).
+//! `rsbal_last_reload_timestamp_seconds`, and PyBal's `pybal_bgp_enabled`,
+//! `pybal_bgp_session_established{local_asn,peer}` (the labels PyBal's code
+//! has and the restart-pybal cookbook and the PyBalBGPUnstable alert read)
+//! and `pybal_bgp_session_state_count{local_asn,local_ip,remote_ip,side,state}`
+//! (TCP connections with a peer by FSM state, as PyBal counts them).
 //!
-//! The BGP speaker reports each session with [`bgp_session`] (and
-//! [`bgp_session_removed`] when a peer leaves the config): that sets the
-//! metric and the `bgp` part of [`DaemonStatus`] the status page shows.
+//! The BGP speaker reports each session with [`bgp_session`] and its
+//! connections with [`bgp_connections`] (and [`bgp_session_removed`] when a
+//! peer leaves the config): that sets the metrics and the `bgp` part of
+//! [`DaemonStatus`] the status page shows.
 
 use crate::status::metrics;
 use crate::status::snapshot::{BgpSessionStatus, ReloadStatus, SnapshotStore};
 use prometheus::{GaugeVec, IntCounterVec};
-use std::sync::LazyLock;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{LazyLock, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 struct Families {
@@ -24,6 +28,7 @@ struct Families {
     last_reload_timestamp: GaugeVec,
     bgp_enabled: GaugeVec,
     bgp_session_established: GaugeVec,
+    bgp_session_state_count: GaugeVec,
 }
 
 static FAMILIES: LazyLock<Families> = LazyLock::new(|| Families {
@@ -51,9 +56,49 @@ static FAMILIES: LazyLock<Families> = LazyLock::new(|| Families {
     bgp_session_established: metrics::gauge_vec(
         "pybal_bgp_session_established",
         "BGP session established",
-        &["asn", "peer"],
+        &["local_asn", "peer"],
+    ),
+    bgp_session_state_count: metrics::gauge_vec(
+        "pybal_bgp_session_state_count",
+        "Number of sessions in the specified state",
+        &STATE_COUNT_LABELS,
     ),
 });
+
+/// Labels of `pybal_bgp_session_state_count`, in [`BgpConnection::labels`]' order.
+const STATE_COUNT_LABELS: [&str; 5] = ["local_asn", "local_ip", "remote_ip", "side", "state"];
+
+/// One TCP connection with a BGP peer, as `pybal_bgp_session_state_count`
+/// counts it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) struct BgpConnection {
+    pub(crate) local_asn: u32,
+    pub(crate) local_ip: String,
+    pub(crate) remote_ip: String,
+    /// `active` (rsbal connected) or `passive` (the peer did).
+    pub(crate) side: &'static str,
+    /// PyBal's state name: `IDLE`, `CONNECT`, `ACTIVE`, `OPENSENT`,
+    /// `OPENCONFIRM`, `ESTABLISHED`.
+    pub(crate) state: String,
+}
+
+impl BgpConnection {
+    fn labels(&self) -> [String; 5] {
+        [
+            self.local_asn.to_string(),
+            self.local_ip.clone(),
+            self.remote_ip.clone(),
+            self.side.to_string(),
+            self.state.clone(),
+        ]
+    }
+}
+
+/// The label sets of `pybal_bgp_session_state_count` each peer has set, so
+/// that a state a peer left drops to 0 (as PyBal's inc/dec leaves it) and a
+/// removed peer's series go.
+static STATE_SERIES: LazyLock<Mutex<BTreeMap<String, BTreeSet<[String; 5]>>>> =
+    LazyLock::new(|| Mutex::new(BTreeMap::new()));
 
 fn unix_secs(t: SystemTime) -> f64 {
     t.duration_since(UNIX_EPOCH)
@@ -138,8 +183,44 @@ pub(crate) fn bgp_session(
     });
 }
 
+/// For the BGP speaker: the TCP connections with `peer` now, each in its FSM
+/// state. Sets each state's count; states the peer had before and has no
+/// connection in now go to 0.
+pub(crate) fn bgp_connections(peer: &str, connections: &[BgpConnection]) {
+    let family = &FAMILIES.bgp_session_state_count;
+    let mut counts: BTreeMap<[String; 5], u32> = BTreeMap::new();
+    for c in connections {
+        *counts.entry(c.labels()).or_default() += 1;
+    }
+    let mut series = STATE_SERIES.lock().unwrap_or_else(|p| p.into_inner());
+    let seen = series.entry(peer.to_string()).or_default();
+    for labels in seen.iter() {
+        if !counts.contains_key(labels) {
+            family
+                .with_label_values(&labels.each_ref().map(String::as_str))
+                .set(0.0);
+        }
+    }
+    for (labels, n) in counts {
+        family
+            .with_label_values(&labels.each_ref().map(String::as_str))
+            .set(f64::from(n));
+        seen.insert(labels);
+    }
+}
+
 /// For the BGP speaker: `peer` is gone (removed from the config, or BGP off).
 pub(crate) fn bgp_session_removed(store: &SnapshotStore, peer: &str) {
+    let gone = STATE_SERIES
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(peer)
+        .unwrap_or_default();
+    for labels in gone {
+        let _ = FAMILIES
+            .bgp_session_state_count
+            .remove_label_values(&labels.each_ref().map(String::as_str));
+    }
     let removed = {
         let daemon = store.daemon();
         daemon.bgp.get(peer).map(|s| s.local_asn)
@@ -169,15 +250,28 @@ mod tests {
         assert!(d.bgp_enabled);
         assert!(d.bgp["192.0.2.254"].established);
         assert!(d.bgp["192.0.2.254"].since >= first);
+        bgp_session(&store, 64600, "192.0.2.253", false, "Active");
         let text = metrics::render();
+        // What the restart-pybal cookbook's regex reads, value text included.
         assert!(
-            text.contains(r#"pybal_bgp_session_established{asn="64600",peer="192.0.2.254"} 1"#),
+            text.contains(
+                "\npybal_bgp_session_established{local_asn=\"64600\",peer=\"192.0.2.254\"} 1.0\n"
+            ),
             "{text}"
         );
-        assert!(text.contains("pybal_bgp_enabled 1"), "{text}");
+        assert!(
+            text.contains(
+                "\npybal_bgp_session_established{local_asn=\"64600\",peer=\"192.0.2.253\"} 0.0\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("\npybal_bgp_enabled 1.0\n"), "{text}");
         bgp_session_removed(&store, "192.0.2.254");
+        bgp_session_removed(&store, "192.0.2.253");
         assert!(store.daemon().bgp.is_empty());
-        assert!(!metrics::render().contains("192.0.2.254"));
+        let text = metrics::render();
+        assert!(!text.contains("192.0.2.254"), "{text}");
+        assert!(!text.contains("192.0.2.253"), "{text}");
     }
 
     #[test]
@@ -188,6 +282,44 @@ mod tests {
         let r = d.last_reload.as_ref().unwrap();
         assert!(!r.ok);
         assert_eq!(r.message, "bad");
-        assert!(metrics::render().contains("rsbal_last_reload_successful 0"));
+        assert!(metrics::render().contains("rsbal_last_reload_successful 0.0"));
+    }
+
+    #[test]
+    fn bgp_connections_are_counted_by_state() {
+        let conn = |side, state: &str| BgpConnection {
+            local_asn: 64601,
+            local_ip: "192.0.2.1".into(),
+            remote_ip: "192.0.2.250".into(),
+            side,
+            state: state.into(),
+        };
+        let line = |side: &str, state: &str, n: &str| {
+            format!("\npybal_bgp_session_state_count{{local_asn=\"64601\",local_ip=\"192.0.2.1\",remote_ip=\"192.0.2.250\",side=\"{side}\",state=\"{state}\"}} {n}\n")
+        };
+        bgp_connections("192.0.2.250", &[conn("active", "OPENSENT")]);
+        let text = metrics::render();
+        assert!(text.contains(&line("active", "OPENSENT", "1.0")), "{text}");
+        // A collision: both connections in OPENCONFIRM; the old state drops to 0.
+        bgp_connections(
+            "192.0.2.250",
+            &[
+                conn("active", "OPENCONFIRM"),
+                conn("passive", "OPENCONFIRM"),
+            ],
+        );
+        let text = metrics::render();
+        assert!(text.contains(&line("active", "OPENSENT", "0.0")), "{text}");
+        assert!(
+            text.contains(&line("active", "OPENCONFIRM", "1.0")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&line("passive", "OPENCONFIRM", "1.0")),
+            "{text}"
+        );
+        let store = SnapshotStore::new();
+        bgp_session_removed(&store, "192.0.2.250");
+        assert!(!metrics::render().contains("192.0.2.250"));
     }
 }

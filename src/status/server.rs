@@ -37,6 +37,9 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+/// Log target of the HTTP server's lines (`[instrumentation] …`).
+const LOG_TARGET: &str = "instrumentation";
+
 /// Largest accepted request head (request line and headers), in bytes.
 pub(crate) const MAX_HEAD: usize = 8 * 1024;
 
@@ -104,7 +107,7 @@ pub(super) fn start_with(
         match bind(*addr) {
             Ok(l) => listeners.push(l),
             Err(e) => {
-                log::warn!("instrumentation: cannot listen on {addr}: {e}; skipping it");
+                log::warn!(target: LOG_TARGET, "cannot listen on {addr}: {e}; skipping it");
                 last_err = Some(e);
             }
         }
@@ -157,15 +160,6 @@ pub(super) fn start_with(
             return Err(e);
         }
     }
-    log::info!(
-        "instrumentation: listening on {}",
-        server
-            .addrs
-            .iter()
-            .map(|a| a.to_string())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
     Ok(server)
 }
 
@@ -185,7 +179,7 @@ impl InstrumentationServer {
         self.stop.store(true, Ordering::SeqCst);
         for h in self.threads.drain(..) {
             if h.join().is_err() {
-                log::error!("instrumentation: a server thread panicked");
+                log::error!(target: LOG_TARGET, "a server thread panicked");
             }
         }
     }
@@ -323,7 +317,7 @@ fn io_loop(
                 Ok(_) => fds.iter().map(|f| f.any().unwrap_or(true)).collect(),
                 Err(nix::errno::Errno::EINTR) => continue,
                 Err(e) => {
-                    log::warn!("instrumentation: poll failed: {e}");
+                    log::warn!(target: LOG_TARGET, "poll failed: {e}");
                     std::thread::sleep(POLL);
                     continue;
                 }
@@ -353,13 +347,12 @@ fn io_loop(
         }
         match (&failed, starved) {
             (Some(e), false) => {
-                log::warn!(
-                    "instrumentation: accept failed: {e}; retrying every {POLL:?} until it works"
+                log::warn!(target: LOG_TARGET, "accept failed: {e}; retrying every {POLL:?} until it works"
                 );
                 starved = true;
             }
             (None, true) if ready_listeners.iter().any(|r| *r) => {
-                log::info!("instrumentation: accepting connections again");
+                log::info!(target: LOG_TARGET, "accepting connections again");
                 starved = false;
             }
             _ => {}
@@ -382,7 +375,7 @@ fn io_loop(
                     match jobs.try_send(Job(stream, head)) {
                         Ok(()) => {}
                         Err(TrySendError::Full(Job(stream, _))) => {
-                            log::warn!("instrumentation: every worker is busy, refusing a request");
+                            log::warn!(target: LOG_TARGET, "every worker is busy, refusing a request");
                             answer_now(stream, &busy(), &mut closing, &limits);
                         }
                         Err(TrySendError::Disconnected(_)) => return,
@@ -413,8 +406,7 @@ fn accept_all(
                         pending.iter().map(|p| (p.peer, p.accepted)).collect();
                     if let Some(i) = victim(&slots) {
                         let evicted = pending.swap_remove(i);
-                        log::debug!(
-                            "instrumentation: too many pending connections, dropping the oldest of {}",
+                        log::debug!(target: LOG_TARGET, "too many pending connections, dropping the oldest of {}",
                             evicted.peer
                         );
                         answer_now(evicted.stream, &timeout(), closing, limits);
@@ -557,9 +549,9 @@ fn answer(job: Job, store: &SnapshotStore, limits: Limits) -> Option<TcpStream> 
     {
         return None;
     }
-    log::debug!("instrumentation: {peer}: {}", resp.status);
+    log::debug!(target: LOG_TARGET, "{peer}: {}", resp.status);
     if let Err(e) = stream.write_all(&resp.to_bytes()) {
-        log::debug!("instrumentation: {peer}: cannot write answer: {e}");
+        log::debug!(target: LOG_TARGET, "{peer}: cannot write answer: {e}");
         return None;
     }
     Some(stream)

@@ -345,3 +345,35 @@ pub fn write_atomic(dir: &Path, name: &str, text: &str) -> PathBuf {
     fs::rename(&tmp, &path).unwrap();
     path
 }
+
+/// Runs `openssl` with `args` in `dir`; panics when it fails.
+pub fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("cannot run openssl (apt-get install openssl)");
+    assert!(out.status.success(), "openssl {args:?}: {out:?}");
+}
+
+/// A self-signed certificate for `subject` (`/CN=…`), valid one day, with a
+/// new RSA key: `key` and `cert` are written in `dir`.
+pub fn self_signed(dir: &Path, subject: &str, key: &str, cert: &str) {
+    openssl(
+        dir,
+        &[
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", subject,
+            "-keyout", key, "-out", cert,
+        ],
+    );
+}
+
+/// A child process killed when the test ends, even by a panic.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

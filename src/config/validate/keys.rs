@@ -354,6 +354,12 @@ pub(crate) const PROXY_FETCH_OPTIONS: &[Key<ProxyFetchOptions>] = &[
         doc: "the HTTP status that means up",
         read: |o, v| set(&mut o.http_status, parse_http_status(v)),
     },
+    Key {
+        name: "verify-tls",
+        absent: Absent::Default("no"),
+        doc: "verify an https:// server's certificate against the URL's host (PyBal never did)",
+        read: |o, v| set(&mut o.verify_tls, parse_boolean(v)),
+    },
 ];
 
 /// Options of the RunCommand monitor (`runcommand.<option>`).

@@ -157,6 +157,7 @@ fn wikimedia_like_config() {
             check_all: false,
             max_failures: 0,
             http_status: 200,
+            verify_tls: false,
         })
     );
     assert_eq!(
@@ -949,7 +950,7 @@ fn every_key() -> Vec<String> {
 #[test]
 fn key_tables_defaults_parse_to_the_typed_defaults() {
     let keys = every_key();
-    assert_eq!(keys.len(), 17 + 13 + 6 + 6 + 5 + 4 + 2);
+    assert_eq!(keys.len(), 17 + 13 + 6 + 7 + 5 + 4 + 2);
     // No key twice in one table (bgp and bgp-med are global and per service).
     let mut unique = keys.clone();
     unique.sort_unstable();
