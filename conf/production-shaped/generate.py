@@ -26,8 +26,12 @@ one machine (tests/production.rs runs it in a private network namespace):
   127.0.0.10          the balancer itself (bgp-local-ips, bgp-nexthop-ipv4,
                       the third instrumentation_ips entry)
   127.0.0.11, .12     the two routers (bgp-peer-address)
-  127.0.0.21, .22, .23  advertised_instrumentation_ips (pybal-<class>-eqiad,
-                      one per LVS class lvs1020 serves)
+  198.51.100.21-.23   advertised_instrumentation_ips (pybal-<class>-eqiad,
+                      one per LVS class lvs1020 serves); documentation
+                      addresses, not loopback ones: they are announced over
+                      BGP, and routers (BIRD too) ignore 127.0.0.0/8 routes.
+                      Like puppet (profile::lvs), put them on `lo` to serve
+                      them; rsbal binds them even before (IP_FREEBIND)
   127.1.X.Y           real servers, one address per host name
   fd7f::1:X:Y         the IPv6 address of the same host
 
@@ -56,7 +60,7 @@ CLASS_HOSTS = {
 SELF_V4 = '127.0.0.10'
 SELF_V6 = 'fd7f::127:0:0:1'
 PEERS = ['127.0.0.11', '127.0.0.12']
-ADVERTISED = ['127.0.0.21', '127.0.0.22', '127.0.0.23']
+ADVERTISED = ['198.51.100.21', '198.51.100.22', '198.51.100.23']
 
 # An excerpt of service::catalog (hieradata/common/service.yaml), eqiad only.
 KUBERNETES = ('kubernetes', 'kubesvc')
