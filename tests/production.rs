@@ -77,6 +77,15 @@ impl Section {
         self.get("monitors").contains("ProxyFetch")
             && self.get("proxyfetch.url").contains("https://")
     }
+    /// The names in `monitors`.
+    fn monitors(&self) -> Vec<String> {
+        self.get("monitors")
+            .trim_matches(|c| c == '[' || c == ']')
+            .split(',')
+            .map(|m| m.trim().trim_matches('"').to_string())
+            .filter(|m| !m.is_empty())
+            .collect()
+    }
     fn http_status(&self) -> u16 {
         self.keys
             .get("proxyfetch.http_status")
@@ -544,16 +553,69 @@ fn production_shaped_config_runs_with_real_servers_and_bird() {
 #[test]
 fn https_proxyfetch_servers_with_self_signed_certificates_are_up() {
     let p = Production::start(false);
+    // Every monitor of every server has reported (servers start up and
+    // pooled, so only results say anything), and none reported down.
     for s in &p.sections {
-        let mut pool = BTreeMap::new();
-        let ok = wait_until(T, || {
-            pool = p.pool(&s.name);
-            pool.len() == s.servers.len() && pool.values().all(|st| *st == (true, true))
-        });
-        assert!(ok, "[{}] (https: {}): {pool:?}", s.name, s.https());
+        for monitor in s.monitors() {
+            for server in &s.servers {
+                let labels = [
+                    ("host", server.as_str()),
+                    ("monitor", monitor.as_str()),
+                    ("service", s.name.as_str()),
+                ];
+                let (mut up, mut down) = (None, None);
+                let reported = wait_until(T, || {
+                    let text = metrics_text(p.instrumentation());
+                    up = sample(&text, "pybal_monitor_up_results_total", &labels);
+                    down = sample(&text, "pybal_monitor_down_results_total", &labels);
+                    up.is_some() || down.is_some()
+                });
+                assert!(reported, "[{}] {server} {monitor}: no result", s.name);
+                assert!(
+                    down.is_none_or(|d| d == 0.0),
+                    "[{}] {server} {monitor}: {down:?} down result(s), {up:?} up; log:\n{}",
+                    s.name,
+                    failures(&p.rsbal().log_text(), server)
+                );
+            }
+        }
+        let pool = p.pool(&s.name);
+        assert!(
+            pool.len() == s.servers.len() && pool.values().all(|st| *st == (true, true)),
+            "[{}]: {pool:?}",
+            s.name
+        );
     }
     let alerts = http_get(p.instrumentation(), "/alerts", false).unwrap().1;
     assert!(alerts.starts_with("OK"), "{alerts}");
+}
+
+fn metrics_text(addr: SocketAddr) -> String {
+    http_get(addr, "/metrics", false)
+        .map(|(_, body)| body)
+        .unwrap_or_default()
+}
+
+/// The value of the sample `name{labels…}` (labels in any order), if any.
+fn sample(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .find(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The log lines saying why `server` was down.
+fn failures(log: &str, server: &str) -> String {
+    log.lines()
+        .filter(|l| l.contains(server) && l.contains("down:"))
+        .take(3)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 // ---- instrumentation binding and reloads (host namespace, 127.12x) ----
