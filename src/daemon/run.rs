@@ -102,6 +102,9 @@ pub(crate) fn run(opts: RunOptions) -> i32 {
         &daemon.opts.config.display().to_string(),
         daemon.config.global.bgp,
     );
+    if listeners.is_empty() && daemon.config.global.instrumentation {
+        log::warn!(target: LOG_TARGET, "instrumentation = yes, but instrumentation_ips and advertised_instrumentation_ips are empty: not serving it");
+    }
     if !listeners.is_empty() {
         match serve_instrumentation(listeners, &daemon.store) {
             Some(server) => daemon.instrumentation = Some(server),
