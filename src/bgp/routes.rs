@@ -24,26 +24,32 @@ pub(crate) struct RouteAttributes {
 /// Announced routes by service IP (each a /32 or /128).
 pub(crate) type RouteSet = BTreeMap<IpAddr, RouteAttributes>;
 
-/// Every service IP with `bgp = yes` when `[global] bgp = yes`; the MED is
-/// the service's or the global default (services sharing an IP agree, the
-/// config checks that). An IP whose family has no next hop is left out (the
-/// config check makes that impossible for a valid config).
+/// Every service IP with `bgp = yes` and every `advertised_instrumentation_ips`
+/// address when `[global] bgp = yes`; the MED is the service's or the global
+/// default (the global one for instrumentation IPs; services sharing an IP
+/// agree, the config checks that). An IP whose family has no next hop is
+/// left out (the config check makes that impossible for a valid config).
 pub(crate) fn from_config(config: &Config) -> RouteSet {
     let global = &config.global;
     let mut routes = RouteSet::new();
     if !global.bgp {
         return routes;
     }
-    for service in config.services.values().filter(|s| s.bgp) {
-        let next_hop = match service.ip {
+    let services = config.services.values().filter(|s| s.bgp);
+    let instrumentation = global.advertised_instrumentation_ips.iter();
+    let announced = services
+        .map(|s| (s.ip, s.bgp_med.unwrap_or(global.bgp_med)))
+        .chain(instrumentation.map(|ip| (*ip, global.bgp_med)));
+    for (ip, med) in announced {
+        let next_hop = match ip {
             IpAddr::V4(_) => global.bgp_nexthop_ipv4.map(IpAddr::V4),
             IpAddr::V6(_) => global.bgp_nexthop_ipv6.map(IpAddr::V6),
         };
         let Some(next_hop) = next_hop else { continue };
-        routes.entry(service.ip).or_insert(RouteAttributes {
+        routes.entry(ip).or_insert(RouteAttributes {
             as_path: global.bgp_as_path.clone(),
             next_hop,
-            med: service.bgp_med.unwrap_or(global.bgp_med),
+            med,
         });
     }
     routes
@@ -214,6 +220,29 @@ mod tests {
         let mut off = config.clone();
         off.global.bgp = false;
         assert!(from_config(&off).is_empty());
+    }
+
+    #[test]
+    fn advertised_instrumentation_ips_are_announced_with_the_global_med() {
+        let text = "[global]\nbgp = yes\nbgp-local-asn = 64600\nbgp-peer-address = 127.40.0.2\n\
+                    bgp-as-path = 64600 64601\nbgp-med = 100\nbgp-nexthop-ipv4 = 192.0.2.254\n\
+                    bgp-nexthop-ipv6 = 2001:db8::254\n\
+                    advertised_instrumentation_ips = [\"198.51.100.21\", \"2001:db8:9::21\"]\n\
+                    [quiet]\nprotocol = tcp\nip = 198.51.100.2\nport = 80\nscheduler = wrr\n\
+                    config = file:///dev/null\nmonitors = []\nbgp = no\n";
+        let config = validate::from_str(Path::new("/t.conf"), text)
+            .unwrap()
+            .config;
+        assert_eq!(
+            from_config(&config),
+            RouteSet::from([
+                (ip("198.51.100.21"), attrs("192.0.2.254", 100)),
+                (ip("2001:db8:9::21"), attrs("2001:db8::254", 100)),
+            ])
+        );
+        let mut off = config.clone();
+        off.global.bgp = false;
+        assert!(from_config(&off).is_empty(), "not announced with bgp = no");
     }
 
     #[test]

@@ -52,6 +52,11 @@ pub(crate) struct GlobalConfig {
     pub(crate) instrumentation: bool,
     pub(crate) instrumentation_port: u16,
     pub(crate) instrumentation_ips: Vec<IpAddr>,
+    /// `advertised_instrumentation_ips` [[]] (PyBal, T334703): addresses
+    /// that follow the active balancer. Served like `instrumentation_ips`
+    /// (bound even before the address is configured) and, while `bgp` is
+    /// on, announced like a service IP with the global MED and AS path.
+    pub(crate) advertised_instrumentation_ips: Vec<IpAddr>,
     /// Path of the `ipvsadm` binary (default `/sbin/ipvsadm`).
     pub(crate) ipvsadm: PathBuf,
     /// `ipvs-backend`: how IPVS is changed; `None` = netlink when the
@@ -82,6 +87,7 @@ impl Default for GlobalConfig {
                 IpAddr::V4(Ipv4Addr::LOCALHOST),
                 IpAddr::V6(Ipv6Addr::LOCALHOST),
             ],
+            advertised_instrumentation_ips: Vec::new(),
             ipvsadm: PathBuf::from("/sbin/ipvsadm"),
             ipvs_backend: None,
             ipvs_reconcile_interval: Duration::from_secs(60),
@@ -240,7 +246,8 @@ pub(crate) struct ServiceConfig {
     pub(crate) source_options: SourceOptions,
     /// One-packet scheduling (UDP only).
     pub(crate) ops: bool,
-    /// `forwarding-method` [dr]: how IPVS reaches every real server.
+    /// `forwarding-method` [dr]: how IPVS reaches every real server;
+    /// PyBal's `tunneling = true` means `tunnel`.
     pub(crate) forwarding: ForwardingMethod,
     pub(crate) depool_threshold: f64,
     /// Monitors in the order the `monitors` list names them.

@@ -5,11 +5,12 @@
 
 use super::limits::Assessment;
 use super::run::{
-    backend_choice, log_assessment, log_config_errors, log_config_warnings, start_instrumentation,
-    Daemon, LOG_TARGET,
+    backend_choice, bind_instrumentation, instrumentation_addrs, log_assessment, log_config_errors,
+    log_config_warnings, serve_instrumentation, Daemon, LOG_TARGET,
 };
 use crate::config::{self, diff, GlobalConfig};
 use crate::ipvs::writer::WriterRequest;
+use crate::status::server::{BindError, Bound};
 
 impl Daemon {
     /// SIGHUP: re-reads the config; a config with errors changes nothing.
@@ -54,6 +55,17 @@ impl Daemon {
             );
             return;
         }
+        // New instrumentation addresses are bound before anything changes:
+        // one that cannot be rejects the reload, the running listeners stay.
+        let instrumentation = match self.bind_new_instrumentation(&new.global) {
+            Ok(instrumentation) => instrumentation,
+            Err(e) => {
+                let message = format!("rejected: instrumentation {e}");
+                log::error!(target: LOG_TARGET, "reload rejected, the running configuration stays: instrumentation {e}");
+                crate::status::daemon::reload_finished(&self.store, false, message);
+                return;
+            }
+        };
         let d = diff::diff(&self.config, &new);
         if d.is_empty() {
             log::info!(target: LOG_TARGET, "reload: nothing changed");
@@ -111,6 +123,9 @@ impl Daemon {
         if d.global_changed {
             self.apply_global(&old_global);
         }
+        if let Some(fresh) = instrumentation {
+            self.switch_instrumentation(fresh);
+        }
         // The speaker announces the new set and withdraws what is gone.
         crate::bgp::reconcile(&mut self.bgp, &self.config, &self.store);
     }
@@ -130,14 +145,46 @@ impl Daemon {
         if old.bgp != new.bgp {
             crate::status::daemon::set_bgp_enabled(&self.store, new.bgp);
         }
-        let instrumentation_changed = old.instrumentation != new.instrumentation
-            || old.instrumentation_port != new.instrumentation_port
-            || old.instrumentation_ips != new.instrumentation_ips;
-        if instrumentation_changed {
-            if let Some(server) = self.instrumentation.take() {
-                server.stop();
-            }
-            self.instrumentation = start_instrumentation(&new, &self.store);
+    }
+
+    /// Binds the instrumentation addresses of `new` that are not served
+    /// yet. `None`: the set of addresses is unchanged.
+    fn bind_new_instrumentation(
+        &self,
+        new: &GlobalConfig,
+    ) -> Result<Option<Vec<Bound>>, BindError> {
+        let wanted = instrumentation_addrs(new);
+        let served = self
+            .instrumentation
+            .as_ref()
+            .map_or(&[][..], |server| server.wanted_addrs());
+        let same = wanted.len() == served.len() && wanted.iter().all(|w| served.contains(&w.addr));
+        if same {
+            return Ok(None);
         }
+        let fresh: Vec<_> = wanted
+            .into_iter()
+            .filter(|w| !served.contains(&w.addr))
+            .collect();
+        bind_instrumentation(&fresh).map(Some)
+    }
+
+    /// Serves instrumentation on the running config's addresses: the
+    /// sockets of addresses it keeps are handed over still bound, those of
+    /// addresses it dropped are closed, `fresh` ones are added.
+    fn switch_instrumentation(&mut self, fresh: Vec<Bound>) {
+        let wanted = instrumentation_addrs(&self.config.global);
+        let mut listeners = self
+            .instrumentation
+            .take()
+            .map(|server| server.into_listeners())
+            .unwrap_or_default();
+        listeners.retain(|b| wanted.iter().any(|w| w.addr == b.addr));
+        listeners.extend(fresh);
+        if listeners.is_empty() {
+            log::info!(target: LOG_TARGET, "instrumentation stopped");
+            return;
+        }
+        self.instrumentation = serve_instrumentation(listeners, &self.store);
     }
 }

@@ -11,7 +11,7 @@ use crate::ipvs::writer::{self, WriteMode, WriterRequest};
 use crate::monitor::check::Resource;
 use crate::monitor::{CheckError, Step};
 use crate::service::{self, ServiceHandle};
-use crate::status::server::InstrumentationServer;
+use crate::status::server::{self, BindError, Bound, InstrumentationServer, ListenAddr};
 use crate::status::snapshot::SnapshotStore;
 use crossbeam_channel::Sender;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
@@ -104,6 +104,16 @@ pub(crate) fn run(opts: RunOptions) -> i32 {
             return 1;
         }
     };
+    // Every instrumentation address is bound before IPVS or BGP is touched:
+    // a taken port stops rsbal here, with nothing changed (PyBal died on it
+    // too, but only after resetting every IPVS service).
+    let listeners = match bind_instrumentation(&instrumentation_addrs(&loaded.config.global)) {
+        Ok(listeners) => listeners,
+        Err(e) => {
+            log::error!(target: LOG_TARGET, "cannot start: instrumentation {e} (instrumentation_ips, advertised_instrumentation_ips, instrumentation_port); nothing was changed");
+            return 1;
+        }
+    };
     let mode = if opts.dry_run {
         WriteMode::DryRun
     } else {
@@ -135,7 +145,15 @@ pub(crate) fn run(opts: RunOptions) -> i32 {
         &daemon.opts.config.display().to_string(),
         daemon.config.global.bgp,
     );
-    daemon.instrumentation = start_instrumentation(&daemon.config.global, &daemon.store);
+    if listeners.is_empty() && daemon.config.global.instrumentation {
+        log::warn!(target: LOG_TARGET, "instrumentation = yes, but instrumentation_ips and advertised_instrumentation_ips are empty: not serving it");
+    }
+    if !listeners.is_empty() {
+        match serve_instrumentation(listeners, &daemon.store) {
+            Some(server) => daemon.instrumentation = Some(server),
+            None => return 1,
+        }
+    }
     let names: Vec<String> = daemon.config.services.keys().cloned().collect();
     for name in names {
         daemon.start_service(&name);
@@ -167,25 +185,48 @@ pub(super) fn backend_choice(global: &GlobalConfig) -> BackendChoice {
     }
 }
 
-pub(super) fn start_instrumentation(
-    global: &GlobalConfig,
+/// Where instrumentation listens: `instrumentation_ips`, then
+/// `advertised_instrumentation_ips` (bound with `IP_FREEBIND`: the address
+/// follows the active balancer and may be configured later), each address
+/// once; nothing when `instrumentation = no`.
+pub(super) fn instrumentation_addrs(global: &GlobalConfig) -> Vec<ListenAddr> {
+    if !global.instrumentation {
+        return Vec::new();
+    }
+    let plain = global.instrumentation_ips.iter().map(|ip| (ip, false));
+    let advertised = global
+        .advertised_instrumentation_ips
+        .iter()
+        .map(|ip| (ip, true));
+    let mut addrs: Vec<ListenAddr> = Vec::new();
+    for (ip, freebind) in plain.chain(advertised) {
+        let addr = SocketAddr::new(*ip, global.instrumentation_port);
+        if !addrs.iter().any(|a| a.addr == addr) {
+            addrs.push(ListenAddr { addr, freebind });
+        }
+    }
+    addrs
+}
+
+/// Binds every address of `wanted`, or none: the first that cannot be
+/// bound is the error (the ones bound before it are closed again).
+pub(super) fn bind_instrumentation(wanted: &[ListenAddr]) -> Result<Vec<Bound>, BindError> {
+    wanted.iter().map(|want| server::bind(*want)).collect()
+}
+
+/// Serves instrumentation on `listeners`; `None` (logged) when its threads
+/// cannot be started.
+pub(super) fn serve_instrumentation(
+    listeners: Vec<Bound>,
     store: &Arc<SnapshotStore>,
 ) -> Option<InstrumentationServer> {
-    if !global.instrumentation {
-        return None;
-    }
-    let addrs: Vec<SocketAddr> = global
-        .instrumentation_ips
-        .iter()
-        .map(|ip| SocketAddr::new(*ip, global.instrumentation_port))
-        .collect();
-    match crate::status::server::start(&addrs, Arc::clone(store)) {
+    match server::serve(listeners, Arc::clone(store)) {
         Ok(server) => {
             log::info!(target: LOG_TARGET, "instrumentation listening on {:?}", server.local_addrs());
             Some(server)
         }
         Err(e) => {
-            log::error!(target: LOG_TARGET, "cannot start instrumentation on {addrs:?}: {e}");
+            log::error!(target: LOG_TARGET, "cannot start instrumentation: {e}");
             None
         }
     }

@@ -81,14 +81,66 @@ impl Default for Limits {
 /// The running server: its threads and the addresses it listens on.
 pub(crate) struct InstrumentationServer {
     stop: Arc<AtomicBool>,
+    /// The addresses asked for, in the order of the listeners.
+    wanted: Vec<SocketAddr>,
     addrs: Vec<SocketAddr>,
     threads: Vec<JoinHandle<()>>,
+    /// The I/O thread, which hands its listening sockets back when it ends.
+    io: Option<JoinHandle<Vec<TcpListener>>>,
 }
 
-/// Starts the server on every address of `addrs` that can be bound.
-///
-/// An address that cannot be bound (e.g. `::1` on a host without IPv6) is
-/// logged and skipped; the call fails only when none can be bound.
+/// One address to listen on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ListenAddr {
+    pub(crate) addr: SocketAddr,
+    /// Bind even when the address is not (yet) configured on the host
+    /// (`IP_FREEBIND`), for addresses that follow the active balancer.
+    pub(crate) freebind: bool,
+}
+
+/// A listening socket, bound but not served yet (or any more).
+#[derive(Debug)]
+pub(crate) struct Bound {
+    /// The address asked for (its port may be 0).
+    pub(crate) addr: SocketAddr,
+    listener: TcpListener,
+}
+
+/// An address that could not be bound, and why.
+#[derive(Debug)]
+pub(crate) struct BindError {
+    pub(crate) addr: SocketAddr,
+    pub(crate) error: io::Error,
+}
+
+impl std::fmt::Display for BindError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot listen on {}: {}", self.addr, self.error)
+    }
+}
+
+/// Binds one listening socket, non-blocking.
+pub(crate) fn bind(want: ListenAddr) -> Result<Bound, BindError> {
+    let bound = || -> io::Result<TcpListener> {
+        let socket = crate::net::listen::listening_socket_with(want.addr, 128, want.freebind)?;
+        socket.set_nonblocking(true)?;
+        Ok(socket.into())
+    };
+    match bound() {
+        Ok(listener) => Ok(Bound {
+            addr: want.addr,
+            listener,
+        }),
+        Err(error) => Err(BindError {
+            addr: want.addr,
+            error,
+        }),
+    }
+}
+
+/// Starts the server on every address of `addrs`; fails, listening on
+/// none, when one of them cannot be bound or none is given.
+#[cfg(test)]
 pub(crate) fn start(
     addrs: &[SocketAddr],
     store: Arc<SnapshotStore>,
@@ -96,30 +148,46 @@ pub(crate) fn start(
     start_with(addrs, store, Limits::default())
 }
 
+#[cfg(test)]
 pub(super) fn start_with(
     addrs: &[SocketAddr],
     store: Arc<SnapshotStore>,
     limits: Limits,
 ) -> io::Result<InstrumentationServer> {
-    let mut listeners = Vec::new();
-    let mut last_err = None;
-    for addr in addrs {
-        match bind(*addr) {
-            Ok(l) => listeners.push(l),
-            Err(e) => {
-                log::warn!(target: LOG_TARGET, "cannot listen on {addr}: {e}; skipping it");
-                last_err = Some(e);
-            }
-        }
+    let bound = addrs
+        .iter()
+        .map(|addr| {
+            bind(ListenAddr {
+                addr: *addr,
+                freebind: false,
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| io::Error::new(e.error.kind(), e.to_string()))?;
+    serve_with(bound, store, limits)
+}
+
+/// Serves HTTP on sockets bound by [`bind`] (at least one).
+pub(crate) fn serve(
+    bound: Vec<Bound>,
+    store: Arc<SnapshotStore>,
+) -> io::Result<InstrumentationServer> {
+    serve_with(bound, store, Limits::default())
+}
+
+fn serve_with(
+    bound: Vec<Bound>,
+    store: Arc<SnapshotStore>,
+    limits: Limits,
+) -> io::Result<InstrumentationServer> {
+    if bound.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "no instrumentation address given",
+        ));
     }
-    if listeners.is_empty() {
-        return Err(last_err.unwrap_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "no instrumentation address given",
-            )
-        }));
-    }
+    let wanted = bound.iter().map(|b| b.addr).collect();
+    let listeners: Vec<TcpListener> = bound.into_iter().map(|b| b.listener).collect();
     let addrs = listeners
         .iter()
         .map(TcpListener::local_addr)
@@ -130,8 +198,10 @@ pub(super) fn start_with(
     let (closing_tx, closing_rx) = crossbeam_channel::bounded::<TcpStream>(limits.max_closing);
     let mut server = InstrumentationServer {
         stop: stop.clone(),
+        wanted,
         addrs,
         threads: Vec::new(),
+        io: None,
     };
     for i in 0..limits.workers.max(1) {
         let (rx, store, stop) = (rx.clone(), store.clone(), stop.clone());
@@ -154,7 +224,7 @@ pub(super) fn start_with(
         .name("instr-io".into())
         .spawn(move || io_loop(listeners, tx, closing_rx, io_stop, limits));
     match spawned {
-        Ok(h) => server.threads.push(h),
+        Ok(h) => server.io = Some(h),
         Err(e) => {
             server.shutdown();
             return Err(e);
@@ -169,19 +239,46 @@ impl InstrumentationServer {
         self.addrs.clone()
     }
 
+    /// The addresses asked for (as configured).
+    pub(crate) fn wanted_addrs(&self) -> &[SocketAddr] {
+        &self.wanted
+    }
+
     /// Stops accepting, ends every thread and waits for them. Requests being
     /// read are abandoned; this returns within a few hundred milliseconds.
     pub(crate) fn stop(mut self) {
         self.shutdown();
     }
 
-    fn shutdown(&mut self) {
+    /// Stops serving like [`stop`](Self::stop) but hands the listening
+    /// sockets back still bound, so a new server can take them over without
+    /// a moment in which their addresses are free. Connections that arrive
+    /// meanwhile wait in the sockets' backlog.
+    pub(crate) fn into_listeners(mut self) -> Vec<Bound> {
+        let listeners = self.shutdown();
+        let wanted = std::mem::take(&mut self.wanted);
+        wanted
+            .into_iter()
+            .zip(listeners)
+            .map(|(addr, listener)| Bound { addr, listener })
+            .collect()
+    }
+
+    fn shutdown(&mut self) -> Vec<TcpListener> {
         self.stop.store(true, Ordering::SeqCst);
+        let mut listeners = Vec::new();
+        if let Some(io) = self.io.take() {
+            match io.join() {
+                Ok(l) => listeners = l,
+                Err(_) => log::error!("instrumentation: a server thread panicked"),
+            }
+        }
         for h in self.threads.drain(..) {
             if h.join().is_err() {
                 log::error!(target: LOG_TARGET, "a server thread panicked");
             }
         }
+        listeners
     }
 }
 
@@ -189,13 +286,6 @@ impl Drop for InstrumentationServer {
     fn drop(&mut self) {
         self.shutdown();
     }
-}
-
-/// A non-blocking listening socket.
-fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = crate::net::listen::listening_socket(addr, 128)?;
-    socket.set_nonblocking(true)?;
-    Ok(socket.into())
 }
 
 /// Work for a worker thread: a connection and its complete request head.
@@ -274,13 +364,14 @@ impl Pending {
 /// The I/O thread: accepts, reads request heads of every pending connection
 /// as bytes arrive, hands complete ones to the workers, answers the others
 /// itself and lingers on answered connections until their clients close.
+/// Returns the listeners when it stops.
 fn io_loop(
     listeners: Vec<TcpListener>,
     jobs: Sender<Job>,
     answered: Receiver<TcpStream>,
     stop: Arc<AtomicBool>,
     limits: Limits,
-) {
+) -> Vec<TcpListener> {
     let mut pending: Vec<Pending> = Vec::new();
     // Accept failed for want of fds: said once, retried every POLL (the
     // listener stays readable, so polling again at once would spin).
@@ -378,12 +469,13 @@ fn io_loop(
                             log::warn!(target: LOG_TARGET, "every worker is busy, refusing a request");
                             answer_now(stream, &busy(), &mut closing, &limits);
                         }
-                        Err(TrySendError::Disconnected(_)) => return,
+                        Err(TrySendError::Disconnected(_)) => return listeners,
                     }
                 }
             }
         }
     }
+    listeners
 }
 
 /// Takes every connection waiting on `listener`; when the pending set is
@@ -821,16 +913,46 @@ mod tests {
     }
 
     #[test]
-    fn unbindable_addresses_are_skipped() {
+    fn an_address_that_cannot_be_bound_fails_the_start() {
         // 192.0.2.1 (TEST-NET-1) is not an address of this host.
         let foreign: SocketAddr = "192.0.2.1:0".parse().unwrap();
-        let srv = start(&[foreign, local()[0]], store()).unwrap();
-        assert_eq!(srv.local_addrs().len(), 1);
-        let (st, _, _) = http_get(srv.local_addrs()[0], "/pools", false);
+        let e = start(&[local()[0], foreign], store()).err().unwrap();
+        assert!(
+            e.to_string().starts_with("cannot listen on 192.0.2.1:0: "),
+            "{e}"
+        );
+        assert!(start(&[], store()).is_err());
+        // A taken port too.
+        let srv = start(&local(), store()).unwrap();
+        let taken = srv.local_addrs()[0];
+        let e = start(&[taken], store()).err().unwrap();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse, "{e}");
+        // With IP_FREEBIND the foreign address is bound (it may come later).
+        let want = ListenAddr {
+            addr: foreign,
+            freebind: true,
+        };
+        assert!(bind(want).is_ok());
+        srv.stop();
+    }
+
+    #[test]
+    fn listeners_handed_back_stay_bound_and_serve_again() {
+        let srv = start(&local(), store()).unwrap();
+        let addr = srv.local_addrs()[0];
+        let bound = srv.into_listeners();
+        assert_eq!(bound.len(), 1);
+        // Still bound: nobody else can take the port.
+        let again = bind(ListenAddr {
+            addr,
+            freebind: false,
+        });
+        assert!(again.is_err());
+        let srv = serve(bound, store()).unwrap();
+        assert_eq!(srv.local_addrs(), vec![addr]);
+        let (st, _, _) = http_get(addr, "/pools", false);
         assert_eq!(st, 200);
         srv.stop();
-        assert!(start(&[foreign], store()).is_err());
-        assert!(start(&[], store()).is_err());
     }
 
     #[test]

@@ -46,33 +46,48 @@ pub(super) fn socket_text(ip: IpAddr, port: u16) -> String {
     }
 }
 
-/// Each address family that is announced needs its next hop.
+/// Each address family that is announced needs its next hop: service IPs
+/// with `bgp = yes` and `advertised_instrumentation_ips`.
 pub(super) fn check_bgp_next_hops(
     ini: &Ini,
     global: &GlobalConfig,
     services: &BTreeMap<String, ServiceConfig>,
     report: &mut Report,
 ) {
-    let announced = || services.values().filter(|s| s.bgp);
+    let announced = |v4: bool| {
+        let service = services
+            .values()
+            .filter(|s| s.bgp)
+            .find(|s| s.ip.is_ipv4() == v4);
+        let advertised = global
+            .advertised_instrumentation_ips
+            .iter()
+            .find(|ip| ip.is_ipv4() == v4);
+        match (service, advertised) {
+            (Some(service), _) => Some(format!("service [{}] is announced", service.name)),
+            (None, Some(ip)) => Some(format!("advertised_instrumentation_ips announces {ip}")),
+            (None, None) => None,
+        }
+    };
     let missing = [
         (
             "bgp-nexthop-ipv4",
             "IPv4",
             global.bgp_nexthop_ipv4.is_none(),
-            announced().find(|s| s.ip.is_ipv4()),
+            announced(true),
         ),
         (
             "bgp-nexthop-ipv6",
             "IPv6",
             global.bgp_nexthop_ipv6.is_none(),
-            announced().find(|s| s.ip.is_ipv6()),
+            announced(false),
         ),
     ];
     let Some(section) = ini.section(GLOBAL_SECTION) else {
         return;
     };
-    for (key, family, absent, service) in missing {
-        let (true, Some(service)) = (absent, service) else {
+    for (key, family, absent, what) in missing {
+        let (true, Some(what)) = (absent, what) else {
             continue;
         };
         if ini.get(section, key).is_some() {
@@ -80,10 +95,7 @@ pub(super) fn check_bgp_next_hops(
         }
         report.error(
             Place::key(section, key, section.line),
-            format!(
-                "required: bgp is on and {family} service [{}] is announced",
-                service.name
-            ),
+            format!("required: bgp is on and {family} {what}"),
         );
     }
 }
@@ -116,6 +128,24 @@ pub(super) fn check_bgp_meds(
             None => {
                 first_med.insert(service.ip, (&section.name, med));
             }
+        }
+    }
+    // An advertised instrumentation IP is announced with the global MED.
+    let Some(global_section) = ini.section(GLOBAL_SECTION) else {
+        return;
+    };
+    for ip in &global.advertised_instrumentation_ips {
+        if let Some(&(other, other_med)) = first_med.get(ip).filter(|(_, m)| *m != global.bgp_med) {
+            let line = ini
+                .get(global_section, "advertised_instrumentation_ips")
+                .map_or(global_section.line, |e| e.line);
+            report.error(
+                Place::key(global_section, "advertised_instrumentation_ips", line),
+                format!(
+                    "{ip} is announced with the global bgp-med {}, but service [{other}] announces it with MED {other_med}; they must agree",
+                    global.bgp_med
+                ),
+            );
         }
     }
 }

@@ -14,8 +14,25 @@ pub(super) fn read_global(r: &mut Reader) -> GlobalConfig {
     if global.bgp {
         require_bgp_basics(r, &global);
     }
+    warn_dry_run_key(r);
     warn_unknown_keys(r, |key| has(GLOBAL_KEYS, key));
     global
+}
+
+/// `dry-run = yes` does nothing (PyBal never read the key either: its
+/// template writes it, PyBal reads `dryrun` and its command line overrides
+/// that); say so rather than let an operator believe IPVS is left alone.
+fn warn_dry_run_key(r: &mut Reader) {
+    let on = r
+        .entry("dry-run")
+        .is_some_and(|e| matches!(parse_boolean(&e.value), Ok(true)));
+    if on {
+        r.warning(
+            "dry-run",
+            "has no effect (nor had it in PyBal): IPVS IS changed; start rsbal with -n for a dry run"
+                .to_string(),
+        );
+    }
 }
 
 /// With `bgp = yes`, a local ASN and at least one peer are needed.

@@ -175,6 +175,18 @@ pub(crate) const GLOBAL_KEYS: &[Key<GlobalConfig>] = &[
         read: |g, v| set(&mut g.instrumentation_ips, parse_ip_list(v)),
     },
     Key {
+        name: "advertised_instrumentation_ips",
+        absent: Absent::Default("[]"),
+        doc: "more instrumentation addresses, also announced over BGP like a service IP",
+        read: |g, v| set(&mut g.advertised_instrumentation_ips, parse_ip_list(v)),
+    },
+    Key {
+        name: "dry-run",
+        absent: Absent::Default("no"),
+        doc: "written by PyBal's puppet template, read by neither PyBal nor rsbal: use -n",
+        read: |_, v| parse_boolean(v).map(|_| ()),
+    },
+    Key {
         name: "ipvsadm",
         absent: Absent::Default("/sbin/ipvsadm"),
         doc: "path of the ipvsadm binary",
@@ -246,9 +258,15 @@ pub(crate) const SERVICE_KEYS: &[Key<ServiceDraft>] = &[
     },
     Key {
         name: "forwarding-method",
-        absent: Absent::Default("dr"),
-        doc: "how IPVS reaches the real servers: dr, nat or tunnel",
-        read: |s, v| set(&mut s.forwarding, parse_forwarding_method(v)),
+        absent: Absent::Unset,
+        doc: "how IPVS reaches the real servers: dr, nat or tunnel; unset, dr (tunnel with tunneling = true)",
+        read: |s, v| set(&mut s.forwarding, parse_forwarding_method(v).map(Some)),
+    },
+    Key {
+        name: "tunneling",
+        absent: Absent::Unset,
+        doc: "PyBal's IPIP switch: true = forwarding-method tunnel",
+        read: |s, v| set(&mut s.tunneling, parse_boolean(v).map(Some)),
     },
     Key {
         name: "depool-threshold",

@@ -18,7 +18,10 @@ pub(crate) struct ServiceDraft {
     pub(crate) source: Option<SourceUrl>,
     pub(crate) source_options: SourceOptions,
     pub(crate) ops: bool,
-    pub(crate) forwarding: ForwardingMethod,
+    /// `forwarding-method` when given.
+    pub(crate) forwarding: Option<ForwardingMethod>,
+    /// PyBal's `tunneling` when given.
+    pub(crate) tunneling: Option<bool>,
     pub(crate) depool_threshold: f64,
     /// The names in `monitors`, unchecked.
     pub(crate) monitors: Option<Vec<String>>,
@@ -36,7 +39,8 @@ impl Default for ServiceDraft {
             source: None,
             source_options: SourceOptions::default(),
             ops: false,
-            forwarding: ForwardingMethod::default(),
+            forwarding: None,
+            tunneling: None,
             depool_threshold: 0.5,
             monitors: None,
             bgp: true,
@@ -56,6 +60,7 @@ pub(super) fn read_service(r: &mut Reader) -> Option<ServiceConfig> {
             "one-packet scheduling (ops) is only for udp services".to_string(),
         );
     }
+    let forwarding = forwarding_method(r, &s);
     warn_service_keys(r, &monitor_kinds);
 
     Some(ServiceConfig {
@@ -67,12 +72,43 @@ pub(super) fn read_service(r: &mut Reader) -> Option<ServiceConfig> {
         source: s.source?,
         source_options: s.source_options,
         ops: s.ops,
-        forwarding: s.forwarding,
+        forwarding: forwarding?,
         depool_threshold: s.depool_threshold,
         monitors: monitors?,
         bgp: s.bgp,
         bgp_med: s.bgp_med,
     })
+}
+
+/// The forwarding method from `forwarding-method` and PyBal's `tunneling`
+/// (T351069: `true` is IPIP, `-i`). Either alone decides; both must agree:
+/// `tunneling = true` only with `tunnel`, `tunneling = false` never with it.
+/// `None` after an error.
+fn forwarding_method(r: &mut Reader, s: &ServiceDraft) -> Option<ForwardingMethod> {
+    // An invalid `forwarding-method` or `tunneling` is already an error.
+    let invalid = |key: &str, parsed: bool| r.entry(key).is_some() && !parsed;
+    if invalid("forwarding-method", s.forwarding.is_some())
+        || invalid("tunneling", s.tunneling.is_some())
+    {
+        return None;
+    }
+    match (s.tunneling, s.forwarding) {
+        (None, method) => Some(method.unwrap_or_default()),
+        (Some(true), None | Some(ForwardingMethod::Tunnel)) => Some(ForwardingMethod::Tunnel),
+        (Some(false), None) => Some(ForwardingMethod::default()),
+        (Some(false), Some(method)) if method != ForwardingMethod::Tunnel => Some(method),
+        (Some(tunneling), Some(method)) => {
+            let line = r.line_of("forwarding-method");
+            r.error(
+                "tunneling",
+                format!(
+                    "tunneling = {tunneling} contradicts forwarding-method = {method} (line {line}); \
+                     tunneling = true means forwarding-method = tunnel: keep one of the two keys"
+                ),
+            );
+            None
+        }
+    }
 }
 
 /// Warnings for a service's own keys that nothing reads: unknown keys,

@@ -910,6 +910,150 @@ fn forwarding_method() {
     assert!(e.reason.contains("dr, nat or tunnel"), "{e}");
 }
 
+/// PyBal's `tunneling` (T351069) is the forwarding method `tunnel`, in
+/// every boolean spelling PyBal accepts; contradicting `forwarding-method`
+/// is an error naming both keys, and nothing else of the service is lost.
+#[test]
+fn tunneling_is_the_tunnel_forwarding_method() {
+    for (text, method) in [
+        ("true", ForwardingMethod::Tunnel),
+        ("True", ForwardingMethod::Tunnel),
+        ("yes", ForwardingMethod::Tunnel),
+        ("on", ForwardingMethod::Tunnel),
+        ("1", ForwardingMethod::Tunnel),
+        ("t", ForwardingMethod::Tunnel),
+        ("false", ForwardingMethod::Dr),
+        ("False", ForwardingMethod::Dr),
+        ("no", ForwardingMethod::Dr),
+        ("off", ForwardingMethod::Dr),
+        ("0", ForwardingMethod::Dr),
+    ] {
+        let loaded = load_ok(&service("svc", &format!("tunneling = {text}\n")));
+        assert!(loaded.warnings.is_empty(), "{text}: {:#?}", loaded.warnings);
+        assert_eq!(loaded.config.services["svc"].forwarding, method, "{text}");
+    }
+    // Agreeing with forwarding-method is fine.
+    for (both, method) in [
+        (
+            "tunneling = true\nforwarding-method = tunnel\n",
+            ForwardingMethod::Tunnel,
+        ),
+        (
+            "tunneling = false\nforwarding-method = nat\n",
+            ForwardingMethod::Nat,
+        ),
+        (
+            "tunneling = false\nforwarding-method = dr\n",
+            ForwardingMethod::Dr,
+        ),
+    ] {
+        let loaded = load_ok(&service("svc", both));
+        assert_eq!(loaded.config.services["svc"].forwarding, method, "{both}");
+    }
+    // Contradictions: an error at tunneling's line naming both keys.
+    for (both, line) in [
+        ("tunneling = true\nforwarding-method = dr\n", 8),
+        ("forwarding-method = nat\ntunneling = yes\n", 9),
+        ("tunneling = false\nforwarding-method = tunnel\n", 8),
+    ] {
+        let errors = errors(&service("svc", both));
+        assert_eq!(errors.len(), 1, "{both}: {errors:#?}");
+        let e = find(&errors, "tunneling");
+        assert_eq!(e.line, Some(line), "{both}");
+        assert!(
+            e.reason.contains("contradicts forwarding-method"),
+            "{both}: {e}"
+        );
+    }
+    let e = errors(&service(
+        "svc",
+        "tunneling = true\nforwarding-method = dr\n",
+    ));
+    assert_eq!(
+        e[0].to_string(),
+        "/etc/pybal/pybal.conf:8: [svc] tunneling: tunneling = true contradicts \
+         forwarding-method = dr (line 9); tunneling = true means forwarding-method = tunnel: \
+         keep one of the two keys"
+    );
+    // A bad value is one error, not also a contradiction.
+    let errors = errors(&service(
+        "svc",
+        "tunneling = maybe\nforwarding-method = dr\n",
+    ));
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(find(&errors, "tunneling").reason.contains("not a boolean"));
+}
+
+/// `advertised_instrumentation_ips` takes both list syntaxes of the
+/// template; announced IPs need their family's next hop and the global MED
+/// must agree with a service announcing the same IP.
+#[test]
+fn advertised_instrumentation_ips() {
+    let g = load_ok("[global]\nadvertised_instrumentation_ips = [\"10.2.2.21\", \"10.2.2.22\"]\n")
+        .config
+        .global;
+    assert_eq!(
+        g.advertised_instrumentation_ips,
+        vec![
+            "10.2.2.21".parse::<IpAddr>().unwrap(),
+            "10.2.2.22".parse().unwrap()
+        ]
+    );
+    let g = load_ok("[global]\nadvertised_instrumentation_ips = [ '2001:db8::21' ]\n")
+        .config
+        .global;
+    assert_eq!(g.advertised_instrumentation_ips.len(), 1);
+    assert!(load_ok("[global]\n")
+        .config
+        .global
+        .advertised_instrumentation_ips
+        .is_empty());
+    let e = errors("[global]\nadvertised_instrumentation_ips = ['10.2.2.300']\n");
+    assert_eq!(find(&e, "advertised_instrumentation_ips").line, Some(2));
+
+    let global = "[global]\nbgp = yes\nbgp-local-asn = 64600\nbgp-peer-address = 10.0.0.1\n\
+                  bgp-nexthop-ipv4 = 10.0.0.2\nbgp-med = 100\n";
+    let off = service("svc", "bgp = no\n");
+    let v6 = "advertised_instrumentation_ips = ['2001:db8::21']\n";
+    let e = errors_of(&format!("{global}{v6}{off}"));
+    let e = find(&e, "bgp-nexthop-ipv6");
+    assert!(
+        e.reason
+            .contains("advertised_instrumentation_ips announces 2001:db8::21"),
+        "{e}"
+    );
+    // The same IP as a service with another MED: they must agree.
+    let same = "advertised_instrumentation_ips = ['10.2.2.1']\n";
+    let e = errors_of(&format!(
+        "{global}{same}{}",
+        service("svc", "bgp-med = 5\n")
+    ));
+    let e = find(&e, "advertised_instrumentation_ips");
+    assert_eq!(e.line, Some(7));
+    assert!(
+        e.reason.contains("service [svc] announces it with MED 5"),
+        "{e}"
+    );
+    assert!(load(&format!("{global}{same}{}", service("svc", ""))).is_ok());
+}
+
+/// The template's `dry-run` key: known (no unknown-key warning), does
+/// nothing, and `yes` says so.
+#[test]
+fn dry_run_key_is_accepted_and_does_nothing() {
+    let loaded = load_ok("[global]\ndry-run = no\n");
+    assert!(loaded.warnings.is_empty(), "{:#?}", loaded.warnings);
+    let loaded = load_ok("[global]\ndry-run = yes\n");
+    assert_eq!(loaded.warnings.len(), 1);
+    assert!(
+        loaded.warnings[0].reason.contains("has no effect"),
+        "{}",
+        loaded.warnings[0]
+    );
+    assert_eq!(loaded.config, load_ok("[global]\n").config);
+    assert!(!errors("[global]\ndry-run = perhaps\n").is_empty());
+}
+
 /// Every key of `table` as a config names it, after checking that its
 /// default (when it has one) parses to `T`'s default and that it has a doc
 /// line.
@@ -950,7 +1094,7 @@ fn every_key() -> Vec<String> {
 #[test]
 fn key_tables_defaults_parse_to_the_typed_defaults() {
     let keys = every_key();
-    assert_eq!(keys.len(), 17 + 13 + 6 + 7 + 5 + 4 + 2);
+    assert_eq!(keys.len(), 19 + 14 + 6 + 7 + 5 + 4 + 2);
     // No key twice in one table (bgp and bgp-med are global and per service).
     let mut unique = keys.clone();
     unique.sort_unstable();
