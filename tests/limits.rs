@@ -425,14 +425,14 @@ fn running_out_of_fds_at_run_time_changes_no_server() {
     );
     let log = rsbal.log_text();
     assert_eq!(
-        log.matches("instrumentation: accept failed").count(),
+        log.matches("[instrumentation] WARN: accept failed").count(),
         1,
         "{log}"
     );
     assert!(
         wait_until(T, || rsbal
             .log_text()
-            .contains("instrumentation: accepting connections again")),
+            .contains("[instrumentation] INFO: accepting connections again")),
         "{}",
         rsbal.log_text()
     );
