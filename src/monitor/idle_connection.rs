@@ -14,7 +14,7 @@
 //! (keepalive gave up), `error` (anything else) or `closed` (clean close by
 //! the server).
 
-use super::{CheckError, CheckOutcome, Monitor, MonitorContext, MonitorTarget, Step, Waker};
+use super::{Body, CheckError, CheckOutcome, Monitor, MonitorContext, MonitorTarget, Step, Waker};
 use crate::config::IdleConnectionOptions;
 use prometheus::IntCounterVec;
 use socket2::{SockRef, TcpKeepalive};
@@ -107,6 +107,16 @@ impl Monitor for IdleConnection {
         (IdleConnection { opts, current }, Some(waker))
     }
 
+    /// A dedicated thread (small stack) blocked on its socket.
+    fn body(self) -> Body {
+        Body::Dedicated {
+            run: Box::new(move |ctx| self.run(ctx)),
+            stack: super::DEDICATED_STACK_SIZE,
+        }
+    }
+}
+
+impl IdleConnection {
     /// The monitor thread's body.
     fn run(self, ctx: MonitorContext) {
         let target = ctx.log_target();
@@ -174,9 +184,6 @@ impl Monitor for IdleConnection {
             }
         }
     }
-}
-
-impl IdleConnection {
     fn connect(&self, ctx: &MonitorContext, timeout: Duration) -> std::io::Result<TcpStream> {
         let stream = TcpStream::connect_timeout(&ctx.target.addr(), timeout)?;
         if self.opts.keepalive {

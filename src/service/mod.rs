@@ -1,9 +1,15 @@
 //! The service thread: one per LVS service, the thin shell around its
 //! Coordinator.
 //!
-//! It owns the service's Coordinator, its monitor handles and its server-list
-//! source. It waits on three channels at once: control (reload, stop), server
-//! lists from the source thread, and monitor reports. Every decision comes
+//! It owns the service's Coordinator, its monitor handles, its server-list
+//! source, and the check scheduler of its scheduled monitors (ProxyFetch,
+//! RunCommand, DNSQuery): a timer heap of due checks
+//! ([`monitor::scheduler::Schedule`]) that it hands, when due, to the
+//! service's elastic worker pool ([`monitor::pool::Workers`]). It waits on
+//! four channels at once, with the next due check as its timeout: control
+//! (reload, stop), server lists from the source thread, reports of the
+//! dedicated monitors (IdleConnection, UDP) and checks finished by the
+//! workers. Every decision comes
 //! from the Coordinator; this thread carries it out: writes the log lines,
 //! starts and stops monitors, sends the service's complete desired IPVS state
 //! to the IpvsWriter, publishes a snapshot for the instrumentation server,
@@ -16,7 +22,11 @@ pub(crate) mod pool_metrics;
 use crate::config::ServiceConfig;
 use crate::ipvs::writer::WriterRequest;
 use crate::ipvs::{Dest, ServiceKey, ServiceTable, VirtualService};
-use crate::monitor::{self, MonitorHandle, MonitorReport, MonitorTarget};
+use crate::monitor::pool::{Finished, Workers};
+use crate::monitor::scheduler::Schedule;
+use crate::monitor::{
+    self, CheckKey, MonitorHandle, MonitorReport, MonitorTarget, ScheduledMonitor,
+};
 use crate::service::coordinator::{Coordinator, Outcome};
 use crate::source::{self, ServerList, SourceHandle};
 use crate::status::snapshot::{ServiceSnapshot, SnapshotStore};
@@ -25,10 +35,16 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Longest delay before monitor counters reach the published snapshot.
 const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The first checks of a server's scheduled monitors are spread over this
+/// much (or their interval, if shorter), so that a service's servers, all
+/// started at once, are not checked in one burst every interval (a burst
+/// would make the worker pool grow to its size).
+const FIRST_CHECK_SPREAD: Duration = Duration::from_secs(1);
 
 /// A message from the daemon to a service thread.
 #[derive(Debug)]
@@ -73,6 +89,7 @@ pub(crate) fn spawn(
     let (control_tx, control_rx) = crossbeam_channel::unbounded();
     let (report_tx, report_rx) = crossbeam_channel::unbounded();
     let (list_tx, list_rx) = crossbeam_channel::unbounded();
+    let (done_tx, done_rx) = crossbeam_channel::unbounded();
     let source = source::spawn(
         &config.name,
         &config.source,
@@ -82,7 +99,12 @@ pub(crate) fn spawn(
     )?;
     let mut coordinator = Coordinator::new(config.depool_threshold, config.monitors.len());
     coordinator.set_monitor_names(monitor_names(&config));
+    let workers = Workers::new(&config.name, done_tx);
     let runner = ServiceRunner {
+        schedule: Schedule::default(),
+        waiting: HashMap::new(),
+        workers,
+        workers_failing: false,
         coordinator,
         config,
         writer,
@@ -96,7 +118,7 @@ pub(crate) fn spawn(
     };
     let thread = thread::Builder::new()
         .name(format!("service:{name}"))
-        .spawn(move || runner.run(control_rx, list_rx, report_rx))?;
+        .spawn(move || runner.run(control_rx, list_rx, report_rx, done_rx))?;
     Ok(ServiceHandle {
         control: control_tx,
         thread: Some(thread),
@@ -115,6 +137,8 @@ fn monitor_names(config: &ServiceConfig) -> Vec<String> {
 struct RunningServer {
     id: u64,
     _monitors: Vec<MonitorHandle>,
+    /// Its scheduled monitors' keys in the schedule.
+    scheduled: Vec<CheckKey>,
 }
 
 struct ServiceRunner {
@@ -133,6 +157,14 @@ struct ServiceRunner {
     /// Monitor counters changed since the last snapshot (published on the
     /// next tick rather than on every result).
     dirty: bool,
+    /// When each scheduled check is due next.
+    schedule: Schedule<CheckKey>,
+    /// The scheduled monitors waiting for their next check (the others are
+    /// on a worker).
+    waiting: HashMap<CheckKey, ScheduledMonitor>,
+    workers: Workers,
+    /// A worker could not be spawned and none has been since (logged once).
+    workers_failing: bool,
 }
 
 impl ServiceRunner {
@@ -141,17 +173,27 @@ impl ServiceRunner {
         control: Receiver<ServiceControl>,
         mut lists: Receiver<ServerList>,
         reports: Receiver<MonitorReport>,
+        done: Receiver<Finished>,
     ) {
         log::info!(target: &self.config.name, "starting: {} {}:{} ({}), servers from {}",
             self.config.protocol, self.config.ip, self.config.port, self.config.scheduler, self.config.source);
         self.publish();
         let ticker = crossbeam_channel::tick(SNAPSHOT_INTERVAL);
         loop {
+            let timeout = self
+                .schedule
+                .next_deadline()
+                .map_or(SNAPSHOT_INTERVAL, |due| {
+                    due.saturating_duration_since(Instant::now())
+                });
             select! {
                 recv(ticker) -> _ => {
                     if self.dirty {
                         self.publish();
                     }
+                    let retried = self.workers.retry();
+                    self.workers_spawned(retried);
+                    monitor::pool::set_metric(&self.config.name, self.workers.live());
                 },
                 recv(control) -> msg => match msg {
                     Ok(ServiceControl::Reconfigure(config)) => {
@@ -184,8 +226,65 @@ impl ServiceRunner {
                     if let Ok(report) = report {
                         self.on_report(report);
                     }
-                }
+                },
+                recv(done) -> finished => {
+                    if let Ok(finished) = finished {
+                        self.on_finished(finished);
+                    }
+                },
+                default(timeout) => {},
             }
+            self.run_due_checks();
+        }
+    }
+
+    /// Hands every check due now to the worker pool.
+    fn run_due_checks(&mut self) {
+        let now = Instant::now();
+        while let Some(key) = self.schedule.pop_due(now) {
+            match self.waiting.remove(&key) {
+                Some(job) => {
+                    let ran = self.workers.run(job);
+                    self.workers_spawned(ran);
+                }
+                None => self.schedule.remove(&key),
+            }
+        }
+    }
+
+    /// Says once when check workers cannot be spawned, and when they can again.
+    fn workers_spawned(&mut self, result: std::io::Result<()>) {
+        match result {
+            Err(e) if !self.workers_failing => {
+                self.workers_failing = true;
+                log::error!(target: &self.config.name,
+                    "cannot start a check worker thread: {e}; due checks wait for a free worker, retried every second");
+            }
+            Ok(()) if self.workers_failing => {
+                self.workers_failing = false;
+                log::info!(target: &self.config.name, "check worker threads start again");
+            }
+            _ => {}
+        }
+    }
+
+    /// A worker finished a check: its result counts, and it is due again,
+    /// unless its server was removed or restarted meanwhile (then both are
+    /// dropped).
+    fn on_finished(&mut self, finished: Finished) {
+        let Finished {
+            job,
+            result,
+            started,
+        } = finished;
+        let key = job.key();
+        if !self.schedule.finished(key, started, Instant::now()) {
+            return;
+        }
+        let report = result.map(|checked| job.report(checked));
+        self.waiting.insert(key, job);
+        if let Some(report) = report {
+            self.on_report(report);
         }
     }
 
@@ -236,7 +335,7 @@ impl ServiceRunner {
             log::log!(target: &self.config.name, line.level, "{}", line.text);
         }
         for host in &outcome.stop_monitors {
-            self.servers.remove(host);
+            self.stop_server(host);
         }
         let stopped: Vec<&str> = outcome.stop_monitors.iter().map(String::as_str).collect();
         pool_metrics::forget_servers(&self.config.name, &stopped);
@@ -254,8 +353,26 @@ impl ServiceRunner {
         }
     }
 
+    /// Stops a server's monitors: drops their handles (stop channel, waker)
+    /// and cancels its scheduled checks (a result in flight is dropped).
+    fn stop_server(&mut self, host: &str) {
+        if let Some(server) = self.servers.remove(host) {
+            for key in &server.scheduled {
+                self.schedule.remove(key);
+                self.waiting.remove(key);
+            }
+        }
+    }
+
+    /// Stops every server's monitors.
+    fn stop_all_servers(&mut self) {
+        self.servers.clear();
+        self.schedule.clear();
+        self.waiting.clear();
+    }
+
     fn start_monitors(&mut self, host: &str) {
-        self.servers.remove(host);
+        self.stop_server(host);
         let Some((ip, weight)) = self
             .coordinator
             .server(host)
@@ -266,6 +383,8 @@ impl ServiceRunner {
         let id = self.next_server_id;
         self.next_server_id += 1;
         let mut handles = Vec::with_capacity(self.config.monitors.len());
+        let mut scheduled = Vec::new();
+        let now = Instant::now();
         for (index, config) in self.config.monitors.iter().enumerate() {
             let target = MonitorTarget {
                 service: self.config.name.clone(),
@@ -275,7 +394,17 @@ impl ServiceRunner {
                 weight,
             };
             match monitor::spawn(config, target, id, index, self.report_tx.clone()) {
-                Ok(handle) => handles.push(handle),
+                Ok(started) => {
+                    handles.push(started.handle);
+                    if let Some(job) = started.scheduled {
+                        let key = job.key();
+                        let spread = job.interval.min(FIRST_CHECK_SPREAD);
+                        let first = now + spread.mul_f64(fastrand::f64());
+                        self.schedule.add(key, job.interval, first);
+                        self.waiting.insert(key, job);
+                        scheduled.push(key);
+                    }
+                }
                 Err(e) => log::error!(target: &self.config.name,
                     "cannot start {} monitor for {host}: {e}", config.name()),
             }
@@ -285,12 +414,13 @@ impl ServiceRunner {
             RunningServer {
                 id,
                 _monitors: handles,
+                scheduled,
             },
         );
     }
 
     fn restart_all_monitors(&mut self) {
-        self.servers.clear();
+        self.stop_all_servers();
         let hosts: Vec<&str> = self
             .coordinator
             .servers()
@@ -393,7 +523,7 @@ impl ServiceRunner {
     }
 
     fn stop(&mut self, remove_from_ipvs: bool) {
-        self.servers.clear();
+        self.stop_all_servers();
         if remove_from_ipvs {
             log::info!(target: &self.config.name, "service removed from the configuration");
             let _ = self.writer.send(WriterRequest::RemoveService {
