@@ -322,3 +322,95 @@ fn removing_a_service_stops_its_checks_in_flight_at_once() {
         .log_text()
         .contains("service removed from the configuration"));
 }
+
+/// A child process killed when dropped.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Check workers have a small stack (`monitor::pool::WORKER_STACK_SIZE`):
+/// an HTTPS ProxyFetch (TLS handshake, certificate chain verified) is the
+/// deepest thing they run. It runs there many times and the server is
+/// pooled; a stack too small would abort the process.
+#[test]
+fn https_checks_run_on_the_small_worker_stacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ipvsadm = FakeIpvsadm::new(d);
+    let ip = lo(71, 200);
+    let port = free_port();
+    let make_certs = script(
+        d,
+        "certs",
+        &format!(
+            "set -e\n\
+             openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj '/CN=rsbal test CA' -keyout ca.key -out ca.pem 2>/dev/null\n\
+             openssl req -newkey rsa:2048 -nodes -subj /CN={ip} -keyout server.key -out server.csr 2>/dev/null\n\
+             echo subjectAltName=IP:{ip} > san.ext\n\
+             openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -extfile san.ext -out server.pem 2>/dev/null\n\
+             echo ok > health\n"
+        ),
+    );
+    let made = std::process::Command::new(make_certs)
+        .current_dir(d)
+        .status()
+        .expect("cannot run openssl (apt-get install openssl)");
+    assert!(made.success());
+    let server = Child(
+        std::process::Command::new("openssl")
+            .args([
+                "s_server",
+                "-quiet",
+                "-WWW",
+                "-cert",
+                "server.pem",
+                "-key",
+                "server.key",
+            ])
+            .arg("-accept")
+            .arg(format!("{ip}:{port}"))
+            .current_dir(d)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let list = write_atomic(d, "servers", &list_of(&[ip]));
+    let vip = "192.0.2.76";
+    let conf = d.join("rsbal.conf");
+    let section = format!(
+        "[tls]\nprotocol = tcp\nip = {vip}\nport = {port}\nscheduler = wrr\n\
+         config = file://{}\ndepool-threshold = 0\nmonitors = [ 'ProxyFetch' ]\n\
+         proxyfetch.url = [ 'https://{ip}/health' ]\n\
+         proxyfetch.interval = 0.1\nproxyfetch.timeout = 5\n",
+        list.display()
+    );
+    std::fs::write(&conf, global(&ipvsadm) + &section).unwrap();
+    let log = conf.with_extension("log");
+    let out = std::fs::File::create(&log).unwrap();
+    let mut rsbal = Rsbal {
+        child: std::process::Command::new(env!("CARGO_BIN_EXE_rsbal"))
+            .arg("-d")
+            .arg("-c")
+            .arg(&conf)
+            .env("SSL_CERT_FILE", d.join("ca.pem"))
+            .stdin(std::process::Stdio::null())
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap(),
+        log,
+    };
+    let ok = format!("up: https://{ip}/health: HTTP 200");
+    assert!(
+        wait_until(T, || rsbal.log_text().matches(&ok).count() >= 20),
+        "fewer than 20 HTTPS checks succeeded"
+    );
+    assert!(rsbal.child.try_wait().unwrap().is_none(), "rsbal died");
+    drop(server);
+}

@@ -32,9 +32,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 /// Stack of a dedicated monitor thread (IdleConnection, UDP): a blocking
-/// connect or read, a report, a log line. Measured to need far less (the
-/// `dedicated_stack_is_enough` test runs both kinds on it); only touched
-/// pages count in RSS, but each thread's stack is a mapping of its own.
+/// connect or read, a report, a log line. Only touched pages count in RSS,
+/// but each thread's stack is a mapping of its own.
 pub(crate) const DEDICATED_STACK_SIZE: usize = 64 * 1024;
 
 /// What a monitor checks: one server of one service.

@@ -293,7 +293,8 @@ impl ServiceRunner {
         if current != Some(report.server_id) {
             return; // From monitors of a server instance that is gone.
         }
-        if let Some(config) = self.config.monitors.get(report.monitor) {
+        let debug = log::max_level() >= log::LevelFilter::Debug;
+        if let Some(config) = self.config.monitors.get(report.monitor).filter(|_| debug) {
             let target = crate::daemon::logging::monitor_target(&self.config.name, config.name());
             let status = self
                 .coordinator
