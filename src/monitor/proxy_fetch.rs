@@ -34,6 +34,10 @@ static REQUEST_DURATION: LazyLock<GaugeVec> = LazyLock::new(|| {
     )
 });
 
+/// Input buffer of one check's connection, and the largest response head
+/// accepted (its output buffer is a quarter of it).
+const CHECK_BUFFER: usize = 32 * 1024;
+
 /// Sends every request to one fixed address, whatever host the URL names.
 #[derive(Debug)]
 struct FixedResolver(SocketAddr);
@@ -77,6 +81,13 @@ impl Monitor for ProxyFetch {
             // Every check opens a fresh connection, as a client would.
             .max_idle_connections(0)
             .max_idle_connections_per_host(0)
+            // ureq's default buffers are 128 KiB each, allocated (mmap'd by
+            // glibc at that size) and zeroed for every connection: most of a
+            // check's cost. A health check's request and response head fit
+            // in far less.
+            .input_buffer_size(CHECK_BUFFER)
+            .output_buffer_size(CHECK_BUFFER / 4)
+            .max_response_header_size(CHECK_BUFFER)
             .tls_config(crate::net::tls::tls_config())
             .user_agent(concat!("rsbal/", env!("CARGO_PKG_VERSION"), " ProxyFetch"))
             .build();
