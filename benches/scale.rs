@@ -116,7 +116,9 @@ fn parse_args() -> (Vec<Shape>, Opts) {
                 _ => panic!("unknown option {k}"),
             }
         } else if let Some(rest) = arg.strip_prefix("prod") {
-            let n = rest.strip_prefix(':').map_or(11_000, |n| n.parse().expect("prod:N"));
+            let n = rest
+                .strip_prefix(':')
+                .map_or(11_000, |n| n.parse().expect("prod:N"));
             shapes.push(Shape::Prod(n));
         } else if let Some(rest) = arg.strip_prefix("prep12") {
             let path = rest
@@ -258,7 +260,9 @@ fn prep12(path: &Path) -> Vec<Service> {
             // url (one http:// URL of nginx instead) and http_status
             // (nginx answers 200) are replaced; interval only when absent.
             let keep = k.starts_with("idleconnection.")
-                || (k.starts_with("proxyfetch.") && k != "proxyfetch.url" && k != "proxyfetch.http_status")
+                || (k.starts_with("proxyfetch.")
+                    && k != "proxyfetch.url"
+                    && k != "proxyfetch.http_status")
                 || k == "depool-threshold";
             if keep {
                 let _ = writeln!(extra, "{k} = {v}");
@@ -366,7 +370,11 @@ fn write_rsbal_config(
 // ---------------------------------------------------------------- nginx
 
 fn hard_nofile() -> u64 {
-    let out = Command::new("sh").arg("-c").arg("ulimit -Hn").output().expect("sh");
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -Hn")
+        .output()
+        .expect("sh");
     String::from_utf8_lossy(&out.stdout)
         .trim()
         .parse()
@@ -400,11 +408,7 @@ impl Nginx {
             .unwrap_or_default()
             .lines()
             .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
-        let user = if root {
-            "user root;\n"
-        } else {
-            ""
-        };
+        let user = if root { "user root;\n" } else { "" };
         let workers = std::env::var("NGINX_WORKERS").unwrap_or_else(|_| "1".into());
         let d = dir.display();
         let conf = format!(
@@ -707,7 +711,11 @@ fn machine_jiffies() -> (f64, f64) {
 fn tree_cpu_seconds(pid: u32) -> f64 {
     let mut sum = cpu_seconds(pid);
     for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Some(child) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+        let Some(child) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
             continue;
         };
         let stat = fs::read_to_string(format!("/proc/{child}/stat")).unwrap_or_default();
@@ -773,7 +781,11 @@ fn run(shape: &Shape, interval: f64, opts: &Opts) -> Row {
         Shape::Prep12(p) => prep12(p),
     };
     let servers: usize = services.iter().map(|s| s.hosts.len()).sum();
-    let fetching: usize = services.iter().filter(|s| s.fetch).map(|s| s.hosts.len()).sum();
+    let fetching: usize = services
+        .iter()
+        .filter(|s| s.fetch)
+        .map(|s| s.hosts.len())
+        .sum();
     let mut row = Row {
         label: match shape {
             Shape::Uniform(_) => "uniform".into(),
@@ -803,7 +815,15 @@ fn run(shape: &Shape, interval: f64, opts: &Opts) -> Row {
         .collect();
     let own_hosts: Vec<String> = (0..TEST_BACKENDS).map(test_host).collect();
     let (script, journal_path) = write_ipvsadm(dir.path());
-    let conf = write_rsbal_config(dir.path(), &services, &script, opts.port, free_port(), interval, opts.timeout);
+    let conf = write_rsbal_config(
+        dir.path(),
+        &services,
+        &script,
+        opts.port,
+        free_port(),
+        interval,
+        opts.timeout,
+    );
     let log_path = dir.path().join("rsbal.log");
     let log = fs::File::create(&log_path).expect("rsbal.log");
     // As systemd's LimitNOFILE= would: the soft fd limit at the hard one.
@@ -832,6 +852,7 @@ fn run(shape: &Shape, interval: f64, opts: &Opts) -> Row {
         journal.update();
         peak.0 = peak.0.max(status_kib(pid, "Threads:").unwrap_or(0));
         peak.1 = peak.1.max(fds(pid).unwrap_or(0));
+        row.hwm_mib = row.hwm_mib.max(status_kib(pid, "VmHWM:").map_or(0.0, mib));
         let pooled = all_hosts.iter().filter(|h| journal.pooled(h)).count();
         if pooled == servers {
             row.pooled_after = Some(started.elapsed().as_secs_f64());
@@ -858,17 +879,30 @@ fn run(shape: &Shape, interval: f64, opts: &Opts) -> Row {
     }
     eprintln!("   pooled after {:?}", row.pooled_after);
     if alive(&mut rsbal) {
-        thread::sleep(Duration::from_secs(opts.settle.max((2.0 * interval) as u64)));
+        thread::sleep(Duration::from_secs(
+            opts.settle.max((2.0 * interval) as u64),
+        ));
         let (mut tmin, mut tmax, mut fmin, mut fmax, mut rmin, mut rmax) =
             (u64::MAX, 0, u64::MAX, 0, u64::MAX, 0);
-        let own_requests = || own.iter().map(|b| b.requests.load(Ordering::Relaxed)).sum::<u64>();
-        let (cpu0, req0, own0, t0) = (cpu_seconds(pid), nginx.requests(), own_requests(), Instant::now());
+        let own_requests = || {
+            own.iter()
+                .map(|b| b.requests.load(Ordering::Relaxed))
+                .sum::<u64>()
+        };
+        let (cpu0, req0, own0, t0) = (
+            cpu_seconds(pid),
+            nginx.requests(),
+            own_requests(),
+            Instant::now(),
+        );
         let (ngx0, m0, w0) = (tree_cpu_seconds(nginx.child.id()), machine_jiffies(), now());
         for _ in 0..opts.seconds {
             thread::sleep(Duration::from_secs(1));
-            if let (Some(t), Some(f), Some(r)) =
-                (status_kib(pid, "Threads:"), fds(pid), status_kib(pid, "VmRSS:"))
-            {
+            if let (Some(t), Some(f), Some(r)) = (
+                status_kib(pid, "Threads:"),
+                fds(pid),
+                status_kib(pid, "VmRSS:"),
+            ) {
                 (tmin, tmax, fmin, fmax) = (tmin.min(t), tmax.max(t), fmin.min(f), fmax.max(f));
                 (rmin, rmax) = (rmin.min(r), rmax.max(r));
             }
@@ -918,11 +952,16 @@ fn run(shape: &Shape, interval: f64, opts: &Opts) -> Row {
                 lat.push((journal.dels[h][removed] - t0) * 1000.0);
             } else {
                 failures += 1;
+                if failures >= 3 {
+                    break;
+                }
             }
             thread::sleep(Duration::from_millis(200));
         }
         if failures > 0 {
-            row.notes.push(format!("{failures} resets not timed (server not pooled, or no -d)"));
+            row.notes.push(format!(
+                "{failures} resets not timed (server not pooled, or no -d)"
+            ));
         }
         if !lat.is_empty() {
             lat.sort_by(f64::total_cmp);
@@ -937,33 +976,49 @@ fn run(shape: &Shape, interval: f64, opts: &Opts) -> Row {
         .filter(|(h, _)| !h.starts_with("127.250."))
         .map(|(_, d)| d.len())
         .sum();
-    row.hwm_mib = status_kib(pid, "VmHWM:").map_or(0.0, mib);
-    row.notes.push(format!("{} ipvsadm -R batches", journal.batches));
+    row.hwm_mib = row.hwm_mib.max(status_kib(pid, "VmHWM:").map_or(0.0, mib));
+    row.notes
+        .push(format!("{} ipvsadm -R batches", journal.batches));
     if !alive(&mut rsbal) {
-        row.notes.push(format!("rsbal exited: {:?}", rsbal.try_wait()));
+        row.notes
+            .push(format!("rsbal exited: {:?}", rsbal.try_wait()));
     }
     let _ = rsbal.kill();
     let _ = rsbal.wait();
     let text = fs::read_to_string(&log_path).unwrap_or_default();
     row.log_lines = text.lines().count();
-    for needle in ["Too many open files", "panicked", "Could not depool", "Resource temporarily unavailable"] {
+    for needle in [
+        "Too many open files",
+        "panicked",
+        "Could not depool",
+        "Resource temporarily unavailable",
+    ] {
         let n = text.matches(needle).count();
         if n > 0 {
-            row.notes.push(format!("log: {n} x {needle:?}"));
+            let first = text.lines().find(|l| l.contains(needle)).unwrap_or("");
+            let first: String = first.chars().take(220).collect();
+            row.notes
+                .push(format!("log: {n} x {needle:?}, first: `{first}`"));
         }
     }
     let mut reasons: HashMap<String, usize> = HashMap::new();
     for line in text.lines() {
-        let (Some(m), Some(r)) = (line.split_once("Monitoring instance "), line.split_once(" down: "))
-        else {
+        let (Some(m), Some(r)) = (
+            line.split_once("Monitoring instance "),
+            line.split_once(" down: "),
+        ) else {
             continue;
         };
         let monitor = m.1.split_whitespace().next().unwrap_or("");
-        let reason: String = r.1.chars().map(|c| if c.is_ascii_digit() { '#' } else { c }).take(70).collect();
+        let reason: String =
+            r.1.chars()
+                .map(|c| if c.is_ascii_digit() { '#' } else { c })
+                .take(70)
+                .collect();
         *reasons.entry(format!("{monitor}: {reason}")).or_default() += 1;
     }
     let mut reasons: Vec<_> = reasons.into_iter().collect();
-    reasons.sort_by(|a, b| b.1.cmp(&a.1));
+    reasons.sort_by_key(|r| std::cmp::Reverse(r.1));
     for (reason, n) in reasons.iter().take(4) {
         row.notes.push(format!("down reports: {n} x {reason}"));
     }
@@ -1031,7 +1086,10 @@ fn main() {
     }
     for r in &rows {
         for n in &r.notes {
-            println!("- {} {} servers, every {} s: {n}", r.label, r.servers, r.interval);
+            println!(
+                "- {} {} servers, every {} s: {n}",
+                r.label, r.servers, r.interval
+            );
         }
     }
 }
