@@ -50,6 +50,8 @@
 //! ```
 //! Default: `1000`. Environment is passed to rsbal (e.g. `MALLOC_ARENA_MAX=2`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used, unreachable_pub)] // bench code: a failed set-up panics; helpers are shared by several crates
+
 #[path = "../tests/common/mod.rs"]
 mod common;
 
