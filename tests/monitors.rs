@@ -7,6 +7,7 @@
 mod common;
 
 use common::pool::legacy_list;
+use common::stateful_ipvsadm::alive;
 use common::*;
 use simple_dns::rdata::{RData, A, AAAA};
 use simple_dns::{Packet, ResourceRecord, CLASS, QTYPE, RCODE, TYPE};
@@ -73,28 +74,6 @@ fn add(protocol: &str, vip: &str, rip: &str, port: u16, w: u32) -> String {
 
 fn del(protocol: &str, vip: &str, rip: &str, port: u16) -> String {
     format!("-d {} {vip}:{port} -r {rip}:{port}", flag(protocol))
-}
-
-/// Writes an executable shell script.
-fn script(dir: &Path, name: &str, body: &str) -> std::path::PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
-    let mut perm = std::fs::metadata(&path).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
-    std::fs::set_permissions(&path, perm).unwrap();
-    path
-}
-
-/// Whether `pid` is a running (not zombie) process.
-fn alive(pid: i32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-        return false;
-    };
-    let state = stat
-        .rfind(')')
-        .and_then(|i| stat[i + 1..].split_whitespace().next())
-        .unwrap_or("X");
-    state != "Z" && state != "X"
 }
 
 /// The PID written to `path`, once it is there.

@@ -16,7 +16,7 @@
 //! The estimate assumes the check scheduler's shape: IdleConnection and UDP
 //! keep one thread and one socket per server; ProxyFetch, RunCommand and
 //! DNSQuery run on a per-service worker pool of at most
-//! `W = min(servers × scheduled monitors, 64)` workers, each check in flight
+//! `W = min(servers × scheduled monitors, MAX_WORKERS)` (32) workers, each check in flight
 //! holding one socket (RunCommand: a process and its pipes). Servers are
 //! counted in the local server lists (`file://`); services whose list comes
 //! over HTTP or etcd count no servers, which [`Shape::unknown_lists`] says.
@@ -31,8 +31,8 @@ use std::sync::OnceLock;
 /// short-lived fds (a status request's socket beyond the counted ones, the
 /// config file being read, an `ipvsadm` child's pipes) and allocator maps.
 pub(crate) const MARGIN_PERCENT: u64 = 10;
-/// Most workers a service's check pool runs at once.
-pub(crate) const MAX_WORKERS: u64 = 64;
+/// Most workers a service's check pool runs at once (the pool's own cap).
+pub(crate) const MAX_WORKERS: u64 = crate::monitor::pool::MAX_WORKERS as u64;
 /// Memory maps per thread: its stack and the guard page below it, and the
 /// signal stack the Rust runtime gives every thread and its guard page
 /// (measured: 900 more IdleConnection threads, 3,600 more lines in
@@ -531,8 +531,9 @@ mod tests {
     }
 
     #[test]
-    fn the_pool_is_capped_at_64_workers_per_service() {
-        assert_eq!(workers(&service(100, 1, 1), MAX_WORKERS), 64);
+    fn the_pool_is_capped_at_max_workers_per_service() {
+        assert_eq!(MAX_WORKERS, 32);
+        assert_eq!(workers(&service(100, 1, 1), MAX_WORKERS), 32);
         assert_eq!(workers(&service(10, 1, 2), MAX_WORKERS), 20);
         assert_eq!(workers(&service(10, 1, 0), MAX_WORKERS), 0);
     }
@@ -586,9 +587,9 @@ mod tests {
     fn the_issue_goal_on_the_test_box() {
         // 10,000 servers: 10,000 connections + 100 pools of 64 workers fit
         // the fds (16,600 + 10 %) and the tasks, but not the memory maps
-        // (4 per thread); pools of 32 workers fit.
+        // (4 per thread); pools of 32 workers (the pool's cap) fit.
         assert_eq!(short_of(100, 64), ["vm.max_map_count"]);
-        assert_eq!(short_of(100, 32), Vec::<&str>::new());
+        assert_eq!(short_of(100, MAX_WORKERS), Vec::<&str>::new());
         // 30,000 servers run out of everything, each named with what to raise.
         assert_eq!(
             short_of(300, 64),

@@ -11,7 +11,10 @@
 
 use super::udp::{connected_socket, is_unreachable, unreachable_reason};
 use super::wake::SocketStop;
-use super::{CheckError, CheckOutcome, Monitor, MonitorContext, MonitorTarget, Step, Waker};
+use super::{
+    Body, Check, CheckError, CheckOutcome, Checked, Monitor, MonitorContext, MonitorTarget, Step,
+    Waker,
+};
 use crate::config::DnsQueryOptions;
 use prometheus::GaugeVec;
 use simple_dns::rdata::RData;
@@ -190,34 +193,46 @@ impl Monitor for DnsQuery {
         (DnsQuery { opts, stop }, Some(waker))
     }
 
-    /// The monitor thread's body: one query on a fixed-rate schedule.
-    fn run(self, ctx: MonitorContext) {
-        let log_target = ctx.log_target();
-        let host = ctx.target.host.clone();
-        let gauge = REQUEST_DURATION.clone();
-        ctx.every(self.opts.interval, || {
-            let started = Instant::now();
-            let outcome = match self.check(ctx.target.addr()) {
-                Outcome::Stopped => return false,
-                Outcome::Done(outcome) => outcome,
-            };
-            let took = started.elapsed();
-            let result = if outcome.is_up() { "successful" } else { "failed" };
-            // Inside `observe`: no late update re-creates a forgotten series.
-            ctx.observe(|[service, host, monitor]| {
-                gauge
-                    .with_label_values(&[service, host, monitor, result])
-                    .set(took.as_secs_f64())
-            });
-            log::debug!(target: &log_target, "{host}: {} ({:.3} s)", outcome.reason(), took.as_secs_f64());
-            ctx.report(outcome, Some(took))
+    /// Scheduled: one query per `interval`.
+    fn body(self) -> Body {
+        Body::Scheduled {
+            interval: self.opts.interval,
+            check: Box::new(self),
+        }
+    }
+}
+
+impl Check for DnsQuery {
+    /// One query.
+    fn check(&mut self, ctx: &MonitorContext) -> Option<Checked> {
+        let started = Instant::now();
+        let outcome = match self.query(ctx.target.addr()) {
+            Outcome::Stopped => return None,
+            Outcome::Done(outcome) => outcome,
+        };
+        let took = started.elapsed();
+        let result = if outcome.is_up() {
+            "successful"
+        } else {
+            "failed"
+        };
+        // Inside `observe`: no late update re-creates a forgotten series.
+        ctx.observe(|[service, host, monitor]| {
+            REQUEST_DURATION
+                .with_label_values(&[service, host, monitor, result])
+                .set(took.as_secs_f64())
         });
+        log::debug!(target: &ctx.log_target(), "{}: {} ({:.3} s)", ctx.target.host, outcome.reason(), took.as_secs_f64());
+        Some(Checked {
+            outcome,
+            duration: Some(took),
+        })
     }
 }
 
 impl DnsQuery {
     /// One query for a random name and type.
-    fn check(&self, server: SocketAddr) -> Outcome {
+    fn query(&self, server: SocketAddr) -> Outcome {
         let Some(name) = pick(&self.opts.hostnames) else {
             // Validation requires one; down, as it always was.
             return done(false, "no host names configured".to_string());

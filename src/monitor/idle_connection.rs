@@ -21,7 +21,7 @@
 //! One fd per connection: the stream is shared with the waker (an `Arc`),
 //! not cloned; stopping shuts it down under the blocked read.
 
-use super::{CheckError, CheckOutcome, Monitor, MonitorContext, MonitorTarget, Step, Waker};
+use super::{Body, CheckError, CheckOutcome, Monitor, MonitorContext, MonitorTarget, Step, Waker};
 use crate::config::IdleConnectionOptions;
 use prometheus::IntCounterVec;
 use socket2::{SockRef, TcpKeepalive};
@@ -129,6 +129,16 @@ impl Monitor for IdleConnection {
         (IdleConnection { opts, current }, Some(waker))
     }
 
+    /// A dedicated thread (small stack) blocked on its socket.
+    fn body(self) -> Body {
+        Body::Dedicated {
+            run: Box::new(move |ctx| self.run(ctx)),
+            stack: super::DEDICATED_STACK_SIZE,
+        }
+    }
+}
+
+impl IdleConnection {
     /// The monitor thread's body.
     fn run(self, ctx: MonitorContext) {
         let target = ctx.log_target();
@@ -200,9 +210,6 @@ impl Monitor for IdleConnection {
             }
         }
     }
-}
-
-impl IdleConnection {
     fn connect(&self, ctx: &MonitorContext, timeout: Duration) -> std::io::Result<TcpStream> {
         let stream = TcpStream::connect_timeout(&ctx.target.addr(), timeout)?;
         if self.opts.keepalive {

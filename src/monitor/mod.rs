@@ -1,22 +1,27 @@
-//! Monitors: one thread per (server, monitor), each reporting results to its
-//! service thread over a crossbeam channel.
+//! Monitors: what checks each server, and how results reach its service.
 //!
 //! Every kind of monitor implements [`Monitor`], whose doc comment is the
-//! contract (how it reports, how it stops, what its waker does), and is
-//! registered once, in [`registered`]. A monitor thread owns only its own
-//! socket, child or timer. It never touches the coordinator: it sends a
-//! [`MonitorReport`] and the service thread decides. Stopping is by dropping
-//! the [`MonitorHandle`]: that disconnects the stop channel every sleep waits
-//! on and runs the monitor's waker (IdleConnection, DNSQuery and UDP shut
-//! their socket down so a blocked read returns at once; RunCommand kills the
-//! running command's process group).
+//! contract (how it runs, reports and stops, what its waker does), and is
+//! registered once, in [`registered`]. Two shapes: *scheduled* kinds
+//! (ProxyFetch, RunCommand, DNSQuery) are one [`Check`] per call, which the
+//! service thread's check [`scheduler`] runs on the service's elastic worker
+//! [`pool`]; *dedicated* kinds (IdleConnection, UDP) keep a small thread of
+//! their own per (server, monitor), blocked on their socket. A monitor never
+//! touches the coordinator: it returns or sends its result and the service
+//! thread decides. Stopping is by dropping the [`MonitorHandle`]: that
+//! disconnects the stop channel every sleep waits on and runs the monitor's
+//! waker (IdleConnection, DNSQuery and UDP shut their socket down so a
+//! blocked read returns at once; RunCommand kills the running command's
+//! process group).
 
 pub(crate) mod check;
 pub(crate) mod dns_query;
 pub(crate) mod idle_connection;
+pub(crate) mod pool;
 pub(crate) mod proxy_fetch;
 pub(crate) mod reaper;
 pub(crate) mod run_command;
+pub(crate) mod scheduler;
 pub(crate) mod udp;
 pub(crate) mod wake;
 
@@ -27,9 +32,10 @@ use std::net::{IpAddr, SocketAddr};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// Stack size of a monitor thread. Monitors keep little on the stack (TLS
-/// handshakes being the deepest), and large sites run thousands of them.
-const MONITOR_STACK_SIZE: usize = 256 * 1024;
+/// Stack of a dedicated monitor thread (IdleConnection, UDP): a blocking
+/// connect or read, a report, a log line. Only touched pages count in RSS,
+/// but each thread's stack is a mapping of its own.
+pub(crate) const DEDICATED_STACK_SIZE: usize = 64 * 1024;
 
 /// What a monitor checks: one server of one service.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -132,20 +138,6 @@ impl MonitorContext {
         self.sleep(deadline.saturating_duration_since(Instant::now()))
     }
 
-    /// Runs `check` at once and then on a fixed-rate schedule: the next
-    /// check is due `interval` after the previous one started, or at once if
-    /// that one overran. Ends when stopped or when `check` returns false.
-    pub(crate) fn every(&self, interval: Duration, mut check: impl FnMut() -> bool) {
-        let mut next = Instant::now();
-        while self.sleep_until(next) {
-            let started = Instant::now();
-            if !check() {
-                return;
-            }
-            next = (started + interval).max(Instant::now());
-        }
-    }
-
     /// The log target `<service> <Monitor>`.
     pub(crate) fn log_target(&self) -> String {
         crate::daemon::logging::monitor_target(&self.target.service, self.name)
@@ -177,6 +169,39 @@ impl Drop for MonitorHandle {
     }
 }
 
+/// What one scheduled check found, and how long it took (for checks that
+/// have a duration).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Checked {
+    pub(crate) outcome: CheckOutcome,
+    pub(crate) duration: Option<Duration>,
+}
+
+/// A scheduled kind's check: one call is one check.
+pub(crate) trait Check: Send + 'static {
+    /// Runs one check and returns its result, or `None` when the monitor was
+    /// stopped during it (nothing is reported then).
+    fn check(&mut self, ctx: &MonitorContext) -> Option<Checked>;
+}
+
+/// How a monitor runs.
+pub(crate) enum Body {
+    /// On a thread of its own that blocks on the monitor's socket and reports
+    /// whenever it sees something (IdleConnection, UDP); `stack` bytes of
+    /// stack.
+    Dedicated {
+        run: Box<dyn FnOnce(MonitorContext) + Send>,
+        stack: usize,
+    },
+    /// As one check every `interval` (fixed rate), run by its service's
+    /// check scheduler on the service's worker pool (ProxyFetch, RunCommand,
+    /// DNSQuery).
+    Scheduled {
+        interval: Duration,
+        check: Box<dyn Check>,
+    },
+}
+
 /// The contract of a kind of monitor. Its module implements it and
 /// [`registered`] maps the kind's [`MonitorConfig`] variant to it; besides
 /// that variant and its options' parsing (`config`), nothing else changes
@@ -184,49 +209,59 @@ impl Drop for MonitorHandle {
 ///
 /// **Life.** [`Monitor::new`] runs on the service thread when the server's
 /// monitors start: it only builds state (no I/O, nothing that blocks) and
-/// returns the waker, if the monitor needs one. [`Monitor::run`] is then the
-/// body of the monitor's own thread (256 KiB stack), which owns everything it
-/// uses: its socket, HTTP agent or child process, its schedule. It shares
-/// nothing but the state its waker reaches, and never touches the
-/// coordinator or another monitor.
+/// returns the waker, if the monitor needs one. [`Monitor::body`] says how
+/// it runs ([`Body`]):
+/// - **scheduled** kinds are a [`Check`]: one call is one check. The service
+///   thread's check scheduler ([`scheduler::Schedule`]) calls it every
+///   `interval` on the service's elastic worker pool ([`pool`]), never twice
+///   at once for the same (server, monitor); a check that hangs holds one
+///   worker and delays no other check. Its result is returned, not sent.
+/// - **dedicated** kinds get a thread of their own (a small stack), whose
+///   body owns everything it uses and sends its results with
+///   [`MonitorContext::report`] as it sees them (IdleConnection: each connect
+///   and each loss).
 ///
-/// **Reporting.** Each check result (for IdleConnection, each connect and
-/// each loss) is one [`MonitorContext::report`]: [`CheckOutcome::Up`] with a
-/// short note, or [`CheckOutcome::Down`] with a [`CheckError`] that says
-/// whether the server failed (`Remote`) or rsbal could not check for want of
-/// its own resources (`Local`, see [`CheckError::io`]); its `Display` is the
-/// reason operators read. The first result is reported as soon as it is
-/// known; the service thread counts every result and acts on transitions,
-/// so repeating a state is cheap. Checks that take time pass their
-/// duration. Metric updates go through [`MonitorContext::observe`] only
-/// (labels `service`, `host`, `monitor`), so that no late update re-creates
-/// the series of a stopped server.
+/// Either way a monitor shares nothing but the state its waker reaches, and
+/// never touches the coordinator or another monitor.
+///
+/// **Reporting.** A result is [`CheckOutcome::Up`] with a short note, or
+/// [`CheckOutcome::Down`] with a [`CheckError`] that says whether the server
+/// failed (`Remote`) or rsbal could not check for want of its own resources
+/// (`Local`, see [`CheckError::io`]); its `Display` is the reason operators
+/// read. The first result is reported as soon as it is known; the service
+/// thread counts every result and acts on transitions, so repeating a state
+/// is cheap. Checks that take time pass their duration. Metric updates go
+/// through [`MonitorContext::observe`] only (labels `service`, `host`,
+/// `monitor`), so that no late update re-creates the series of a stopped
+/// server (a handle obtained there may be kept and reused: once the series
+/// is forgotten it updates nothing visible).
 ///
 /// **Stopping.** The owner stops a monitor by dropping its [`MonitorHandle`]
-/// (the thread is not joined). `run` must then return promptly and report
-/// nothing more: every wait is [`MonitorContext::sleep`], `sleep_until` or
-/// `every`, which return false at once when stopped, and `report` returning
-/// false (the service is gone) ends the monitor too. Whatever else the thread
-/// blocks in must be cut short by the **waker** (IdleConnection, DNSQuery and
-/// UDP shut their socket down, [`wake::SocketStop`] for UDP sockets;
-/// RunCommand SIGKILLs the running command's process group) or be bounded by
-/// the monitor's own timeout (ProxyFetch's request). The waker runs on the
-/// thread that drops the handle, so it must not block; it may run before
-/// `run` has opened what it blocks on, so `run` checks for a stop after
-/// handing a new socket or child to the waker. A stopped monitor leaves
-/// nothing behind (RunCommand kills the command's whole process group).
+/// (nothing is joined). A dedicated body must then return promptly and report
+/// nothing more, a check in flight must end promptly (its result is dropped
+/// by the service anyway): every wait is [`MonitorContext::sleep`] or
+/// `sleep_until`, which return false at once when stopped, and
+/// `report` returning false (the service is gone) ends a dedicated monitor
+/// too. Whatever else a monitor blocks in must be cut short by the **waker**
+/// (IdleConnection, DNSQuery and UDP shut their socket down,
+/// [`wake::SocketStop`] for UDP sockets; RunCommand SIGKILLs the running
+/// command's process group) or be bounded by the monitor's own timeout
+/// (ProxyFetch's request). The waker runs on the thread that drops the
+/// handle, so it must not block; it may run before the monitor has opened
+/// what it blocks on, so the monitor checks for a stop after handing a new
+/// socket or child to the waker. A stopped monitor leaves nothing behind
+/// (RunCommand kills the command's whole process group).
 pub(crate) trait Monitor: Send + Sized + 'static {
     /// The kind's name as configured (`IdleConnection`, `DNSQuery`, …): the
     /// `monitor` label of its metrics and its log target.
     const NAME: &'static str;
     /// Its options, as the configuration parsed them.
     type Options;
-    /// The monitor of `target`, and the waker that unblocks its thread
-    /// (`None` when it only ever waits on the context's sleeps or its own
-    /// timeout).
+    /// The monitor of `target`, and the waker that unblocks it (`None` when
+    /// it only ever waits on the context's sleeps or its own timeout).
     fn new(opts: &Self::Options, target: &MonitorTarget) -> (Self, Option<Waker>);
-    /// The monitor thread's body: checks until stopped.
-    fn run(self, ctx: MonitorContext);
+    /// How it runs: scheduled checks or a dedicated thread.
+    fn body(self) -> Body;
 }
 
 /// Something done with the [`Monitor`] kind registered for a configured
@@ -248,17 +283,60 @@ pub(crate) fn registered<W: WithKind>(config: &MonitorConfig, w: W) -> W::Output
     }
 }
 
-/// Starts the monitor described by `config` for `target`. An error is always
-/// a local failure (no thread could be created, e.g. `EAGAIN` at the
-/// process's thread limit); the caller logs it and the monitor reports
-/// nothing.
+/// Which (server instance, monitor) a scheduled check belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) struct CheckKey {
+    pub(crate) server_id: u64,
+    pub(crate) monitor: usize,
+}
+
+/// A scheduled monitor: its check, its context and its interval. The service
+/// thread keeps it while it waits and hands it to a worker when it is due.
+pub(crate) struct ScheduledMonitor {
+    pub(crate) ctx: MonitorContext,
+    pub(crate) interval: Duration,
+    pub(crate) check: Box<dyn Check>,
+}
+
+impl ScheduledMonitor {
+    pub(crate) fn key(&self) -> CheckKey {
+        CheckKey {
+            server_id: self.ctx.server_id,
+            monitor: self.ctx.monitor,
+        }
+    }
+
+    /// The report of one of its results.
+    pub(crate) fn report(&self, checked: Checked) -> MonitorReport {
+        MonitorReport {
+            server_id: self.ctx.server_id,
+            host: self.ctx.target.host.clone(),
+            monitor: self.ctx.monitor,
+            outcome: checked.outcome,
+            duration: checked.duration,
+        }
+    }
+}
+
+/// A started monitor: the handle that stops it and, for a scheduled kind,
+/// the monitor to put on its service's schedule.
+pub(crate) struct Started {
+    pub(crate) handle: MonitorHandle,
+    pub(crate) scheduled: Option<ScheduledMonitor>,
+}
+
+/// Starts the monitor described by `config` for `target`: spawns a dedicated
+/// kind's thread, or returns a scheduled kind for the caller's schedule. An
+/// error is always a local failure (no thread could be created, e.g.
+/// `EAGAIN` at the process's thread limit); the caller logs it and the
+/// monitor reports nothing.
 pub(crate) fn spawn(
     config: &MonitorConfig,
     target: MonitorTarget,
     server_id: u64,
     monitor: usize,
     reports: Sender<MonitorReport>,
-) -> std::io::Result<MonitorHandle> {
+) -> std::io::Result<Started> {
     registered(
         config,
         Start {
@@ -270,7 +348,7 @@ pub(crate) fn spawn(
     )
 }
 
-/// Starting a monitor's thread.
+/// Starting a monitor.
 struct Start {
     target: MonitorTarget,
     server_id: u64,
@@ -279,12 +357,11 @@ struct Start {
 }
 
 impl WithKind for Start {
-    type Output = std::io::Result<MonitorHandle>;
+    type Output = std::io::Result<Started>;
 
     fn with<M: Monitor>(self, opts: &M::Options) -> Self::Output {
         let (stop_tx, stop_rx) = crossbeam_channel::bounded(0);
         let (monitor, waker) = M::new(opts, &self.target);
-        let name = format!("{}:{}:{}", M::NAME, self.target.service, self.target.host);
         let ctx = MonitorContext {
             name: M::NAME,
             target: self.target,
@@ -293,14 +370,31 @@ impl WithKind for Start {
             reports: self.reports,
             stop: stop_rx,
         };
-        thread::Builder::new()
-            .name(name)
-            .stack_size(MONITOR_STACK_SIZE)
-            .spawn(move || monitor.run(ctx))?;
-        Ok(MonitorHandle {
+        let handle = MonitorHandle {
             stop: Some(stop_tx),
             waker,
-        })
+        };
+        match monitor.body() {
+            Body::Scheduled { interval, check } => Ok(Started {
+                handle,
+                scheduled: Some(ScheduledMonitor {
+                    ctx,
+                    interval,
+                    check,
+                }),
+            }),
+            Body::Dedicated { run, stack } => {
+                let name = format!("{}:{}:{}", M::NAME, ctx.target.service, ctx.target.host);
+                thread::Builder::new()
+                    .name(name)
+                    .stack_size(stack)
+                    .spawn(move || run(ctx))?;
+                Ok(Started {
+                    handle,
+                    scheduled: None,
+                })
+            }
+        }
     }
 }
 

@@ -9,16 +9,22 @@
 //! `proxyfetch.verify-tls = yes` it is verified against the URL's host and
 //! the CAs of [`crate::net::tls::tls_config`].
 //!
-//! Each server's ProxyFetch runs on its own thread with its own schedule, so a
-//! server that accepts and never answers delays only its own next check.
+//! Each check is one call of [`Check::check`], run by the service's check
+//! scheduler on its worker pool, so a server that accepts and never answers
+//! holds one worker and delays only its own next check. Each server's
+//! monitor keeps one `ureq::Agent` (no idle connections: every check opens a
+//! fresh one, as a client would) and its gauges' handles.
 //!
 //! Every fetch sets `pybal_monitor_proxyfetch_request_duration_seconds`
 //! {service, host, monitor, result, url}, a gauge of the last fetch's
 //! duration as PyBal has it (`result` is `successful` or `failed`).
 
-use super::{CheckError, CheckOutcome, Monitor, MonitorContext, MonitorTarget, Step, Waker};
+use super::{
+    Body, Check, CheckError, CheckOutcome, Checked, Monitor, MonitorContext, MonitorTarget, Step,
+    Waker,
+};
 use crate::config::ProxyFetchOptions;
-use prometheus::GaugeVec;
+use prometheus::{Gauge, GaugeVec};
 use std::net::SocketAddr;
 use std::sync::LazyLock;
 use std::time::{Duration, Instant};
@@ -33,6 +39,10 @@ static REQUEST_DURATION: LazyLock<GaugeVec> = LazyLock::new(|| {
         &["service", "host", "monitor", "result", "url"],
     )
 });
+
+/// Input buffer of one check's connection, and the largest response head
+/// accepted (its output buffer is a quarter of it).
+const CHECK_BUFFER: usize = 32 * 1024;
 
 /// Sends every request to one fixed address, whatever host the URL names.
 #[derive(Debug)]
@@ -54,24 +64,16 @@ impl Resolver for FixedResolver {
 pub(crate) struct ProxyFetch {
     opts: ProxyFetchOptions,
     agent: Agent,
+    /// The duration gauge of each (URL, result): looked up once (inside
+    /// [`MonitorContext::observe`]), then set directly.
+    gauges: Vec<[Option<Gauge>; 2]>,
 }
 
 /// Result of one fetch: a note, or why it failed.
 type Fetch = Result<String, CheckError>;
 
-/// Sets the duration gauge of one fetch.
-fn observe_fetch(ctx: &MonitorContext, url: &str, fetch: &Fetch, took: Duration) {
-    let result = if fetch.is_ok() {
-        "successful"
-    } else {
-        "failed"
-    };
-    ctx.observe(|[service, host, monitor]| {
-        REQUEST_DURATION
-            .with_label_values(&[service, host, monitor, result, url])
-            .set(took.as_secs_f64());
-    });
-}
+/// The `result` label of a fetch, and its index in `ProxyFetch::gauges`.
+const RESULTS: [&str; 2] = ["successful", "failed"];
 
 impl Monitor for ProxyFetch {
     const NAME: &'static str = "ProxyFetch";
@@ -85,6 +87,13 @@ impl Monitor for ProxyFetch {
             // Every check opens a fresh connection, as a client would.
             .max_idle_connections(0)
             .max_idle_connections_per_host(0)
+            // ureq's default buffers are 128 KiB each, allocated (mmap'd by
+            // glibc at that size) and zeroed for every connection: most of a
+            // check's cost. A health check's request and response head fit
+            // in far less.
+            .input_buffer_size(CHECK_BUFFER)
+            .output_buffer_size(CHECK_BUFFER / 4)
+            .max_response_header_size(CHECK_BUFFER)
             .tls_config(if opts.verify_tls {
                 crate::net::tls::tls_config()
             } else {
@@ -98,31 +107,44 @@ impl Monitor for ProxyFetch {
             FixedResolver(target.addr()),
         );
         let opts = opts.clone();
-        (ProxyFetch { opts, agent }, None)
+        let gauges = vec![[None, None]; opts.urls.len()];
+        let monitor = ProxyFetch {
+            opts,
+            agent,
+            gauges,
+        };
+        (monitor, None)
     }
 
-    /// The monitor thread's body: one check per `interval` on the shared
-    /// fixed-rate schedule ([`MonitorContext::every`]).
-    fn run(self, ctx: MonitorContext) {
-        let log_target = ctx.log_target();
-        ctx.every(self.opts.interval, || {
-            let started = Instant::now();
-            let outcome = self.check(&ctx);
-            let took = started.elapsed();
-            log::debug!(target: &log_target, "{}: {} ({} ms)", ctx.target.host, outcome.reason(), took.as_millis());
-            ctx.report(outcome, Some(took))
-        });
+    /// Scheduled: one check per `interval`.
+    fn body(self) -> Body {
+        Body::Scheduled {
+            interval: self.opts.interval,
+            check: Box::new(self),
+        }
+    }
+}
+
+impl Check for ProxyFetch {
+    fn check(&mut self, ctx: &MonitorContext) -> Option<Checked> {
+        let started = Instant::now();
+        let outcome = self.check_urls(ctx);
+        let took = started.elapsed();
+        if log::max_level() >= log::LevelFilter::Debug {
+            log::debug!(target: &ctx.log_target(), "{}: {} ({} ms)", ctx.target.host, outcome.reason(), took.as_millis());
+        }
+        Some(Checked {
+            outcome,
+            duration: Some(took),
+        })
     }
 }
 
 impl ProxyFetch {
     /// One check: one URL at random, or all of them with `check_all`.
-    fn check(&self, ctx: &MonitorContext) -> CheckOutcome {
+    fn check_urls(&mut self, ctx: &MonitorContext) -> CheckOutcome {
         if self.opts.check_all {
-            let results: Vec<Fetch> = self
-                .opts
-                .urls
-                .iter()
+            let results: Vec<Fetch> = (0..self.opts.urls.len())
                 .map(|u| self.timed_fetch(ctx, u))
                 .collect();
             all_urls(&results, self.opts.max_failures)
@@ -130,7 +152,7 @@ impl ProxyFetch {
             let url = match self.opts.urls.len() {
                 // Validation requires a URL; down, as it always was.
                 0 => return CheckOutcome::down("no URL configured".to_string()),
-                n => &self.opts.urls[fastrand::usize(..n)],
+                n => fastrand::usize(..n),
             };
             match self.timed_fetch(ctx, url) {
                 Ok(note) => CheckOutcome::Up(note),
@@ -139,10 +161,31 @@ impl ProxyFetch {
         }
     }
 
-    fn timed_fetch(&self, ctx: &MonitorContext, url: &str) -> Fetch {
+    /// Fetches URL number `index` and sets its duration gauge.
+    fn timed_fetch(&mut self, ctx: &MonitorContext, index: usize) -> Fetch {
         let started = Instant::now();
-        let fetch = self.fetch(url);
-        observe_fetch(ctx, url, &fetch, started.elapsed());
+        let fetch = self.fetch(&self.opts.urls[index]);
+        let took = started.elapsed().as_secs_f64();
+        let result = usize::from(fetch.is_err());
+        match &self.gauges[index][result] {
+            Some(gauge) => gauge.set(took),
+            None => {
+                let url = &self.opts.urls[index];
+                let mut looked_up = None;
+                ctx.observe(|[service, host, monitor]| {
+                    let gauge = REQUEST_DURATION.with_label_values(&[
+                        service,
+                        host,
+                        monitor,
+                        RESULTS[result],
+                        url,
+                    ]);
+                    gauge.set(took);
+                    looked_up = Some(gauge);
+                });
+                self.gauges[index][result] = looked_up;
+            }
+        }
         fetch
     }
 

@@ -22,7 +22,8 @@
 //! control characters).
 
 use super::{
-    reaper, CheckError, CheckOutcome, Monitor, MonitorContext, MonitorTarget, Step, Waker,
+    reaper, Body, Check, CheckError, CheckOutcome, Checked, Monitor, MonitorContext, MonitorTarget,
+    Step, Waker,
 };
 use crate::config::RunCommandOptions;
 use nix::errno::Errno;
@@ -239,38 +240,48 @@ impl Monitor for RunCommand {
         (monitor, Some(waker))
     }
 
-    /// The monitor thread's body: runs on a fixed-rate schedule.
-    fn run(self, ctx: MonitorContext) {
+    /// Scheduled: one run of the command per `interval`.
+    fn body(self) -> Body {
+        Body::Scheduled {
+            interval: self.opts.interval,
+            check: Box::new(self),
+        }
+    }
+}
+
+impl Check for RunCommand {
+    /// One run of the command.
+    fn check(&mut self, ctx: &MonitorContext) -> Option<Checked> {
         let log_target = ctx.log_target();
-        let host = ctx.target.host.clone();
-        let gauge = RUN_DURATION.clone();
-        ctx.every(self.opts.interval, || {
-            let started = Instant::now();
-            let (ended, stdout, stderr) = self.execute(&ctx, &log_target);
-            let took = started.elapsed();
-            if matches!(ended, Ended::Stopped) {
-                return false;
-            }
-            if self.opts.log_output {
-                stdout.log(&log_target, &host, "stdout");
-                stderr.log(&log_target, &host, "stderr");
-            }
-            let verdict = verdict(&ended);
-            // Inside `observe`: no late update re-creates a forgotten series.
-            ctx.observe(|[service, host, monitor]| {
-                gauge
-                    .with_label_values(&[
-                        service,
-                        host,
-                        monitor,
-                        verdict.result,
-                        verdict.exitcode.as_str(),
-                    ])
-                    .set(took.as_secs_f64())
-            });
-            log::debug!(target: &log_target, "{host}: {} ({:.3} s)", verdict.outcome.reason(), took.as_secs_f64());
-            ctx.report(verdict.outcome, Some(took))
+        let host = &ctx.target.host;
+        let started = Instant::now();
+        let (ended, stdout, stderr) = self.execute(ctx, &log_target);
+        let took = started.elapsed();
+        if matches!(ended, Ended::Stopped) {
+            return None;
+        }
+        if self.opts.log_output {
+            stdout.log(&log_target, host, "stdout");
+            stderr.log(&log_target, host, "stderr");
+        }
+        let verdict = verdict(&ended);
+        // Inside `observe`: no late update re-creates a forgotten series.
+        ctx.observe(|[service, host, monitor]| {
+            RUN_DURATION
+                .with_label_values(&[
+                    service,
+                    host,
+                    monitor,
+                    verdict.result,
+                    verdict.exitcode.as_str(),
+                ])
+                .set(took.as_secs_f64())
         });
+        log::debug!(target: &log_target, "{host}: {} ({:.3} s)", verdict.outcome.reason(), took.as_secs_f64());
+        Some(Checked {
+            outcome: verdict.outcome,
+            duration: Some(took),
+        })
     }
 }
 

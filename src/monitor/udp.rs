@@ -11,7 +11,7 @@
 //! a moment later (which PyBal did).
 
 use super::wake::SocketStop;
-use super::{CheckError, CheckOutcome, Monitor, MonitorContext, MonitorTarget, Step, Waker};
+use super::{Body, CheckError, CheckOutcome, Monitor, MonitorContext, MonitorTarget, Step, Waker};
 use crate::config::UdpOptions;
 use std::io::{self, ErrorKind};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
@@ -47,6 +47,16 @@ impl Monitor for Udp {
         (Udp { opts, stop }, Some(waker))
     }
 
+    /// A dedicated thread (small stack) blocked on its socket.
+    fn body(self) -> Body {
+        Body::Dedicated {
+            run: Box::new(move |ctx| self.run(ctx)),
+            stack: super::DEDICATED_STACK_SIZE,
+        }
+    }
+}
+
+impl Udp {
     /// The monitor thread's body.
     fn run(self, ctx: MonitorContext) {
         let log_target = ctx.log_target();
@@ -114,9 +124,6 @@ impl Monitor for Udp {
             }
         }
     }
-}
-
-impl Udp {
     /// A UDP socket connected to `addr` and registered with the waker.
     fn open(&self, addr: SocketAddr) -> io::Result<UdpSocket> {
         let sock = connected_socket(addr)?;

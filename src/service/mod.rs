@@ -1,9 +1,15 @@
 //! The service thread: one per LVS service, the thin shell around its
 //! Coordinator.
 //!
-//! It owns the service's Coordinator, its monitor handles and its server-list
-//! source. It waits on three channels at once: control (reload, stop), server
-//! lists from the source thread, and monitor reports. Every decision comes
+//! It owns the service's Coordinator, its monitor handles, its server-list
+//! source, and the check scheduler of its scheduled monitors (ProxyFetch,
+//! RunCommand, DNSQuery): a timer heap of due checks
+//! ([`monitor::scheduler::Schedule`]) that it hands, when due, to the
+//! service's elastic worker pool ([`monitor::pool::Workers`]). It waits on
+//! four channels at once, with the next due check as its timeout: control
+//! (reload, stop), server lists from the source thread, reports of the
+//! dedicated monitors (IdleConnection, UDP) and checks finished by the
+//! workers. Every decision comes
 //! from the Coordinator; this thread carries it out: writes the log lines,
 //! starts and stops monitors, sends the service's complete desired IPVS state
 //! to the IpvsWriter (with the servers it cannot account for because their
@@ -27,8 +33,11 @@ use crate::ipvs::hold::Unresolved;
 use crate::ipvs::writer::WriterRequest;
 use crate::ipvs::{Dest, ServiceKey, ServiceTable, VirtualService};
 use crate::monitor::check::Resource;
+use crate::monitor::pool::{Finished, Workers};
+use crate::monitor::scheduler::Schedule;
 use crate::monitor::{
-    self, CheckError, CheckOutcome, MonitorHandle, MonitorReport, MonitorTarget, Step,
+    self, CheckError, CheckKey, CheckOutcome, MonitorHandle, MonitorReport, MonitorTarget,
+    ScheduledMonitor, Step,
 };
 use crate::service::coordinator::{Coordinator, Outcome};
 use crate::source::{self, ServerList, SourceHandle};
@@ -39,10 +48,16 @@ use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Longest delay before monitor counters reach the published snapshot.
 const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(1);
+
+/// The first checks of a server's scheduled monitors are spread over this
+/// much (or their interval, if shorter), so that a service's servers, all
+/// started at once, are not checked in one burst every interval (a burst
+/// would make the worker pool grow to its size).
+const FIRST_CHECK_SPREAD: Duration = Duration::from_secs(1);
 
 /// A message from the daemon to a service thread.
 #[derive(Debug)]
@@ -88,6 +103,7 @@ pub(crate) fn spawn(
     let (control_tx, control_rx) = crossbeam_channel::unbounded();
     let (report_tx, report_rx) = crossbeam_channel::unbounded();
     let (list_tx, list_rx) = crossbeam_channel::unbounded();
+    let (done_tx, done_rx) = crossbeam_channel::unbounded();
     let source = source::spawn(
         &config.name,
         &config.source,
@@ -98,7 +114,12 @@ pub(crate) fn spawn(
     )?;
     let mut coordinator = Coordinator::new(config.depool_threshold, config.monitors.len());
     coordinator.set_monitor_names(monitor_names(&config));
+    let workers = Workers::new(&config.name, done_tx);
     let runner = ServiceRunner {
+        schedule: Schedule::default(),
+        waiting: HashMap::new(),
+        workers,
+        workers_failing: false,
         coordinator,
         config,
         writer,
@@ -114,7 +135,7 @@ pub(crate) fn spawn(
     };
     let thread = thread::Builder::new()
         .name(format!("service:{name}"))
-        .spawn(move || runner.run(control_rx, list_rx, report_rx))?;
+        .spawn(move || runner.run(control_rx, list_rx, report_rx, done_rx))?;
     Ok(ServiceHandle {
         control: control_tx,
         thread: Some(thread),
@@ -135,6 +156,8 @@ struct RunningServer {
     /// By monitor index; `None` where the monitor's thread could not be
     /// spawned (retried every tick).
     monitors: Vec<Option<MonitorHandle>>,
+    /// Its scheduled monitors' keys in the schedule.
+    scheduled: Vec<CheckKey>,
 }
 
 struct ServiceRunner {
@@ -157,6 +180,14 @@ struct ServiceRunner {
     dirty: bool,
     /// Some monitor thread could not be spawned: retried on the next tick.
     missing_monitors: bool,
+    /// When each scheduled check is due next.
+    schedule: Schedule<CheckKey>,
+    /// The scheduled monitors waiting for their next check (the others are
+    /// on a worker).
+    waiting: HashMap<CheckKey, ScheduledMonitor>,
+    workers: Workers,
+    /// A worker could not be spawned and none has been since (logged once).
+    workers_failing: bool,
 }
 
 impl ServiceRunner {
@@ -165,12 +196,19 @@ impl ServiceRunner {
         control: Receiver<ServiceControl>,
         mut lists: Receiver<ServerList>,
         reports: Receiver<MonitorReport>,
+        done: Receiver<Finished>,
     ) {
         log::info!(target: &self.config.name, "starting: {} {}:{} ({}), servers from {}",
             self.config.protocol, self.config.ip, self.config.port, self.config.scheduler, self.config.source);
         self.publish();
         let ticker = crossbeam_channel::tick(SNAPSHOT_INTERVAL);
         loop {
+            let timeout = self
+                .schedule
+                .next_deadline()
+                .map_or(SNAPSHOT_INTERVAL, |due| {
+                    due.saturating_duration_since(Instant::now())
+                });
             select! {
                 recv(ticker) -> _ => {
                     if self.missing_monitors {
@@ -180,6 +218,9 @@ impl ServiceRunner {
                     if self.dirty {
                         self.publish();
                     }
+                    let retried = self.workers.retry();
+                    self.workers_spawned(retried);
+                    monitor::pool::set_metric(&self.config.name, self.workers.live());
                 },
                 recv(control) -> msg => match msg {
                     Ok(ServiceControl::Reconfigure(config)) => {
@@ -213,8 +254,65 @@ impl ServiceRunner {
                     if let Ok(report) = report {
                         self.on_report(report);
                     }
-                }
+                },
+                recv(done) -> finished => {
+                    if let Ok(finished) = finished {
+                        self.on_finished(finished);
+                    }
+                },
+                default(timeout) => {},
             }
+            self.run_due_checks();
+        }
+    }
+
+    /// Hands every check due now to the worker pool.
+    fn run_due_checks(&mut self) {
+        let now = Instant::now();
+        while let Some(key) = self.schedule.pop_due(now) {
+            match self.waiting.remove(&key) {
+                Some(job) => {
+                    let ran = self.workers.run(job);
+                    self.workers_spawned(ran);
+                }
+                None => self.schedule.remove(&key),
+            }
+        }
+    }
+
+    /// Says once when check workers cannot be spawned, and when they can again.
+    fn workers_spawned(&mut self, result: std::io::Result<()>) {
+        match result {
+            Err(e) if !self.workers_failing => {
+                self.workers_failing = true;
+                log::error!(target: &self.config.name,
+                    "cannot start a check worker thread: {e}; due checks wait for a free worker, retried every second");
+            }
+            Ok(()) if self.workers_failing => {
+                self.workers_failing = false;
+                log::info!(target: &self.config.name, "check worker threads start again");
+            }
+            _ => {}
+        }
+    }
+
+    /// A worker finished a check: its result counts, and it is due again,
+    /// unless its server was removed or restarted meanwhile (then both are
+    /// dropped).
+    fn on_finished(&mut self, finished: Finished) {
+        let Finished {
+            job,
+            result,
+            started,
+        } = finished;
+        let key = job.key();
+        if !self.schedule.finished(key, started, Instant::now()) {
+            return;
+        }
+        let report = result.map(|checked| job.report(checked));
+        self.waiting.insert(key, job);
+        if let Some(report) = report {
+            self.on_report(report);
         }
     }
 
@@ -223,7 +321,8 @@ impl ServiceRunner {
         if current != Some(report.server_id) {
             return; // From monitors of a server instance that is gone.
         }
-        if let Some(config) = self.config.monitors.get(report.monitor) {
+        let debug = log::max_level() >= log::LevelFilter::Debug;
+        if let Some(config) = self.config.monitors.get(report.monitor).filter(|_| debug) {
             let target = crate::daemon::logging::monitor_target(&self.config.name, config.name());
             let status = self
                 .coordinator
@@ -272,7 +371,7 @@ impl ServiceRunner {
             log::log!(target: &self.config.name, line.level, "{}", line.text);
         }
         for host in &outcome.stop_monitors {
-            self.servers.remove(host);
+            self.stop_server(host);
         }
         let stopped: Vec<&str> = outcome.stop_monitors.iter().map(String::as_str).collect();
         pool_metrics::forget_servers(&self.config.name, &stopped);
@@ -290,8 +389,26 @@ impl ServiceRunner {
         }
     }
 
+    /// Stops a server's monitors: drops their handles (stop channel, waker)
+    /// and cancels its scheduled checks (a result in flight is dropped).
+    fn stop_server(&mut self, host: &str) {
+        if let Some(server) = self.servers.remove(host) {
+            for key in &server.scheduled {
+                self.schedule.remove(key);
+                self.waiting.remove(key);
+            }
+        }
+    }
+
+    /// Stops every server's monitors.
+    fn stop_all_servers(&mut self) {
+        self.servers.clear();
+        self.schedule.clear();
+        self.waiting.clear();
+    }
+
     fn start_monitors(&mut self, host: &str) {
-        self.servers.remove(host);
+        self.stop_server(host);
         let Some((ip, weight)) = self
             .coordinator
             .server(host)
@@ -301,16 +418,32 @@ impl ServiceRunner {
         };
         let id = self.next_server_id;
         self.next_server_id += 1;
-        let monitors = (0..self.config.monitors.len())
-            .map(|index| self.spawn_monitor(host, ip, weight, id, index))
-            .collect();
-        self.servers
-            .insert(host.to_string(), RunningServer { id, monitors });
+        let now = Instant::now();
+        let mut monitors = Vec::with_capacity(self.config.monitors.len());
+        let mut scheduled = Vec::new();
+        for index in 0..self.config.monitors.len() {
+            let started = self.spawn_monitor(host, ip, weight, id, index, now);
+            monitors.push(started.map(|(handle, key)| {
+                scheduled.extend(key);
+                handle
+            }));
+        }
+        self.servers.insert(
+            host.to_string(),
+            RunningServer {
+                id,
+                monitors,
+                scheduled,
+            },
+        );
     }
 
-    /// Starts monitor `index` of server instance `id`; `None` when its
-    /// thread cannot be spawned (rsbal's own shortage: said once per
-    /// episode, retried on the next tick, and no server changes state).
+    /// Starts monitor `index` of server instance `id`: a dedicated monitor's
+    /// thread, or a scheduled monitor's first check (spread over
+    /// [`FIRST_CHECK_SPREAD`] from `now`), returning its key in the
+    /// schedule. `None` when it cannot be started (rsbal's own shortage:
+    /// said once per episode, retried on the next tick, and no server
+    /// changes state).
     fn spawn_monitor(
         &mut self,
         host: &str,
@@ -318,7 +451,8 @@ impl ServiceRunner {
         weight: u32,
         id: u64,
         index: usize,
-    ) -> Option<MonitorHandle> {
+        now: Instant,
+    ) -> Option<(MonitorHandle, Option<CheckKey>)> {
         let config = self.config.monitors.get(index)?;
         let target = MonitorTarget {
             service: self.config.name.clone(),
@@ -330,7 +464,17 @@ impl ServiceRunner {
         let spawned = crate::daemon::limits::room_for_a_thread()
             .and_then(|()| monitor::spawn(config, target, id, index, self.report_tx.clone()));
         match spawned {
-            Ok(handle) => Some(handle),
+            Ok(started) => {
+                let key = started.scheduled.map(|job| {
+                    let key = job.key();
+                    let spread = job.interval.min(FIRST_CHECK_SPREAD);
+                    let first = now + spread.mul_f64(fastrand::f64());
+                    self.schedule.add(key, job.interval, first);
+                    self.waiting.insert(key, job);
+                    key
+                });
+                Some((started.handle, key))
+            }
             Err(e) => {
                 let reason = format!("cannot start {} monitor for {host}: {e}", config.name());
                 let resource = match CheckError::io(Step::Acquire, &e, reason.clone()).resource() {
@@ -344,7 +488,7 @@ impl ServiceRunner {
         }
     }
 
-    /// Spawns the monitors whose threads could not be spawned before.
+    /// Starts the monitors that could not be started before.
     fn retry_monitors(&mut self) {
         self.missing_monitors = false;
         let missing: Vec<(String, u64, usize)> = self
@@ -367,23 +511,23 @@ impl ServiceRunner {
             else {
                 continue;
             };
-            let handle = self.spawn_monitor(&host, ip, weight, id, index);
-            if handle.is_none() {
+            let Some((handle, key)) =
+                self.spawn_monitor(&host, ip, weight, id, index, Instant::now())
+            else {
                 return; // Still out: the next tick tries again.
-            }
+            };
             resources::acquired();
-            if let Some(slot) = self
-                .servers
-                .get_mut(&host)
-                .and_then(|running| running.monitors.get_mut(index))
-            {
-                *slot = handle;
+            if let Some(running) = self.servers.get_mut(&host) {
+                if let Some(slot) = running.monitors.get_mut(index) {
+                    *slot = Some(handle);
+                }
+                running.scheduled.extend(key);
             }
         }
     }
 
     fn restart_all_monitors(&mut self) {
-        self.servers.clear();
+        self.stop_all_servers();
         let hosts: Vec<&str> = self
             .coordinator
             .servers()
@@ -541,7 +685,7 @@ impl ServiceRunner {
     }
 
     fn stop(&mut self, remove_from_ipvs: bool) {
-        self.servers.clear();
+        self.stop_all_servers();
         if remove_from_ipvs {
             log::info!(target: &self.config.name, "service removed from the configuration");
             let _ = self.writer.send(WriterRequest::RemoveService {

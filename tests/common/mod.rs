@@ -331,6 +331,16 @@ pub fn http_get(addr: SocketAddr, path: &str, json: bool) -> Option<(u16, String
     Some((status, body))
 }
 
+/// Writes an executable shell script `dir/name`.
+pub fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(name);
+    fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
+    let mut perm = fs::metadata(&path).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    fs::set_permissions(&path, perm).unwrap();
+    path
+}
+
 /// A loopback address `127.<net>.0.<host>`.
 pub fn lo(net: u8, host: u8) -> IpAddr {
     IpAddr::from([127, net, 0, host])
