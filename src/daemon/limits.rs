@@ -605,7 +605,7 @@ mod tests {
         assert_eq!(
             estimate(&shape, Needs::default()).fds
                 - estimate(&Shape::default(), Needs::default()).fds,
-            100 * (2 + 300 + 64)
+            100 * (2 + 300 + MAX_WORKERS)
         );
     }
 
