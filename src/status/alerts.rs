@@ -11,9 +11,16 @@
 //!
 //! PyBal also warns about pools of zero or one server; SPEC 9 leaves those
 //! out (a one-server pool can never depool, by design, and is not news).
+//!
+//! rsbal adds (issue 11): a pool whose desired state the kernel's IPVS
+//! table does not have (a failed apply being retried, or a table that
+//! cannot be read) is at least a **warning**: `Pool <pool> is out of sync
+//! with the kernel's IPVS table: <why>. `, appended to the message of any
+//! level ([`with_ipvs`]).
 
 use crate::status::snapshot::ServiceSnapshot;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// Severity, ordered: `Ok < Warning < Critical`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -121,6 +128,37 @@ pub(crate) fn evaluate<'a>(pools: impl IntoIterator<Item = &'a ServiceSnapshot>)
     }
 }
 
+/// The text `/alerts` gives a pool out of sync with the kernel.
+pub(crate) fn out_of_sync_text(pool: &str, why: &str) -> String {
+    format!("Pool {pool} is out of sync with the kernel's IPVS table: {why}. ")
+}
+
+/// `alert` raised to at least a warning for every pool out of sync with the
+/// kernel's IPVS table (pool name → why), each named in the message.
+pub(crate) fn with_ipvs(alert: Alert, out_of_sync: &BTreeMap<String, String>) -> Alert {
+    if out_of_sync.is_empty() {
+        return alert;
+    }
+    let texts: String = out_of_sync
+        .iter()
+        .map(|(pool, why)| out_of_sync_text(pool, why))
+        .collect();
+    match alert.level {
+        Level::Ok => Alert {
+            level: Level::Warning,
+            msg: texts,
+        },
+        Level::Warning => Alert {
+            level: Level::Warning,
+            msg: alert.msg + &texts,
+        },
+        Level::Critical => Alert {
+            level: Level::Critical,
+            msg: format!("{}; {}", alert.msg, texts),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,5 +227,28 @@ mod tests {
             "CRITICAL - b: Servers h1, h2 are marked down but pooled; c: Servers h3 are marked down but pooled"
         );
         assert!(Level::Critical > Level::Warning && Level::Warning > Level::Ok);
+    }
+
+    #[test]
+    fn out_of_sync_pools_are_at_least_a_warning_and_named() {
+        let oos: BTreeMap<String, String> = [(
+            "web".to_string(),
+            "applying 1 command(s) failed: boom".to_string(),
+        )]
+        .into();
+        let a = with_ipvs(evaluate([&pool("web", 4, 0.5, &[])]), &oos);
+        assert_eq!(
+            a.text(),
+            "WARNING - Pool web is out of sync with the kernel's IPVS table: \
+             applying 1 command(s) failed: boom. "
+        );
+        let a = with_ipvs(evaluate([&pool("a", 3, 0.7, &[])]), &oos);
+        assert_eq!(a.level, Level::Warning);
+        assert!(a.msg.starts_with("Pool a is too small") && a.msg.contains("Pool web is out"));
+        let a = with_ipvs(evaluate([&pool("b", 4, 0.5, &["h1"])]), &oos);
+        assert_eq!(a.level, Level::Critical);
+        assert!(a.msg.starts_with("b: Servers h1") && a.msg.contains("; Pool web is out"));
+        let healthy = evaluate([&pool("web", 4, 0.5, &[])]);
+        assert_eq!(with_ipvs(healthy.clone(), &BTreeMap::new()), healthy);
     }
 }
