@@ -21,6 +21,9 @@ mod file;
 mod http;
 pub(crate) mod serverlist;
 
+/// The etcd answer decoding, for the fuzz targets (`crate::fuzzing`).
+pub(crate) use etcd::decode_for_fuzzing as etcd_decode_for_fuzzing;
+
 use crate::config::{SourceOptions, SourceUrl};
 use crate::status::metrics;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
