@@ -109,4 +109,46 @@ pub mod fuzzing {
         let store = crate::status::snapshot::SnapshotStore::new();
         let _ = crate::status::routes::handle_request(data, &store);
     }
+
+    /// Every seed of every fuzz target (`fuzz/seeds/<target>/`) and every
+    /// input a fuzzer once crashed on (`fuzz/regressions/<target>/`, none
+    /// so far) goes through its wrapper in the normal suite.
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn every_seed_and_regression_input_passes_its_target() {
+            let targets: [(&str, fn(&[u8])); 9] = [
+                ("config", super::config),
+                ("pyliteral", super::pyliteral),
+                ("serverlist", super::serverlist),
+                ("etcd", super::etcd),
+                ("bgp", super::bgp),
+                ("dns_reply", super::dns_reply),
+                ("netlink", super::netlink),
+                ("ipvsadm_save", super::ipvsadm_save),
+                ("http_request", super::http_request),
+            ];
+            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+            let mut seen = 0;
+            for (name, target) in targets {
+                assert!(
+                    root.join("fuzz_targets")
+                        .join(format!("{name}.rs"))
+                        .exists(),
+                    "no fuzz target {name}"
+                );
+                for dir in ["seeds", "regressions"] {
+                    let Ok(entries) = std::fs::read_dir(root.join(dir).join(name)) else {
+                        continue;
+                    };
+                    for entry in entries {
+                        let input = std::fs::read(entry.unwrap().path()).unwrap();
+                        target(&input);
+                        seen += 1;
+                    }
+                }
+            }
+            assert!(seen >= 9, "{seen} inputs");
+        }
+    }
 }

@@ -382,13 +382,23 @@ pub(crate) fn reply<'a>(msg: &Message<'a>) -> Result<Reply<'a>, DecodeError> {
             .map(|v| v as i32)
             .ok_or_else(|| DecodeError(format!("netlink message type {} too short", msg.kind)))
     };
+    // The kernel sends `-errno`; i32::MIN has no positive counterpart
+    // (found by the `netlink` fuzz target: it overflowed).
+    let errno = |code: i32| {
+        code.checked_neg().ok_or_else(|| {
+            DecodeError(format!(
+                "netlink message type {} with error code {code}",
+                msg.kind
+            ))
+        })
+    };
     match msg.kind {
         NLMSG_ERROR => match code()? {
             0 => Ok(Reply::Ack),
-            e => Ok(Reply::Error(-e)),
+            e => Ok(Reply::Error(errno(e)?)),
         },
         NLMSG_DONE => Ok(Reply::Done(if msg.payload.len() >= 4 {
-            -code()?
+            errno(code()?)?
         } else {
             0
         })),
@@ -1129,5 +1139,32 @@ mod tests {
             Some("the service does not exist")
         );
         assert_eq!(ipvs_hint(&del, Errno::EINVAL), None);
+    }
+
+    /// Found by the `netlink` fuzz target (fuzz/regressions/netlink/):
+    /// an NLMSG_ERROR whose code is i32::MIN panicked ("attempt to negate
+    /// with overflow") in `reply`. Now it is a decode error.
+    #[test]
+    fn fuzz_regression_error_code_i32_min_is_a_decode_error() {
+        let crash: &[u8] = &[
+            0x24, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x1c, 0x00, 0x00, 0x02, 0x00, 0x02,
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x10,
+            0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00,
+        ];
+        let messages = split(crash).unwrap();
+        let err = reply(&messages[0]).unwrap_err();
+        assert!(err.0.contains("error code -2147483648"), "{err}");
+        let mut pending = Pending::default();
+        pending.insert(0x0200_001c_u32, "request");
+        assert!(pending.settle(crash).is_err());
+        // The same code in NLMSG_DONE.
+        let mut done = crash.to_vec();
+        done[4] = 3;
+        let messages = split(&done).unwrap();
+        assert!(reply(&messages[0]).is_err());
+        // Ordinary codes still decode.
+        let mut ack = crash.to_vec();
+        ack[16..20].copy_from_slice(&(-17i32).to_ne_bytes());
+        assert_eq!(reply(&split(&ack).unwrap()[0]).unwrap(), Reply::Error(17));
     }
 }
