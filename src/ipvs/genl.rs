@@ -356,7 +356,9 @@ fn align4(n: usize) -> usize {
 pub(crate) fn split(datagram: &[u8]) -> Result<Vec<Message<'_>>, DecodeError> {
     let mut out = Vec::new();
     let mut at = 0;
-    while datagram.len() - at >= NLMSG_HDRLEN {
+    // `at` may pass the end: the last message's padding need not be there
+    // (found by the `netlink` fuzz target: the subtraction overflowed).
+    while datagram.len().saturating_sub(at) >= NLMSG_HDRLEN {
         let len = read_u32(datagram, at).unwrap_or(0) as usize;
         if len < NLMSG_HDRLEN || at + len > datagram.len() {
             return Err(DecodeError(format!(
@@ -1166,5 +1168,24 @@ mod tests {
         let mut ack = crash.to_vec();
         ack[16..20].copy_from_slice(&(-17i32).to_ne_bytes());
         assert_eq!(reply(&split(&ack).unwrap()[0]).unwrap(), Reply::Error(17));
+    }
+
+    /// Found by the `netlink` fuzz target (fuzz/regressions/netlink/): a
+    /// last message of 37 bytes without its 3 bytes of padding made
+    /// `split` subtract past zero ("attempt to subtract with overflow").
+    #[test]
+    fn fuzz_regression_unpadded_last_message_is_split() {
+        let crash: &[u8] = &[
+            0x25, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x24, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        ];
+        let messages = split(crash).unwrap();
+        assert_eq!(messages.len(), 1);
+        assert_eq!(messages[0].payload.len(), 37 - NLMSG_HDRLEN);
+        assert_eq!(reply(&messages[0]).unwrap(), Reply::Ack);
+        let mut pending = Pending::default();
+        pending.insert(1, "request");
+        assert_eq!(pending.settle(crash).unwrap(), [("request", 0)]);
     }
 }
