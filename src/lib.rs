@@ -115,9 +115,12 @@ pub mod fuzzing {
     /// so far) goes through its wrapper in the normal suite.
     #[cfg(test)]
     mod tests {
+        /// A fuzz target's name and wrapper.
+        type Target = (&'static str, fn(&[u8]));
+
         #[test]
         fn every_seed_and_regression_input_passes_its_target() {
-            let targets: [(&str, fn(&[u8])); 9] = [
+            let targets: [Target; 9] = [
                 ("config", super::config),
                 ("pyliteral", super::pyliteral),
                 ("serverlist", super::serverlist),
