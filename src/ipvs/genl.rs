@@ -423,7 +423,8 @@ pub(crate) fn reply<'a>(msg: &Message<'a>) -> Result<Reply<'a>, DecodeError> {
 pub(crate) fn attributes(buf: &[u8]) -> Result<Vec<(u16, &[u8])>, DecodeError> {
     let mut out = Vec::new();
     let mut at = 0;
-    while buf.len() - at >= NLA_HDRLEN {
+    // As in `split`: the last attribute's padding need not be there.
+    while buf.len().saturating_sub(at) >= NLA_HDRLEN {
         let len = read_u16(buf, at).unwrap_or(0) as usize;
         let kind = read_u16(buf, at + 2).unwrap_or(0) & NLA_TYPE_MASK;
         if len < NLA_HDRLEN || at + len > buf.len() {
@@ -1187,5 +1188,26 @@ mod tests {
         let mut pending = Pending::default();
         pending.insert(1, "request");
         assert_eq!(pending.settle(crash).unwrap(), [("request", 0)]);
+    }
+
+    /// Found by the `netlink` fuzz target (fuzz/regressions/netlink/): the
+    /// same missing padding, on the last attribute of a message, made
+    /// `attributes` subtract past zero.
+    #[test]
+    fn fuzz_regression_unpadded_last_attribute_is_read() {
+        let crash: &[u8] = &[
+            0x27, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x14, 0x3f, 0x00, 0x02, 0x00, 0x02, 0x00,
+            0x00, 0x00, 0x14, 0x00, 0x00, 0x00, 0x13, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x20, 0x00, 0x14, 0x00, 0x00, 0x00,
+        ];
+        let messages = split(crash).unwrap();
+        let Reply::Data { attrs, .. } = reply(&messages[0]).unwrap() else {
+            panic!("not data");
+        };
+        // 19 bytes: one attribute of 19 (3 bytes unpadded), nothing after.
+        let parsed = attributes(attrs).unwrap();
+        assert_eq!(parsed.len(), 1);
+        assert_eq!(parsed[0].1.len(), 19 - NLA_HDRLEN);
+        crate::fuzzing::netlink(crash);
     }
 }
