@@ -65,6 +65,10 @@ pub(crate) struct GlobalConfig {
     /// `ipvs-reconcile-interval` [60 s]: how often the kernel's table is
     /// re-read and drift repaired; zero = never.
     pub(crate) ipvs_reconcile_interval: Duration,
+    /// `ipvs-command-timeout` [10 s]: how long one `ipvsadm` run or one
+    /// netlink answer may take before it counts as failed (and the
+    /// `ipvsadm` child's process group is killed).
+    pub(crate) ipvs_command_timeout: Duration,
 }
 
 impl Default for GlobalConfig {
@@ -91,6 +95,7 @@ impl Default for GlobalConfig {
             ipvsadm: PathBuf::from("/sbin/ipvsadm"),
             ipvs_backend: None,
             ipvs_reconcile_interval: Duration::from_secs(60),
+            ipvs_command_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -121,19 +121,24 @@ pub(crate) fn run(opts: RunOptions) -> i32 {
     };
     let global = &loaded.config.global;
     let backend = backend::open(&backend_choice(global));
-    let (writer, _writer_thread) =
-        match writer::spawn(backend, mode, global.ipvs_reconcile_interval) {
-            Ok(w) => w,
-            Err(e) => {
-                log::error!(target: LOG_TARGET, "cannot start the IPVS writer: {e}");
-                return 1;
-            }
-        };
+    let store = Arc::new(SnapshotStore::new());
+    let (writer, _writer_thread) = match writer::spawn(
+        backend,
+        mode,
+        global.ipvs_reconcile_interval,
+        Some(Arc::clone(&store)),
+    ) {
+        Ok(w) => w,
+        Err(e) => {
+            log::error!(target: LOG_TARGET, "cannot start the IPVS writer: {e}");
+            return 1;
+        }
+    };
     let mut daemon = Daemon {
         config: loaded.config,
         opts,
         writer,
-        store: Arc::new(SnapshotStore::new()),
+        store,
         services: BTreeMap::new(),
         instrumentation: None,
         bgp: None,
@@ -182,6 +187,7 @@ pub(super) fn backend_choice(global: &GlobalConfig) -> BackendChoice {
     BackendChoice {
         kind: global.ipvs_backend,
         ipvsadm: global.ipvsadm.clone(),
+        timeout: global.ipvs_command_timeout,
     }
 }
 
@@ -276,6 +282,11 @@ impl Daemon {
         let (tx, rx) = crossbeam_channel::bounded(1);
         if self.writer.send(WriterRequest::Flush(tx)).is_ok() {
             let _ = rx.recv_timeout(SHUTDOWN_FLUSH);
+        }
+        // An ipvsadm the writer still waits for must not outlive rsbal.
+        let killed = crate::ipvs::child::kill_all_at_shutdown();
+        if killed > 0 {
+            log::warn!(target: LOG_TARGET, "killed {killed} ipvsadm process group(s) still running");
         }
         if let Some(server) = self.instrumentation.take() {
             server.stop();

@@ -3,18 +3,18 @@
 //!
 //! This module owns the [`IpvsBackend`] trait the IpvsWriter drives, its
 //! `ipvsadm` implementation ([`Ipvsadm`]: `-Sn` to read, one `-R` batch per
-//! change on stdin) and [`open`], which picks the backend `[global]
+//! change on stdin, each run bounded by `ipvs::child`) and [`open`], which picks the backend `[global]
 //! ipvs-backend` asks for: netlink (`ipvs::netlink`) when the kernel's IPVS
 //! generic netlink family resolves, else `ipvsadm`, saying why in the log.
 
+use super::child;
 use super::error::IpvsError;
 use super::ipvsadm::{parse_save, restore_line};
 use super::netlink::Netlink;
 use super::{IpvsCommand, Table};
 use crate::config::IpvsBackendKind;
-use std::io::Write;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::time::Duration;
 
 const LOG_TARGET: &str = "IpvsWriter";
 
@@ -33,14 +33,17 @@ pub(crate) trait IpvsBackend: Send {
     }
 }
 
-/// Runs the `ipvsadm` binary: `-Sn` to read, `-R` with a batch on stdin to write.
+/// Runs the `ipvsadm` binary: `-Sn` to read, `-R` with a batch on stdin to
+/// write; each run at most `timeout` (`ipvs::child`).
 pub(crate) struct Ipvsadm {
     pub(crate) path: PathBuf,
+    /// `[global] ipvs-command-timeout`.
+    pub(crate) timeout: Duration,
 }
 
 impl Ipvsadm {
     /// "PATH ARG failed (exit status): stderr"
-    fn failure(&self, arg: &'static str, out: &std::process::Output) -> IpvsError {
+    fn failure(&self, arg: &'static str, out: &child::Finished) -> IpvsError {
         IpvsError::Exit {
             program: self.path.clone(),
             arg,
@@ -48,23 +51,11 @@ impl Ipvsadm {
             stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
         }
     }
-
-    fn spawn_failed(&self, arg: &'static str) -> impl FnOnce(std::io::Error) -> IpvsError + '_ {
-        move |source| IpvsError::Spawn {
-            program: self.path.clone(),
-            arg,
-            source,
-        }
-    }
 }
 
 impl IpvsBackend for Ipvsadm {
     fn read(&mut self) -> Result<Table, IpvsError> {
-        let out = Command::new(&self.path)
-            .arg("-Sn")
-            .stdin(Stdio::null())
-            .output()
-            .map_err(self.spawn_failed("-Sn"))?;
+        let out = child::run(&self.path, "-Sn", None, self.timeout)?;
         if !out.status.success() {
             return Err(self.failure("-Sn", &out));
         }
@@ -77,28 +68,17 @@ impl IpvsBackend for Ipvsadm {
             input.push_str(&restore_line(cmd));
             input.push('\n');
         }
-        let mut child = Command::new(&self.path)
-            .arg("-R")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(self.spawn_failed("-R"))?;
-        let written = match child.stdin.take() {
-            Some(mut stdin) => stdin.write_all(input.as_bytes()),
-            None => Ok(()),
-        };
-        let out = child.wait_with_output().map_err(|source| IpvsError::Wait {
-            program: self.path.clone(),
-            source,
-        })?;
+        let out = child::run(&self.path, "-R", Some(input.into_bytes()), self.timeout)?;
         if !out.status.success() {
             return Err(self.failure("-R", &out));
         }
-        written.map_err(|source| IpvsError::Stdin {
-            program: self.path.clone(),
-            source,
-        })
+        match out.stdin_error {
+            Some(source) => Err(IpvsError::Stdin {
+                program: self.path.clone(),
+                source,
+            }),
+            None => Ok(()),
+        }
     }
 
     fn describe(&self) -> String {
@@ -106,12 +86,14 @@ impl IpvsBackend for Ipvsadm {
     }
 }
 
-/// Which backend to use: `[global] ipvs-backend` (`None` = choose) and
-/// `[global] ipvsadm`.
+/// Which backend to use: `[global] ipvs-backend` (`None` = choose),
+/// `[global] ipvsadm` and `[global] ipvs-command-timeout`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct BackendChoice {
     pub(crate) kind: Option<IpvsBackendKind>,
     pub(crate) ipvsadm: PathBuf,
+    /// How long one `ipvsadm` run or one netlink answer may take.
+    pub(crate) timeout: Duration,
 }
 
 /// Opens the backend `choice` names. Without a choice: netlink when the
@@ -122,6 +104,7 @@ pub(crate) fn open(choice: &BackendChoice) -> Box<dyn IpvsBackend> {
     let ipvsadm = || {
         Box::new(Ipvsadm {
             path: choice.ipvsadm.clone(),
+            timeout: choice.timeout,
         })
     };
     match choice.kind {
@@ -129,17 +112,17 @@ pub(crate) fn open(choice: &BackendChoice) -> Box<dyn IpvsBackend> {
             log::info!(target: LOG_TARGET, "IPVS backend: ipvsadm ({}), as configured", choice.ipvsadm.display());
             ipvsadm()
         }
-        Some(IpvsBackendKind::Netlink) => match Netlink::connect() {
+        Some(IpvsBackendKind::Netlink) => match Netlink::connect(choice.timeout) {
             Ok(netlink) => {
                 log::info!(target: LOG_TARGET, "IPVS backend: {}, as configured", netlink.describe());
                 Box::new(netlink)
             }
             Err(e) => {
                 log::error!(target: LOG_TARGET, "IPVS backend: netlink, as configured, but {e}; retrying on every change");
-                Box::new(Netlink::lazy())
+                Box::new(Netlink::lazy(choice.timeout))
             }
         },
-        None => match Netlink::connect() {
+        None => match Netlink::connect(choice.timeout) {
             Ok(netlink) => {
                 log::info!(target: LOG_TARGET, "IPVS backend: {} (the kernel's IPVS generic netlink family resolves)", netlink.describe());
                 Box::new(netlink)

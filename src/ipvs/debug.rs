@@ -24,6 +24,9 @@ use std::time::{Duration, Instant};
 /// or a bench whose kernel table is not what it wrote; only printed.
 type DebugResult<T> = Result<T, Box<dyn std::error::Error>>;
 
+/// How long one netlink answer or `ipvsadm` run may take here: long, for
+/// `bench` batches of up to 600,000 commands.
+const TIMEOUT: Duration = Duration::from_secs(600);
 const USAGE: &str = "usage: rsbal --ipvs-debug dump [netlink | ipvsadm [PATH]]\n\
                      \x20      rsbal --ipvs-debug watch SECONDS\n\
                      \x20      rsbal --ipvs-debug bench N [IPVSADM]";
@@ -60,12 +63,13 @@ fn table_lines(table: &Table) -> Vec<String> {
 fn ipvsadm(path: Option<&String>) -> Ipvsadm {
     Ipvsadm {
         path: PathBuf::from(path.map_or(DEFAULT_IPVSADM, String::as_str)),
+        timeout: TIMEOUT,
     }
 }
 
 fn dump(args: &[String]) -> DebugResult<()> {
     let mut backend: Box<dyn IpvsBackend> = match args.first().map(String::as_str) {
-        None | Some("netlink") => Box::new(Netlink::connect()?),
+        None | Some("netlink") => Box::new(Netlink::connect(TIMEOUT)?),
         Some("ipvsadm") => Box::new(ipvsadm(args.get(1))),
         Some(other) => return Err(format!("unknown backend {other:?}\n{USAGE}").into()),
     };
@@ -82,7 +86,7 @@ fn watch(args: &[String]) -> DebugResult<()> {
         .filter(|s: &f64| s.is_finite() && *s > 0.0)
         .ok_or(USAGE)?;
     let duration = Duration::from_secs_f64(secs);
-    let mut netlink = Netlink::connect()?;
+    let mut netlink = Netlink::connect(TIMEOUT)?;
     let start = Instant::now();
     let mut last: Option<Vec<String>> = None;
     let (mut samples, mut changes) = (0u64, 0u64);
@@ -194,7 +198,7 @@ fn bench(args: &[String]) -> DebugResult<()> {
         .and_then(|s| s.parse().ok())
         .filter(|n| (1..=600_000).contains(n))
         .ok_or(USAGE)?;
-    let mut netlink = Netlink::connect()?;
+    let mut netlink = Netlink::connect(TIMEOUT)?;
     let mut ipvsadm = ipvsadm(args.get(1));
     bench_one(&mut netlink, "netlink", n)?;
     bench_one(&mut ipvsadm, "ipvsadm", n)

@@ -16,6 +16,12 @@ use std::fmt;
 use std::io;
 use std::path::PathBuf;
 use std::process::ExitStatus;
+use std::time::Duration;
+
+/// `5 s`, `2.5 s`, `0.3 s`: a timeout as the config wrote it.
+pub(crate) fn seconds(d: Duration) -> String {
+    format!("{} s", d.as_secs_f64())
+}
 
 /// A netlink message the kernel sent that rsbal cannot read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,8 +72,9 @@ pub(crate) enum IpvsError {
     Socket { what: &'static str, errno: Errno },
     /// The kernel took only part of a datagram.
     ShortSend { sent: usize, len: usize },
-    /// No answer within the socket's receive timeout (seconds).
-    Timeout { secs: u64 },
+    /// No answer within the socket's receive timeout
+    /// (`[global] ipvs-command-timeout`).
+    Timeout { after: Duration },
     /// The socket's receive buffer overflowed: answers were lost.
     Overrun,
     /// An answer larger than the receive buffer.
@@ -96,6 +103,13 @@ pub(crate) enum IpvsError {
     Wait { program: PathBuf, source: io::Error },
     /// `ipvsadm` did not take its whole input.
     Stdin { program: PathBuf, source: io::Error },
+    /// `ipvsadm` did not finish within `[global] ipvs-command-timeout`;
+    /// its process group was killed.
+    CommandTimeout {
+        program: PathBuf,
+        arg: &'static str,
+        timeout: Duration,
+    },
     /// `ipvsadm` exited with a failure status.
     Exit {
         program: PathBuf,
@@ -172,7 +186,9 @@ impl fmt::Display for IpvsError {
             IpvsError::ShortSend { sent, len } => {
                 write!(f, "the kernel took {sent} of {len} bytes")
             }
-            IpvsError::Timeout { secs } => write!(f, "no answer from the kernel within {secs} s"),
+            IpvsError::Timeout { after } => {
+                write!(f, "no answer from the kernel within {}", seconds(*after))
+            }
             IpvsError::Overrun => f.write_str("netlink receive buffer overrun: answers were lost"),
             IpvsError::Truncated { len, buffer } => {
                 write!(
@@ -207,6 +223,16 @@ impl fmt::Display for IpvsError {
                 status,
                 stderr,
             } => write!(f, "{} {arg} failed ({status}): {stderr}", program.display()),
+            IpvsError::CommandTimeout {
+                program,
+                arg,
+                timeout,
+            } => write!(
+                f,
+                "{} {arg} did not finish within {} (ipvs-command-timeout); its process group was killed",
+                program.display(),
+                seconds(*timeout)
+            ),
             IpvsError::Save(e) => write!(f, "{e}"),
         }
     }
@@ -290,7 +316,9 @@ mod tests {
         );
         assert!(rejected.table_was_stale());
         let unanswered = IpvsError::Unanswered {
-            source: Box::new(IpvsError::Timeout { secs: 5 }),
+            source: Box::new(IpvsError::Timeout {
+                after: Duration::from_secs(5),
+            }),
             pending: 2,
             first: del().to_string(),
         };

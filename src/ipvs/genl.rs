@@ -356,7 +356,9 @@ fn align4(n: usize) -> usize {
 pub(crate) fn split(datagram: &[u8]) -> Result<Vec<Message<'_>>, DecodeError> {
     let mut out = Vec::new();
     let mut at = 0;
-    while datagram.len() - at >= NLMSG_HDRLEN {
+    // `at` may pass the end: the last message's padding need not be there
+    // (found by the `netlink` fuzz target: the subtraction overflowed).
+    while datagram.len().saturating_sub(at) >= NLMSG_HDRLEN {
         let len = read_u32(datagram, at).unwrap_or(0) as usize;
         if len < NLMSG_HDRLEN || at + len > datagram.len() {
             return Err(DecodeError(format!(
@@ -382,13 +384,23 @@ pub(crate) fn reply<'a>(msg: &Message<'a>) -> Result<Reply<'a>, DecodeError> {
             .map(|v| v as i32)
             .ok_or_else(|| DecodeError(format!("netlink message type {} too short", msg.kind)))
     };
+    // The kernel sends `-errno`; i32::MIN has no positive counterpart
+    // (found by the `netlink` fuzz target: it overflowed).
+    let errno = |code: i32| {
+        code.checked_neg().ok_or_else(|| {
+            DecodeError(format!(
+                "netlink message type {} with error code {code}",
+                msg.kind
+            ))
+        })
+    };
     match msg.kind {
         NLMSG_ERROR => match code()? {
             0 => Ok(Reply::Ack),
-            e => Ok(Reply::Error(-e)),
+            e => Ok(Reply::Error(errno(e)?)),
         },
         NLMSG_DONE => Ok(Reply::Done(if msg.payload.len() >= 4 {
-            -code()?
+            errno(code()?)?
         } else {
             0
         })),
@@ -411,7 +423,8 @@ pub(crate) fn reply<'a>(msg: &Message<'a>) -> Result<Reply<'a>, DecodeError> {
 pub(crate) fn attributes(buf: &[u8]) -> Result<Vec<(u16, &[u8])>, DecodeError> {
     let mut out = Vec::new();
     let mut at = 0;
-    while buf.len() - at >= NLA_HDRLEN {
+    // As in `split`: the last attribute's padding need not be there.
+    while buf.len().saturating_sub(at) >= NLA_HDRLEN {
         let len = read_u16(buf, at).unwrap_or(0) as usize;
         let kind = read_u16(buf, at + 2).unwrap_or(0) & NLA_TYPE_MASK;
         if len < NLA_HDRLEN || at + len > buf.len() {
@@ -1129,5 +1142,72 @@ mod tests {
             Some("the service does not exist")
         );
         assert_eq!(ipvs_hint(&del, Errno::EINVAL), None);
+    }
+
+    /// Found by the `netlink` fuzz target (fuzz/regressions/netlink/):
+    /// an NLMSG_ERROR whose code is i32::MIN panicked ("attempt to negate
+    /// with overflow") in `reply`. Now it is a decode error.
+    #[test]
+    fn fuzz_regression_error_code_i32_min_is_a_decode_error() {
+        let crash: &[u8] = &[
+            0x24, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x1c, 0x00, 0x00, 0x02, 0x00, 0x02,
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x04, 0x00, 0x00, 0x10,
+            0x00, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00,
+        ];
+        let messages = split(crash).unwrap();
+        let err = reply(&messages[0]).unwrap_err();
+        assert!(err.0.contains("error code -2147483648"), "{err}");
+        let mut pending = Pending::default();
+        pending.insert(0x0200_001c_u32, "request");
+        assert!(pending.settle(crash).is_err());
+        // The same code in NLMSG_DONE.
+        let mut done = crash.to_vec();
+        done[4] = 3;
+        let messages = split(&done).unwrap();
+        assert!(reply(&messages[0]).is_err());
+        // Ordinary codes still decode.
+        let mut ack = crash.to_vec();
+        ack[16..20].copy_from_slice(&(-17i32).to_ne_bytes());
+        assert_eq!(reply(&split(&ack).unwrap()[0]).unwrap(), Reply::Error(17));
+    }
+
+    /// Found by the `netlink` fuzz target (fuzz/regressions/netlink/): a
+    /// last message of 37 bytes without its 3 bytes of padding made
+    /// `split` subtract past zero ("attempt to subtract with overflow").
+    #[test]
+    fn fuzz_regression_unpadded_last_message_is_split() {
+        let crash: &[u8] = &[
+            0x25, 0x00, 0x00, 0x00, 0x02, 0x00, 0x00, 0x00, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x10, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x24, 0x01, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+        ];
+        let messages = split(crash).unwrap();
+        assert_eq!(messages.len(), 1);
+        assert_eq!(messages[0].payload.len(), 37 - NLMSG_HDRLEN);
+        assert_eq!(reply(&messages[0]).unwrap(), Reply::Ack);
+        let mut pending = Pending::default();
+        pending.insert(1, "request");
+        assert_eq!(pending.settle(crash).unwrap(), [("request", 0)]);
+    }
+
+    /// Found by the `netlink` fuzz target (fuzz/regressions/netlink/): the
+    /// same missing padding, on the last attribute of a message, made
+    /// `attributes` subtract past zero.
+    #[test]
+    fn fuzz_regression_unpadded_last_attribute_is_read() {
+        let crash: &[u8] = &[
+            0x27, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x14, 0x3f, 0x00, 0x02, 0x00, 0x02, 0x00,
+            0x00, 0x00, 0x14, 0x00, 0x00, 0x00, 0x13, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+            0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x20, 0x00, 0x14, 0x00, 0x00, 0x00,
+        ];
+        let messages = split(crash).unwrap();
+        let Reply::Data { attrs, .. } = reply(&messages[0]).unwrap() else {
+            panic!("not data");
+        };
+        // 19 bytes: one attribute of 19 (3 bytes unpadded), nothing after.
+        let parsed = attributes(attrs).unwrap();
+        assert_eq!(parsed.len(), 1);
+        assert_eq!(parsed[0].1.len(), 19 - NLA_HDRLEN);
+        crate::fuzzing::netlink(crash);
     }
 }

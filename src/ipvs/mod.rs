@@ -6,7 +6,8 @@
 //! (pure), `ipvsadm` formats commands in `ipvsadm -R` syntax and parses
 //! `ipvsadm -Sn` output (pure), `genl` encodes and decodes IPVS generic
 //! netlink messages (pure), `backend` and `netlink` are the two ways of
-//! reading and changing the kernel's table, and `writer` is the IpvsWriter
+//! reading and changing the kernel's table (`child` runs one `ipvsadm` with
+//! a deadline in its own process group), and `writer` is the IpvsWriter
 //! thread that owns the applied table and runs the commands. `error` holds
 //! [`error::IpvsError`], what both backends return (the kernel's errno per
 //! refused command, socket and `ipvsadm` failures), so that the writer
@@ -15,6 +16,7 @@
 //! the hidden `--ipvs-debug` commands the kernel tests and benchmarks use.
 
 pub(crate) mod backend;
+pub(crate) mod child;
 pub(crate) mod debug;
 pub(crate) mod diff;
 pub(crate) mod error;

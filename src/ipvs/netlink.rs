@@ -8,8 +8,8 @@
 //! request asks for an ACK, and ACKs are matched to requests by sequence
 //! number, so a late ACK of an earlier request is never taken for the
 //! answer to a new one. Every kernel error is decoded (errno name and what
-//! was attempted). Receives time out after [`RECV_TIMEOUT`]; after a timeout
-//! or a socket error the socket is dropped and the next call opens a new
+//! was attempted). Receives time out after `[global] ipvs-command-timeout`;
+//! after a timeout or a socket error the socket is dropped and the next call opens a new
 //! one. Message bytes are built and read by `ipvs::genl`.
 
 use super::backend::IpvsBackend;
@@ -28,8 +28,8 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const LOG_TARGET: &str = "IpvsWriter";
-/// How long to wait for the kernel's answer to a request.
-pub(crate) const RECV_TIMEOUT: Duration = Duration::from_secs(5);
+/// The shortest receive timeout set on the socket: zero would mean none.
+const MIN_TIMEOUT: Duration = Duration::from_millis(1);
 /// Requests sent in one datagram before their ACKs are collected; small
 /// enough that the ACKs always fit the socket's receive buffer.
 pub(crate) const WINDOW: usize = 64;
@@ -42,6 +42,7 @@ struct Connection {
     family: u16,
     seq: u32,
     buf: Vec<u8>,
+    timeout: Duration,
 }
 
 fn sys(what: &'static str) -> impl FnOnce(Errno) -> IpvsError {
@@ -49,7 +50,7 @@ fn sys(what: &'static str) -> impl FnOnce(Errno) -> IpvsError {
 }
 
 impl Connection {
-    fn open() -> Result<Connection, IpvsError> {
+    fn open(timeout: Duration) -> Result<Connection, IpvsError> {
         let fd = socket(
             AddressFamily::Netlink,
             SockType::Raw,
@@ -59,8 +60,9 @@ impl Connection {
         .map_err(sys("cannot open a generic netlink socket"))?;
         bind(fd.as_raw_fd(), &NetlinkAddr::new(0, 0))
             .map_err(sys("cannot bind the netlink socket"))?;
-        let timeout = TimeVal::new(RECV_TIMEOUT.as_secs() as _, 0);
-        setsockopt(&fd, sockopt::ReceiveTimeout, &timeout)
+        let timeout = timeout.max(MIN_TIMEOUT);
+        let timeval = TimeVal::new(timeout.as_secs() as _, timeout.subsec_micros() as _);
+        setsockopt(&fd, sockopt::ReceiveTimeout, &timeval)
             .map_err(sys("cannot set the netlink receive timeout"))?;
         // Start somewhere unpredictable, so that answers meant for an
         // earlier socket of this process are never mistaken for ours.
@@ -73,6 +75,7 @@ impl Connection {
             family: 0,
             seq,
             buf: vec![0; RECV_BUFFER],
+            timeout,
         };
         conn.family = conn.resolve_family()?;
         Ok(conn)
@@ -109,7 +112,7 @@ impl Connection {
                 Err(Errno::EINTR) => continue,
                 Err(Errno::EAGAIN) => {
                     return Err(IpvsError::Timeout {
-                        secs: RECV_TIMEOUT.as_secs(),
+                        after: self.timeout,
                     })
                 }
                 Err(Errno::ENOBUFS) => return Err(IpvsError::Overrun),
@@ -246,20 +249,27 @@ impl Connection {
 /// dropped and the next call opens a fresh one.
 pub(crate) struct Netlink {
     conn: Option<Connection>,
+    /// The receive timeout of every socket it opens.
+    timeout: Duration,
 }
 
 impl Netlink {
     /// Opens a socket and resolves the family now; `Err` says why netlink
     /// cannot be used.
-    pub(crate) fn connect() -> Result<Netlink, IpvsError> {
+    /// Waits at most `timeout` for each answer of the kernel.
+    pub(crate) fn connect(timeout: Duration) -> Result<Netlink, IpvsError> {
         Ok(Netlink {
-            conn: Some(Connection::open()?),
+            conn: Some(Connection::open(timeout)?),
+            timeout,
         })
     }
 
     /// A backend that opens its socket on first use.
-    pub(crate) fn lazy() -> Netlink {
-        Netlink { conn: None }
+    pub(crate) fn lazy(timeout: Duration) -> Netlink {
+        Netlink {
+            conn: None,
+            timeout,
+        }
     }
 
     fn with_conn<T>(
@@ -268,7 +278,7 @@ impl Netlink {
     ) -> Result<T, IpvsError> {
         let conn = match self.conn.as_mut() {
             Some(conn) => conn,
-            None => self.conn.insert(Connection::open()?),
+            None => self.conn.insert(Connection::open(self.timeout)?),
         };
         let result = f(conn);
         if result.is_err() {

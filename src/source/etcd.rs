@@ -309,6 +309,19 @@ fn http_error(status: u16, body: &str) -> SourceError {
     }
 }
 
+/// For the fuzz targets (`crate::fuzzing`): everything rsbal does with
+/// one etcd answer `body` for the key `key`: as a read, as an error, and
+/// as a watched event applied to that view.
+pub(crate) fn decode_for_fuzzing(key: &str, body: &str) {
+    let _ = parse_error(body);
+    if let Ok(response) = parse_response(body) {
+        let _ = max_modified_index(&response.node);
+        let (mut view, _) = View::from_read(key, &response);
+        let _ = view.apply_event(&response);
+        let _ = view.entries();
+    }
+}
+
 /// The highest `modifiedIndex` in a node tree.
 fn max_modified_index(node: &Node) -> u64 {
     node.nodes

@@ -25,6 +25,8 @@ mod http;
 mod resolve;
 pub(crate) mod serverlist;
 
+/// The etcd answer decoding, for the fuzz targets (`crate::fuzzing`).
+pub(crate) use etcd::decode_for_fuzzing as etcd_decode_for_fuzzing;
 pub(crate) use file::read_for_check;
 
 use crate::config::{SourceOptions, SourceUrl};

@@ -14,8 +14,14 @@
 //!
 //! PyBal also warns about pools of zero or one server; SPEC 9 leaves those
 //! out (a one-server pool can never depool, by design, and is not news).
+//!
+//! rsbal adds (issue 11): a pool whose desired state the kernel's IPVS
+//! table does not have (a failed apply being retried, or a table that
+//! cannot be read) is at least a **warning**: `Pool <pool> is out of sync
+//! with the kernel's IPVS table: <why>. `, appended to the message of any
+//! level ([`with_ipvs`]).
 
-use crate::status::snapshot::ServiceSnapshot;
+use crate::status::snapshot::{DaemonStatus, ServiceSnapshot};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -130,6 +136,19 @@ pub(crate) fn with_resources(alert: Alert, exhausted: &BTreeMap<String, String>)
 }
 
 /// The daemon-wide alert over every pool (PyBal's `Alerts.render_GET`).
+/// PyBal's pool health with rsbal's own additions: services out of sync with
+/// the kernel (at least WARNING, [`with_ipvs`]) and rsbal out of a resource
+/// (CRITICAL, [`with_resources`]). What `/alerts` and the status page show.
+pub(crate) fn of<'a>(
+    pools: impl IntoIterator<Item = &'a ServiceSnapshot>,
+    daemon: &DaemonStatus,
+) -> Alert {
+    with_resources(
+        with_ipvs(evaluate(pools), &daemon.ipvs_out_of_sync),
+        &daemon.resources_exhausted,
+    )
+}
+
 pub(crate) fn evaluate<'a>(pools: impl IntoIterator<Item = &'a ServiceSnapshot>) -> Alert {
     let mut critical = Vec::new();
     let mut warning = String::new();
@@ -156,6 +175,37 @@ pub(crate) fn evaluate<'a>(pools: impl IntoIterator<Item = &'a ServiceSnapshot>)
             level: Level::Ok,
             msg: "All pools are healthy".into(),
         }
+    }
+}
+
+/// The text `/alerts` gives a pool out of sync with the kernel.
+pub(crate) fn out_of_sync_text(pool: &str, why: &str) -> String {
+    format!("Pool {pool} is out of sync with the kernel's IPVS table: {why}. ")
+}
+
+/// `alert` raised to at least a warning for every pool out of sync with the
+/// kernel's IPVS table (pool name → why), each named in the message.
+pub(crate) fn with_ipvs(alert: Alert, out_of_sync: &BTreeMap<String, String>) -> Alert {
+    if out_of_sync.is_empty() {
+        return alert;
+    }
+    let texts: String = out_of_sync
+        .iter()
+        .map(|(pool, why)| out_of_sync_text(pool, why))
+        .collect();
+    match alert.level {
+        Level::Ok => Alert {
+            level: Level::Warning,
+            msg: texts,
+        },
+        Level::Warning => Alert {
+            level: Level::Warning,
+            msg: alert.msg + &texts,
+        },
+        Level::Critical => Alert {
+            level: Level::Critical,
+            msg: format!("{}; {}", alert.msg, texts),
+        },
     }
 }
 
@@ -265,5 +315,28 @@ mod tests {
             with_resources(critical, &out).text(),
             "CRITICAL - rsbal is out of fds: 3 check(s) could not run; b: Servers h1 are marked down but pooled"
         );
+    }
+
+    #[test]
+    fn out_of_sync_pools_are_at_least_a_warning_and_named() {
+        let oos: BTreeMap<String, String> = [(
+            "web".to_string(),
+            "applying 1 command(s) failed: boom".to_string(),
+        )]
+        .into();
+        let a = with_ipvs(evaluate([&pool("web", 4, 0.5, &[])]), &oos);
+        assert_eq!(
+            a.text(),
+            "WARNING - Pool web is out of sync with the kernel's IPVS table: \
+             applying 1 command(s) failed: boom. "
+        );
+        let a = with_ipvs(evaluate([&pool("a", 3, 0.7, &[])]), &oos);
+        assert_eq!(a.level, Level::Warning);
+        assert!(a.msg.starts_with("Pool a is too small") && a.msg.contains("Pool web is out"));
+        let a = with_ipvs(evaluate([&pool("b", 4, 0.5, &["h1"])]), &oos);
+        assert_eq!(a.level, Level::Critical);
+        assert!(a.msg.starts_with("b: Servers h1") && a.msg.contains("; Pool web is out"));
+        let healthy = evaluate([&pool("web", 4, 0.5, &[])]);
+        assert_eq!(with_ipvs(healthy.clone(), &BTreeMap::new()), healthy);
     }
 }

@@ -70,6 +70,10 @@ pub(crate) struct PoolDoc {
     /// This pool's own alert level and message (empty when ok).
     pub(crate) status: Level,
     pub(crate) msg: String,
+    /// Why the kernel's IPVS table does not have what this pool wants
+    /// (then `status` is at least a warning); `None` when in sync.
+    #[serde(default)]
+    pub(crate) ipvs_out_of_sync: Option<String>,
     pub(crate) monitors: Vec<String>,
     pub(crate) servers: Vec<ServerDoc>,
 }
@@ -129,8 +133,12 @@ fn unix_secs(t: SystemTime) -> f64 {
         .map_or(0.0, |d| d.as_secs_f64())
 }
 
-fn pool_doc(snap: &ServiceSnapshot) -> PoolDoc {
+fn pool_doc(snap: &ServiceSnapshot, out_of_sync: Option<&String>) -> PoolDoc {
     let alert = alerts::pool_alert(snap);
+    let status = match out_of_sync {
+        Some(_) => alert.level.max(Level::Warning),
+        None => alert.level,
+    };
     PoolDoc {
         name: snap.name.clone(),
         protocol: snap.protocol.to_string(),
@@ -140,8 +148,9 @@ fn pool_doc(snap: &ServiceSnapshot) -> PoolDoc {
         can_depool: snap.can_depool,
         pooled_down: snap.pooled_down.clone(),
         could_not_depool_total: snap.could_not_depool_total,
-        status: alert.level,
+        status,
         msg: alert.msg,
+        ipvs_out_of_sync: out_of_sync.cloned(),
         monitors: snap.monitor_names.clone(),
         servers: snap
             .servers
@@ -183,10 +192,7 @@ fn pool_doc(snap: &ServiceSnapshot) -> PoolDoc {
 pub(crate) fn build(store: &SnapshotStore) -> StatusDoc {
     let pools = store.all();
     let daemon = store.daemon();
-    let alert = alerts::with_resources(
-        alerts::evaluate(pools.iter().map(|p| &**p)),
-        &daemon.resources_exhausted,
-    );
+    let alert = alerts::of(pools.iter().map(|p| &**p), &daemon);
     StatusDoc {
         version: env!("CARGO_PKG_VERSION").to_string(),
         generated_at: unix_secs(SystemTime::now()),
@@ -215,7 +221,10 @@ pub(crate) fn build(store: &SnapshotStore) -> StatusDoc {
                 })
                 .collect(),
         },
-        pools: pools.iter().map(|p| pool_doc(p)).collect(),
+        pools: pools
+            .iter()
+            .map(|p| pool_doc(p, daemon.ipvs_out_of_sync.get(&p.name)))
+            .collect(),
     }
 }
 
@@ -293,6 +302,7 @@ pub(crate) mod fixtures {
                 could_not_depool_total: 1,
                 status: Level::Critical,
                 msg: "Servers b are marked down but pooled".into(),
+                ipvs_out_of_sync: Some("applying 1 command(s) failed: <ENOMEM>".into()),
                 monitors: vec!["ProxyFetch".into()],
                 servers: vec![
                     server("a", true, true, true),

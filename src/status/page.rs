@@ -178,6 +178,15 @@ fn pool_section(h: &mut String, pool: &PoolDoc) {
     if !pool.msg.is_empty() {
         let _ = writeln!(h, "<p class=\"meta\">{}</p>", escape(pool.msg.trim_end()));
     }
+    if let Some(why) = &pool.ipvs_out_of_sync {
+        let _ = writeln!(
+            h,
+            "<p class=\"banner warning\" id=\"ipvs-out-of-sync-{}\">IPVS out of sync: the kernel's table \
+             does not have what this pool wants ({}); retrying.</p>",
+            escape(&pool.name),
+            escape(why)
+        );
+    }
     h.push_str(
         "<div class=\"scroll\"><table>\n<thead><tr><th>Server</th><th>Enabled</th><th>Up</th>\
          <th>Pooled</th><th>Weight</th><th>Address</th><th>Monitors</th></tr></thead>\n<tbody>\n",
@@ -313,6 +322,13 @@ mod tests {
         assert!(page.contains("class=\"depooled\" data-host=\"c\""));
         assert!(page.contains("class=\"fine disabled\" data-host=\"d&amp;e\""));
         assert!(page.contains("depool threshold 0.5"));
+        assert!(
+            page.contains(
+                "id=\"ipvs-out-of-sync-web&lt;script&gt;\">IPVS out of sync: the kernel's table \
+                 does not have what this pool wants (applying 1 command(s) failed: &lt;ENOMEM&gt;)"
+            ),
+            "{page}"
+        );
         assert!(page.contains("another depool allowed: <span class=\"no\">no</span>"));
         assert!(page.contains("192.0.2.254"));
         assert!(page.contains("2027-01-15T08:00:00Z"), "{page}");
@@ -349,6 +365,7 @@ mod tests {
         };
         d.last_reload = None;
         let page = render(&d);
+        assert!(!page.contains("out of sync"));
         assert!(page.contains("No pools are configured."));
         assert!(page.contains("BGP is disabled"));
         assert!(page.contains("none since start"));

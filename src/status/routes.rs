@@ -410,10 +410,7 @@ fn status(store: &SnapshotStore, format: Format) -> Response {
 /// `/alerts`: PyBal's `OK - All pools are healthy` / `{"status", "msg"}`.
 fn alerts(store: &SnapshotStore, format: Format) -> Response {
     let pools = store.all();
-    let alert = crate::status::alerts::with_resources(
-        crate::status::alerts::evaluate(pools.iter().map(|p| &**p)),
-        &store.daemon().resources_exhausted,
-    );
+    let alert = crate::status::alerts::of(pools.iter().map(|p| &**p), &store.daemon());
     Response::negotiated(
         200,
         format,
@@ -710,6 +707,32 @@ pub(crate) mod tests {
             body_json(&r),
             json!({"status": "critical", "msg": "apaches_80: Servers mw1003 are marked down but pooled"})
         );
+    }
+
+    /// Issue 11 item 6: what the IpvsWriter publishes reaches `/alerts`
+    /// and the status document.
+    #[test]
+    fn alerts_and_status_name_a_pool_out_of_sync_with_the_kernel() {
+        let s = store();
+        s.update_daemon(|d| {
+            d.ipvs_out_of_sync
+                .insert("text_443".into(), "applying 2 command(s) failed: x".into());
+        });
+        let r = handle_request(b"GET /alerts HTTP/1.0\r\n\r\n", &s);
+        assert_eq!(
+            r.body,
+            "WARNING - Pool text_443 is out of sync with the kernel's IPVS table: \
+             applying 2 command(s) failed: x. "
+        );
+        let r = handle_request(b"GET / HTTP/1.0\r\nAccept: application/json\r\n\r\n", &s);
+        let doc = body_json(&r);
+        assert_eq!(doc["alert"]["status"], "warning");
+        let pools = doc["pools"].as_array().unwrap();
+        let text = pools.iter().find(|p| p["name"] == "text_443").unwrap();
+        assert_eq!(text["status"], "warning");
+        assert_eq!(text["ipvs_out_of_sync"], "applying 2 command(s) failed: x");
+        let apaches = pools.iter().find(|p| p["name"] == "apaches_80").unwrap();
+        assert_eq!(apaches["ipvs_out_of_sync"], Value::Null);
     }
 
     #[test]

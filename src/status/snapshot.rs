@@ -6,7 +6,8 @@
 //! map insert.
 //!
 //! Beside the services, the store holds one [`DaemonStatus`]: what the main
-//! thread (reloads) and the BGP speaker (sessions) publish about the daemon.
+//! thread (reloads), the BGP speaker (sessions) and the IpvsWriter (services
+//! out of sync with the kernel) publish about the daemon.
 
 use crate::config::Protocol;
 use crate::service::coordinator::ServerState;
@@ -69,6 +70,10 @@ pub(crate) struct DaemonStatus {
     /// rsbal's own resources out now (`status::resources`): label → what
     /// happened and what to raise.
     pub(crate) resources_exhausted: BTreeMap<String, String>,
+    /// Services whose desired state the kernel's IPVS table does not have
+    /// (a failed apply, or the table cannot be read), and why; published
+    /// by the IpvsWriter.
+    pub(crate) ipvs_out_of_sync: BTreeMap<String, String>,
 }
 
 impl Default for DaemonStatus {
@@ -80,6 +85,7 @@ impl Default for DaemonStatus {
             bgp: BTreeMap::new(),
             last_reload: None,
             resources_exhausted: BTreeMap::new(),
+            ipvs_out_of_sync: BTreeMap::new(),
         }
     }
 }

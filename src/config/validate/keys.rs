@@ -204,6 +204,12 @@ pub(crate) const GLOBAL_KEYS: &[Key<GlobalConfig>] = &[
         doc: "seconds between re-reads of the kernel's table (at least 1); 0 = never",
         read: |g, v| set(&mut g.ipvs_reconcile_interval, parse_interval_or_off(v)),
     },
+    Key {
+        name: "ipvs-command-timeout",
+        absent: Absent::Default("10"),
+        doc: "seconds one ipvsadm run or netlink answer may take; then it is killed and retried",
+        read: |g, v| set(&mut g.ipvs_command_timeout, parse_duration(v)),
+    },
 ];
 
 /// Keys of a service section, besides `<monitor>.<option>`.

@@ -43,8 +43,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// Parses and validates the main config text read from `path`, without
-/// looking at the programs it names.
-#[cfg(test)]
+/// looking at the programs it names (tests, and the fuzz target).
 pub(crate) fn from_str(path: &Path, text: &str) -> Result<Loaded, Vec<ConfigError>> {
     from_str_probing(path, text, &|_| None)
 }

@@ -891,6 +891,63 @@ fn ipvs_backend_and_reconcile_interval() {
 }
 
 #[test]
+fn ipvs_command_timeout() {
+    let g = load_ok(&service("svc", "")).config.global;
+    assert_eq!(g.ipvs_command_timeout, Duration::from_secs(10));
+    let text = format!(
+        "[global]\nipvs-command-timeout = 2.5\n{}",
+        service("svc", "")
+    );
+    let g = load_ok(&text).config.global;
+    assert_eq!(g.ipvs_command_timeout, Duration::from_millis(2500));
+    for bad in ["0", "-1", "x"] {
+        let text = format!(
+            "[global]\nipvs-command-timeout = {bad}\n{}",
+            service("svc", "")
+        );
+        let errors = errors(&text);
+        assert_eq!(find(&errors, "ipvs-command-timeout").line, Some(2), "{bad}");
+    }
+}
+
+/// Issue 11 item 11: `ipvs-reconcile-interval = 10000000000000000000` once
+/// panicked the IPVS writer (`Instant + Duration` overflow). Every interval
+/// and timeout key now refuses more than a day, naming the key.
+#[test]
+fn absurd_durations_are_refused_naming_the_key() {
+    let huge = "10000000000000000000";
+    let text = format!(
+        "[global]\nipvs-reconcile-interval = {huge}\nipvs-command-timeout = 86401\n{}",
+        service(
+            "svc",
+            &format!("config-poll-interval = {huge}\nconfig-timeout = 1e300\n")
+        )
+    );
+    let errors = errors(&text);
+    for key in [
+        "ipvs-reconcile-interval",
+        "ipvs-command-timeout",
+        "config-poll-interval",
+        "config-timeout",
+    ] {
+        let e = find(&errors, key);
+        assert!(e.reason.contains("too long (at most 86400"), "{e}");
+        assert!(e.to_string().contains(key), "{e}");
+    }
+    // A day is still fine.
+    let text = format!(
+        "[global]\nipvs-reconcile-interval = 86400\n{}",
+        service("svc", "")
+    );
+    let g = load_ok(&text).config.global;
+    assert_eq!(g.ipvs_reconcile_interval, Duration::from_secs(86_400));
+    assert!(matches!(
+        parse_duration("1e400"),
+        Err(ValueError::Not { .. })
+    ));
+}
+
+#[test]
 fn forwarding_method() {
     let config = load_ok(&service("svc", "")).config;
     assert_eq!(config.services["svc"].forwarding, ForwardingMethod::Dr);
@@ -1094,7 +1151,7 @@ fn every_key() -> Vec<String> {
 #[test]
 fn key_tables_defaults_parse_to_the_typed_defaults() {
     let keys = every_key();
-    assert_eq!(keys.len(), 19 + 14 + 6 + 7 + 5 + 4 + 2);
+    assert_eq!(keys.len(), 20 + 14 + 6 + 7 + 5 + 4 + 2);
     // No key twice in one table (bgp and bgp-med are global and per service).
     let mut unique = keys.clone();
     unique.sort_unstable();

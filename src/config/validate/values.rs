@@ -23,6 +23,9 @@ pub(crate) enum ValueError {
         value: String,
         what: &'static str,
     },
+    /// More seconds than any interval or timeout may have
+    /// ([`MAX_SECONDS`]).
+    TooLong(String),
     /// Not one of [`SCHEDULERS`].
     NotAScheduler(String),
     /// Port 0 where rsbal must connect.
@@ -81,6 +84,10 @@ impl fmt::Display for ValueError {
                 write!(f, "not a Python list of strings like ['a', 'b']: {why}")
             }
             ValueError::Not { value, what } => write!(f, "{value:?} is not {what}"),
+            ValueError::TooLong(value) => write!(
+                f,
+                "{value:?} seconds is too long (at most {MAX_SECONDS}, one day)"
+            ),
             ValueError::NotAScheduler(value) => write!(
                 f,
                 "{value:?} is not an IPVS scheduler (one of: {})",
@@ -261,21 +268,29 @@ pub(super) fn parse_http_status(text: &str) -> Result<u16, ValueError> {
         .ok_or_else(|| not(&value, "an HTTP status (100-599)"))
 }
 
-/// Seconds, int or float, finite and accepted by `allowed`; the error says
-/// it is not `what`.
+/// Seconds, int or float, finite, accepted by `allowed` (else the error
+/// says it is not `what`) and at most [`MAX_SECONDS`].
 pub(super) fn parse_seconds(
     text: &str,
     allowed: fn(f64) -> bool,
     what: &'static str,
 ) -> Result<Duration, ValueError> {
     let value = scalar(text)?;
-    value
+    let secs = value
         .parse::<f64>()
         .ok()
         .filter(|secs| secs.is_finite() && allowed(*secs))
-        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
-        .ok_or_else(|| not(&value, what))
+        .ok_or_else(|| not(&value, what))?;
+    if secs > MAX_SECONDS {
+        return Err(ValueError::TooLong(value));
+    }
+    Duration::try_from_secs_f64(secs).map_err(|_| not(&value, what))
 }
+
+/// The longest interval or timeout any key accepts, in seconds (one day):
+/// longer ones are typing errors, and a deadline that far ahead could not
+/// even be represented by the clock (`Instant + Duration` overflows).
+pub(crate) const MAX_SECONDS: f64 = 86_400.0;
 
 /// Seconds, int or float, greater than zero.
 pub(super) fn parse_duration(text: &str) -> Result<Duration, ValueError> {
