@@ -323,16 +323,6 @@ fn removing_a_service_stops_its_checks_in_flight_at_once() {
         .contains("service removed from the configuration"));
 }
 
-/// A child process killed when dropped.
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Check workers have a small stack (`monitor::pool::WORKER_STACK_SIZE`):
 /// an HTTPS ProxyFetch (TLS handshake, certificate chain verified) is the
 /// deepest thing they run. It runs there many times and the server is
@@ -361,25 +351,7 @@ fn https_checks_run_on_the_small_worker_stacks() {
         .status()
         .expect("cannot run openssl (apt-get install openssl)");
     assert!(made.success());
-    let server = Child(
-        std::process::Command::new("openssl")
-            .args([
-                "s_server",
-                "-quiet",
-                "-WWW",
-                "-cert",
-                "server.pem",
-                "-key",
-                "server.key",
-            ])
-            .arg("-accept")
-            .arg(format!("{ip}:{port}"))
-            .current_dir(d)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let server = https_file_server(d, "server.pem", "server.key", SocketAddr::new(ip, port));
     let list = write_atomic(d, "servers", &list_of(&[ip]));
     let vip = "192.0.2.76";
     let conf = d.join("rsbal.conf");

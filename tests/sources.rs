@@ -461,25 +461,7 @@ fn https_lists_are_verified_against_the_trusted_cas() {
     );
     write_atomic(d, "list", "{'host': '127.20.0.15', 'weight': 10}\n");
     let port = free_port();
-    let _server = KillOnDrop(
-        std::process::Command::new("openssl")
-            .args([
-                "s_server",
-                "-quiet",
-                "-WWW",
-                "-cert",
-                "server.pem",
-                "-key",
-                "server.key",
-            ])
-            .arg("-accept")
-            .arg(format!("{ip}:{port}"))
-            .current_dir(d)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _server = https_file_server(d, "server.pem", "server.key", SocketAddr::new(ip, port));
     let vip = "192.0.2.40";
     let conf = write_config(
         d,

@@ -630,7 +630,8 @@ mod tests {
         assert_eq!(failed.result, "error");
     }
 
-    /// Runs `script` with `sh -c` once, as the monitor does.
+    /// Runs `sh -c script` once, as the monitor does (`server.port` is
+    /// 8080): what it ended with, its output and how long it took.
     fn run_once(script: String, timeout: Duration) -> (Ended, Capture, Capture, Duration) {
         let opts = RunCommandOptions {
             interval: Duration::from_secs(60),
@@ -689,38 +690,11 @@ mod tests {
         // which must be gone once the run is over.
         let dir = tempfile::tempdir().unwrap();
         let pidfile = dir.path().join("pid");
-        let opts = RunCommandOptions {
-            interval: Duration::from_secs(60),
-            timeout: Duration::from_secs(10),
-            command: "/bin/sh".into(),
-            arguments: vec![
-                "-c".into(),
-                format!(
-                    "sleep 1000 & echo $! > {}; echo out server.port",
-                    pidfile.display()
-                ),
-            ],
-            log_output: true,
-        };
-        let target = MonitorTarget {
-            service: "svc".into(),
-            host: "h".into(),
-            ip: "127.0.0.1".parse().unwrap(),
-            port: 8080,
-            weight: 1,
-        };
-        let (monitor, _waker) = RunCommand::new(&opts, &target);
-        let (tx, _rx) = crossbeam_channel::unbounded();
-        let (_stop_tx, stop_rx) = crossbeam_channel::bounded(0);
-        let ctx = MonitorContext {
-            name: RunCommand::NAME,
-            target,
-            server_id: 1,
-            monitor: 0,
-            reports: tx,
-            stop: stop_rx,
-        };
-        let (ended, stdout, _) = monitor.execute(&ctx, "test");
+        let script = format!(
+            "sleep 1000 & echo $! > {}; echo out server.port",
+            pidfile.display()
+        );
+        let (ended, stdout, _, _) = run_once(script, Duration::from_secs(10));
         assert!(verdict(&ended).outcome.is_up(), "{ended:?}");
         assert_eq!(String::from_utf8_lossy(&stdout.data), "out 8080\n");
         let pid: i32 = std::fs::read_to_string(&pidfile)

@@ -378,6 +378,22 @@ pub fn self_signed(dir: &Path, subject: &str, key: &str, cert: &str) {
     );
 }
 
+/// `openssl s_server -WWW` serving the files of `dir` over HTTPS on `addr`
+/// with `cert` and `key` (in `dir`); killed when the test ends.
+pub fn https_file_server(dir: &Path, cert: &str, key: &str, addr: SocketAddr) -> KillOnDrop {
+    KillOnDrop(
+        Command::new("openssl")
+            .args(["s_server", "-quiet", "-WWW", "-cert", cert, "-key", key])
+            .arg("-accept")
+            .arg(addr.to_string())
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("cannot run openssl (apt-get install openssl)"),
+    )
+}
+
 /// A child process killed when the test ends, even by a panic.
 pub struct KillOnDrop(pub Child);
 
