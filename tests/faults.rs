@@ -81,6 +81,26 @@ const IDLE: &str =
     "monitors = [ 'IdleConnection' ]\nidleconnection.max-delay = 1\nidleconnection.timeout-clean-reconnect = 1";
 const NO_MONITORS: &str = "monitors = []";
 
+/// Writes `dir/rsbal.conf`: the `[global]` of [`global`] (plus `extra`) and
+/// one service `web` on `vip` whose servers are the file `servers`.
+fn web_config(
+    dir: &Path,
+    ipvs: &StatefulIpvsadm,
+    port: u16,
+    extra: &str,
+    vip: &str,
+    servers: &Path,
+    monitors: &str,
+) -> PathBuf {
+    let conf = dir.join("rsbal.conf");
+    std::fs::write(
+        &conf,
+        global(ipvs, port, extra) + &service("web", vip, &file_url(servers), monitors),
+    )
+    .unwrap();
+    conf
+}
+
 fn file_url(p: &Path) -> String {
     format!("file://{}", p.display())
 }
@@ -223,12 +243,7 @@ fn item01_restart_while_names_do_not_resolve_keeps_destinations_and_retries() {
     let vip = "203.0.113.1";
     let svc = svc_key(vip, PORT);
     let port = free_port();
-    let conf = dir.path().join("rsbal.conf");
-    std::fs::write(
-        &conf,
-        global(&ipvs, port, "") + &service("web", vip, &file_url(&servers), IDLE),
-    )
-    .unwrap();
+    let conf = web_config(dir.path(), &ipvs, port, "", vip, &servers, IDLE);
     let binds: [(&Path, &str); 2] = [(&hosts, "/etc/hosts"), (&nss, "/etc/nsswitch.conf")];
     let rips: Vec<String> = (2..=4).map(|h| rip(net, h)).collect();
     let rips: Vec<&str> = rips.iter().map(String::as_str).collect();
@@ -554,13 +569,15 @@ fn item05_hanging_ipvsadm_is_timed_out_killed_counted_and_retried() {
     let vip = "203.0.113.5";
     let svc = svc_key(vip, PORT);
     let port = free_port();
-    let conf = dir.path().join("rsbal.conf");
-    std::fs::write(
-        &conf,
-        global(&ipvs, port, "ipvs-command-timeout = 2\n")
-            + &service("web", vip, &file_url(&servers), NO_MONITORS),
-    )
-    .unwrap();
+    let conf = web_config(
+        dir.path(),
+        &ipvs,
+        port,
+        "ipvs-command-timeout = 2\n",
+        vip,
+        &servers,
+        NO_MONITORS,
+    );
     let _cleanup = KillPidsInFile(ipvs.dir.join("hung"));
     let mut rsbal = Rsbal::start(&conf, &[]);
     let rips = [rip(net, 2), rip(net, 3)];
@@ -650,12 +667,7 @@ fn item06_failed_apply_is_retried_and_reported_and_a_failed_read_is_not_an_empty
     let vip = "203.0.113.6";
     let svc = svc_key(vip, PORT);
     let port = free_port();
-    let conf = dir.path().join("rsbal.conf");
-    std::fs::write(
-        &conf,
-        global(&ipvs, port, "") + &service("web", vip, &file_url(&servers), NO_MONITORS),
-    )
-    .unwrap();
+    let conf = web_config(dir.path(), &ipvs, port, "", vip, &servers, NO_MONITORS);
     let rsbal = Rsbal::start(&conf, &[]);
     let rips = [rip(net, 2), rip(net, 3)];
     let rips: Vec<&str> = rips.iter().map(String::as_str).collect();
@@ -739,12 +751,7 @@ fn item06b_apply_that_failed_because_ipvsadm_vanished_is_retried_when_it_is_back
     let vip = "203.0.113.16";
     let svc = svc_key(vip, PORT);
     let port = free_port();
-    let conf = dir.path().join("rsbal.conf");
-    std::fs::write(
-        &conf,
-        global(&ipvs, port, "") + &service("web", vip, &file_url(&servers), NO_MONITORS),
-    )
-    .unwrap();
+    let conf = web_config(dir.path(), &ipvs, port, "", vip, &servers, NO_MONITORS);
     let rsbal = Rsbal::start(&conf, &[]);
     let rips = [rip(net, 12), rip(net, 13)];
     let rips: Vec<&str> = rips.iter().map(String::as_str).collect();
@@ -799,16 +806,6 @@ fn item06b_apply_that_failed_because_ipvsadm_vanished_is_retried_when_it_is_back
 // 7. RunCommand printing 4 MB
 // ---------------------------------------------------------------------------
 
-/// An executable shell script `dir/name`.
-fn script(dir: &Path, name: &str, body: &str) -> PathBuf {
-    let path = dir.join(name);
-    std::fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
-    let mut perm = std::fs::metadata(&path).unwrap().permissions();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
-    std::fs::set_permissions(&path, perm).unwrap();
-    path
-}
-
 #[test]
 fn item07_runcommand_printing_4_mb_quickly_stays_up() {
     let dir = tempfile::tempdir().unwrap();
@@ -846,16 +843,11 @@ fn item07_runcommand_printing_4_mb_quickly_stays_up() {
     let vip = "203.0.113.7";
     let svc = svc_key(vip, PORT);
     let port = free_port();
-    let conf = dir.path().join("rsbal.conf");
     let monitors = format!(
         "monitors = [ 'RunCommand' ]\nruncommand.command = {}\nruncommand.interval = 1\nruncommand.timeout = 3",
         check.display()
     );
-    std::fs::write(
-        &conf,
-        global(&ipvs, port, "") + &service("web", vip, &file_url(&servers), &monitors),
-    )
-    .unwrap();
+    let conf = web_config(dir.path(), &ipvs, port, "", vip, &servers, &monitors);
     let rsbal = Rsbal::start(&conf, &[]);
     let rips: Vec<String> = (2..=4).map(|h| rip(net, h)).collect();
     let rips: Vec<&str> = rips.iter().map(String::as_str).collect();
@@ -904,16 +896,11 @@ fn item08_runcommand_descendants_that_setsid_are_killed() {
     let vip = "203.0.113.8";
     let svc = svc_key(vip, PORT);
     let port = free_port();
-    let conf = dir.path().join("rsbal.conf");
     let monitors = format!(
         "monitors = [ 'RunCommand' ]\nruncommand.command = {}\nruncommand.interval = 1\nruncommand.timeout = 5",
         check.display()
     );
-    std::fs::write(
-        &conf,
-        global(&ipvs, port, "") + &service("web", vip, &file_url(&servers), &monitors),
-    )
-    .unwrap();
+    let conf = web_config(dir.path(), &ipvs, port, "", vip, &servers, &monitors);
     let _cleanup = KillPidsInFile(pids.clone());
     let mut rsbal = Rsbal::start(&conf, &[]);
     let read_pids = || -> Vec<i32> {
@@ -956,12 +943,7 @@ fn item09_instrumentation_answers_within_1s_under_300_slow_connections() {
     let vip = "203.0.113.9";
     let svc = svc_key(vip, PORT);
     let port = free_port();
-    let conf = dir.path().join("rsbal.conf");
-    std::fs::write(
-        &conf,
-        global(&ipvs, port, "") + &service("web", vip, &file_url(&servers), NO_MONITORS),
-    )
-    .unwrap();
+    let conf = web_config(dir.path(), &ipvs, port, "", vip, &servers, NO_MONITORS);
     let rsbal = Rsbal::start(&conf, &[]);
     let a = api(port);
     assert!(wait_until(T, || http_get(a, "/pools", false).is_some()));
@@ -1132,12 +1114,7 @@ fn item10b_many_unresolvable_names_do_not_block_later_list_edits() {
     let vip = "203.0.113.12";
     let svc = svc_key(vip, PORT);
     let port = free_port();
-    let conf = dir.path().join("rsbal.conf");
-    std::fs::write(
-        &conf,
-        global(&ipvs, port, "") + &service("web", vip, &file_url(&servers), NO_MONITORS),
-    )
-    .unwrap();
+    let conf = web_config(dir.path(), &ipvs, port, "", vip, &servers, NO_MONITORS);
     let binds: [(&Path, &str); 2] = [(&resolv, "/etc/resolv.conf"), (&nss, "/etc/nsswitch.conf")];
     let rsbal = start_in_namespace(&conf, &binds);
     // 30 names × 2 s if looked up one at a time without a bound.
@@ -1289,12 +1266,7 @@ fn item10e_control_characters_in_host_names_are_escaped_in_pools_and_logs() {
     let vip = "203.0.113.14";
     let svc = svc_key(vip, PORT);
     let port = free_port();
-    let conf = dir.path().join("rsbal.conf");
-    std::fs::write(
-        &conf,
-        global(&ipvs, port, "") + &service("web", vip, &file_url(&servers), NO_MONITORS),
-    )
-    .unwrap();
+    let conf = web_config(dir.path(), &ipvs, port, "", vip, &servers, NO_MONITORS);
     let rsbal = Rsbal::start(&conf, &[]);
     let a = api(port);
     assert!(ipvs.wait_table(T, |t| t.has_dest(&svc, &rip(net, 30))));
