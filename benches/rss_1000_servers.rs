@@ -38,18 +38,6 @@ fn status_field(pid: u32, field: &str) -> String {
         .unwrap_or_default()
 }
 
-/// utime + stime of `pid`, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after_comm = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = after_comm.split_whitespace().collect();
-    let ticks: f64 = fields
-        .get(11..13)
-        .map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
-        .unwrap_or(0.0);
-    ticks / 100.0
-}
-
 fn main() {
     let servers = env_or("SERVERS", 1000);
     let seconds = env_or("SECONDS", 30);
@@ -109,9 +97,9 @@ fn main() {
             .filter(|l| l.starts_with("-d "))
             .count()
     };
-    let cpu_before = cpu_seconds(pid);
+    let cpu_before = support::cpu_seconds(pid);
     std::thread::sleep(Duration::from_secs(seconds as u64));
-    let cpu = cpu_seconds(pid) - cpu_before;
+    let cpu = support::cpu_seconds(pid) - cpu_before;
     println!(
         "{servers} servers (IdleConnection + ProxyFetch every 2 s), after {seconds} s of checks: \
          VmRSS {}, VmHWM {}, threads {}, CPU {:.1}% of one core, servers wrongly depooled: {}",

@@ -54,6 +54,7 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -681,18 +682,6 @@ fn fds(pid: u32) -> Option<u64> {
     Some(fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64)
 }
 
-/// utime + stime of `pid`, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after_comm = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = after_comm.split_whitespace().collect();
-    let ticks: f64 = fields
-        .get(11..13)
-        .map(|f| f.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
-        .unwrap_or(0.0);
-    ticks / 100.0
-}
-
 /// (busy, total) jiffies of the whole machine, all CPUs.
 fn machine_jiffies() -> (f64, f64) {
     let stat = fs::read_to_string("/proc/stat").unwrap_or_default();
@@ -711,7 +700,7 @@ fn machine_jiffies() -> (f64, f64) {
 
 /// CPU seconds of `pid` and its children (nginx's master and workers).
 fn tree_cpu_seconds(pid: u32) -> f64 {
-    let mut sum = cpu_seconds(pid);
+    let mut sum = support::cpu_seconds(pid);
     for entry in fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Some(child) = entry
             .file_name()
@@ -726,7 +715,7 @@ fn tree_cpu_seconds(pid: u32) -> f64 {
             .and_then(|(_, r)| r.split_whitespace().nth(1))
             .and_then(|p| p.parse::<u32>().ok());
         if ppid == Some(pid) {
-            sum += cpu_seconds(child);
+            sum += support::cpu_seconds(child);
         }
     }
     sum
@@ -892,7 +881,7 @@ fn run(shape: &Shape, interval: f64, opts: &Opts) -> Row {
                 .sum::<u64>()
         };
         let (cpu0, req0, own0, t0) = (
-            cpu_seconds(pid),
+            support::cpu_seconds(pid),
             nginx.requests(),
             own_requests(),
             Instant::now(),
@@ -909,7 +898,7 @@ fn run(shape: &Shape, interval: f64, opts: &Opts) -> Row {
                 (rmin, rmax) = (rmin.min(r), rmax.max(r));
             }
         }
-        let cpu = cpu_seconds(pid) - cpu0;
+        let cpu = support::cpu_seconds(pid) - cpu0;
         let req = nginx.requests() - req0 + own_requests() - own0;
         let secs = t0.elapsed().as_secs_f64();
         let ngx = tree_cpu_seconds(nginx.child.id()) - ngx0;
