@@ -134,9 +134,6 @@ fn metric(api: SocketAddr, series: &str) -> Option<f64> {
 /// process id is rsbal's (unshare and sh exec), so signals reach it.
 /// Writing a bound file in place (same inode) changes what rsbal sees.
 fn start_in_namespace(conf: &Path, binds: &[(&Path, &str)]) -> Rsbal {
-    let log = conf.with_extension("log");
-    let out = std::fs::File::create(&log).unwrap();
-    let err = out.try_clone().unwrap();
     let mut script = String::new();
     for (file, target) in binds {
         script.push_str(&format!(
@@ -145,16 +142,12 @@ fn start_in_namespace(conf: &Path, binds: &[(&Path, &str)]) -> Rsbal {
         ));
     }
     script.push_str("exec \"$0\" -d -c \"$1\"\n");
-    let child = Command::new("unshare")
+    let mut command = Command::new("unshare");
+    command
         .args(["-m", "--propagation", "private", "sh", "-c", &script])
         .arg(env!("CARGO_BIN_EXE_rsbal"))
-        .arg(conf)
-        .stdin(Stdio::null())
-        .stdout(out)
-        .stderr(err)
-        .spawn()
-        .unwrap();
-    Rsbal { child, log }
+        .arg(conf);
+    Rsbal::spawn(command, conf)
 }
 
 /// An nsswitch.conf whose `hosts:` line is `hosts`.

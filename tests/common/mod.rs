@@ -257,14 +257,18 @@ pub struct Rsbal {
 
 impl Rsbal {
     pub fn start(config: &Path, extra: &[&str]) -> Rsbal {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_rsbal"));
+        command.arg("-d").arg("-c").arg(config).args(extra);
+        Rsbal::spawn(command, config)
+    }
+
+    /// Runs `command` (which runs rsbal on `config`) with its output in
+    /// `config`'s `.log` file.
+    pub fn spawn(mut command: Command, config: &Path) -> Rsbal {
         let log = config.with_extension("log");
         let out = fs::File::create(&log).unwrap();
         let err = out.try_clone().unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_rsbal"))
-            .arg("-d")
-            .arg("-c")
-            .arg(config)
-            .args(extra)
+        let child = command
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
