@@ -176,6 +176,13 @@ fn http_date(t: SystemTime) -> String {
 /// separators), so output stays byte-compatible with PyBal's where the key
 /// order allows.
 fn to_json(value: &Value) -> String {
+    fn comma_unless_first<W: ?Sized + Write>(w: &mut W, first: bool) -> io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            w.write_all(b", ")
+        }
+    }
     struct PyFormatter;
     impl serde_json::ser::Formatter for PyFormatter {
         fn begin_array_value<W: ?Sized + Write>(
@@ -183,22 +190,14 @@ fn to_json(value: &Value) -> String {
             w: &mut W,
             first: bool,
         ) -> io::Result<()> {
-            if first {
-                Ok(())
-            } else {
-                w.write_all(b", ")
-            }
+            comma_unless_first(w, first)
         }
         fn begin_object_key<W: ?Sized + Write>(
             &mut self,
             w: &mut W,
             first: bool,
         ) -> io::Result<()> {
-            if first {
-                Ok(())
-            } else {
-                w.write_all(b", ")
-            }
+            comma_unless_first(w, first)
         }
         fn begin_object_value<W: ?Sized + Write>(&mut self, w: &mut W) -> io::Result<()> {
             w.write_all(b": ")
