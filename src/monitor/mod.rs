@@ -16,6 +16,7 @@
 
 pub(crate) mod check;
 pub(crate) mod dns_query;
+pub(crate) mod http_get;
 pub(crate) mod idle_connection;
 pub(crate) mod pool;
 pub(crate) mod proxy_fetch;
@@ -296,6 +297,8 @@ pub(crate) struct ScheduledMonitor {
     pub(crate) ctx: MonitorContext,
     pub(crate) interval: Duration,
     pub(crate) check: Box<dyn Check>,
+    /// The kind of its last result (`None` before the first).
+    pub(crate) last: Option<pool::ResultClass>,
 }
 
 impl ScheduledMonitor {
@@ -381,6 +384,7 @@ impl WithKind for Start {
                     ctx,
                     interval,
                     check,
+                    last: None,
                 }),
             }),
             Body::Dedicated { run, stack } => {

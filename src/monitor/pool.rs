@@ -1,39 +1,54 @@
 //! The elastic worker pool of one service: the threads that run its scheduled
-//! checks (ProxyFetch, RunCommand, DNSQuery), one check per job.
+//! checks (ProxyFetch, RunCommand, DNSQuery), and the queue between them and
+//! the service thread.
 //!
-//! The pool grows only while checks are in flight: a job handed to the pool
-//! claims an idle worker if there is one, else a new worker is spawned for
-//! it, so a hung server holds one worker and never the others' checks. A
-//! worker that has been idle for [`IDLE_EXIT`] ends. Workers keep a small
-//! stack ([`WORKER_STACK_SIZE`]). The pool never runs more than
-//! [`MAX_WORKERS`] workers, so what a service can cost is known before it
-//! starts (`daemon::limits` counts on it); past that, due checks wait in
-//! the queue for the next free worker (each check is bounded by its
-//! monitor's timeout), so only more than [`MAX_WORKERS`] servers hung at
-//! once delay the others' checks.
+//! The service thread hands due checks to [`Workers::run`]; they wait in one
+//! queue that every worker takes from, in order. Workers are few because a
+//! hand-off is, after the kernel's TCP, what a check costs most (each wake
+//! of a sleeping thread is ~15–20 µs of CPU on a VM), and each thread costs
+//! memory:
+//! - **One wake-up per batch.** A due check wakes the worker that went idle
+//!   last, unless one is woken already (it takes the whole queue in turn);
+//!   the service thread hands out the checks due within a short window at
+//!   once, so one worker runs them back to back.
+//! - **Growth only when the pool is stuck.** If checks wait and no worker
+//!   has taken or finished one for [`GROWTH_GRACE`] (they are blocked on
+//!   hung or slow servers), [`Workers::grow`] spawns one more worker: a hung
+//!   server holds one worker and delays another check by about the grace.
+//!   Workers that are merely slow to get the CPU still make progress, and a
+//!   machine with more runnable tasks than CPUs gets at most
+//!   [`BUSY_MACHINE_WORKERS`] per service (more threads would only queue
+//!   for the CPU, and an overloaded box would otherwise add thousands). A
+//!   worker idle for [`IDLE_EXIT`] ends; the pool never runs more than
+//!   [`MAX_WORKERS`] (`daemon::limits` counts on it).
+//! - **Results are filed, not sent.** A worker files each finished check in
+//!   the pool and rings the service's doorbell only when the service must
+//!   look before it would anyway: the result differs from that check's
+//!   previous one (a state change, the first result, a local failure), or
+//!   the check is due again before the service thread's next wake-up. The
+//!   service thread takes the filed results every time it wakes
+//!   ([`Workers::park`] hands over any left before it sleeps, so none is
+//!   forgotten).
 //!
-//! Counting: `idle` is the number of waiting workers no job has claimed yet.
-//! A sender claims one by decrementing it; a worker that times out may end
-//! only by decrementing it too, so a claimed job always finds a worker. A
-//! job queued at the cap with no worker to claim is counted in `backlog`; a
-//! worker that finishes a check takes one from `backlog` (it will receive
-//! that job) before it counts itself idle, so the counts stay true. A
-//! spawn that fails (`EAGAIN` at the thread limit) leaves its job queued and
-//! is owed: [`Workers::retry`] spawns the missing workers later.
-//!
-//! A worker runs a job only if its monitor was not stopped meanwhile, and
-//! hands the finished job back on the service's `done` channel; the service
-//! thread decides whether the result is still wanted.
+//! A worker runs a job only if its monitor was not stopped meanwhile; the
+//! service thread decides whether a result is still wanted. Dropping
+//! [`Workers`] (the service ends) tells the workers to end once their
+//! current check is done; queued checks are dropped.
 
 use super::{Checked, ScheduledMonitor};
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use crossbeam_channel::Sender;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 
 /// How long an idle worker waits for a job before it ends.
 pub(crate) const IDLE_EXIT: Duration = Duration::from_secs(10);
+
+/// How long a due check waits for a busy worker before a new one is spawned
+/// for it. Far below any check interval, far above what a healthy check
+/// takes (a loopback ProxyFetch is ~0.1 ms).
+pub(crate) const GROWTH_GRACE: Duration = Duration::from_millis(20);
 
 /// Stack of a worker thread: an HTTP(S) request (TLS handshake included), a
 /// DNS exchange or a spawn and wait. `tests/scheduler.rs`
@@ -43,152 +58,359 @@ pub(crate) const IDLE_EXIT: Duration = Duration::from_secs(10);
 /// this costs little; only touched pages count in RSS.
 pub(crate) const WORKER_STACK_SIZE: usize = 512 * 1024;
 
+/// Most workers a pool grows to while the machine is busy (more runnable
+/// tasks than CPUs): enough that a few hung servers hold up no other
+/// check, few enough that an overloaded machine does not add thousands of
+/// threads, each of which would only wait for the CPU and cost memory.
+pub(crate) const BUSY_MACHINE_WORKERS: usize = 4;
+
 /// Most workers one service's pool runs at once. 32 keeps a production
 /// balancer (≈ 100 services) within `vm.max_map_count` (4 maps a thread) at
 /// 10,000 servers; a healthy service of 100 servers checked every second
-/// keeps one or two busy.
+/// keeps one busy.
 pub(crate) const MAX_WORKERS: usize = 32;
 
 /// A scheduled check that ran: the job back, what it found (`None`: it was
-/// stopped during the check), and when it started.
+/// stopped during the check), and when it was due.
 pub(crate) struct Finished {
     pub(crate) job: ScheduledMonitor,
     pub(crate) result: Option<Checked>,
-    pub(crate) started: Instant,
+    pub(crate) due: Instant,
+}
+
+/// The kind of a result, to tell a change from a repeat: up, down, or not
+/// checked for rsbal's own shortage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ResultClass {
+    Up,
+    Down,
+    Local,
+}
+
+impl ResultClass {
+    fn of(checked: &Checked) -> ResultClass {
+        match &checked.outcome {
+            super::CheckOutcome::Up(_) => ResultClass::Up,
+            super::CheckOutcome::Down(e) if e.is_local() => ResultClass::Local,
+            super::CheckOutcome::Down(_) => ResultClass::Down,
+        }
+    }
+}
+
+/// A due check waiting for a worker.
+struct Queued {
+    job: ScheduledMonitor,
+    due: Instant,
+    queued: Instant,
+}
+
+/// What one worker is doing.
+#[derive(Clone, Copy)]
+enum Doing {
+    /// Running checks.
+    Busy,
+    /// Parked for a job `since`; `woken` once a job was meant for it.
+    Idle { since: Instant, woken: bool },
+}
+
+/// One worker, as the pool sees it.
+struct Slot {
+    id: u64,
+    thread: thread::Thread,
+    doing: Doing,
+}
+
+/// What the service thread and its workers share, under one lock.
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Queued>,
+    /// Finished checks the service thread has not taken yet.
+    finished: Vec<Finished>,
+    /// The workers alive.
+    slots: Vec<Slot>,
+    next_id: u64,
+    /// When the service thread wakes next by itself (`None`: it is awake).
+    service_wakes: Option<Instant>,
+    /// When a worker last took or finished a check.
+    progress: Option<Instant>,
+    /// The service is gone: workers end.
+    closed: bool,
+}
+
+impl State {
+    fn slot(&mut self, id: u64) -> Option<&mut Slot> {
+        self.slots.iter_mut().find(|s| s.id == id)
+    }
+
+    /// Makes sure a worker comes for the queue: one woken already and not
+    /// yet back takes every queued check in turn; otherwise wakes the worker
+    /// that went idle last (so that the others stay idle and end after
+    /// [`IDLE_EXIT`]). False when none is idle.
+    fn wake_one(&mut self) -> bool {
+        if self
+            .slots
+            .iter()
+            .any(|s| matches!(s.doing, Doing::Idle { woken: true, .. }))
+        {
+            return true;
+        }
+        let newest = self
+            .slots
+            .iter_mut()
+            .filter(|s| matches!(s.doing, Doing::Idle { woken: false, .. }))
+            .max_by_key(|s| match s.doing {
+                Doing::Idle { since, .. } => Some(since),
+                Doing::Busy => None,
+            });
+        match newest {
+            Some(slot) => {
+                if let Doing::Idle { woken, .. } = &mut slot.doing {
+                    *woken = true;
+                }
+                slot.thread.unpark();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn any_idle(&self) -> bool {
+        self.slots
+            .iter()
+            .any(|s| matches!(s.doing, Doing::Idle { .. }))
+    }
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Rung (one token at most) when a finished check cannot wait for the
+    /// service thread's next wake-up.
+    doorbell: Sender<()>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic aborts the process (`panic = "abort"`), so no lock is
+        // ever poisoned; take the state either way.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// The service's end of its pool.
 pub(crate) struct Workers {
     name: String,
-    jobs: Sender<ScheduledMonitor>,
-    queue: Receiver<ScheduledMonitor>,
-    done: Sender<Finished>,
-    idle: Arc<AtomicUsize>,
-    live: Arc<AtomicUsize>,
-    /// Jobs queued at the cap that no idle worker claimed.
-    backlog: Arc<AtomicUsize>,
-    /// Workers that could not be spawned for queued jobs.
-    owed: usize,
-}
-
-/// Takes one from `counter` unless it is zero; true when taken.
-fn take_one(counter: &AtomicUsize) -> bool {
-    counter
-        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
-        .is_ok()
+    shared: Arc<Shared>,
 }
 
 impl Workers {
-    /// A pool with no worker yet; finished jobs go to `done`. Threads are
-    /// named `check:<name>`.
-    pub(crate) fn new(name: &str, done: Sender<Finished>) -> Workers {
-        let (jobs, queue) = crossbeam_channel::unbounded();
+    /// A pool with no worker yet; `doorbell` is rung when a finished check
+    /// needs the service thread before its next wake-up. Threads are named
+    /// `check:<name>`.
+    pub(crate) fn new(name: &str, doorbell: Sender<()>) -> Workers {
         Workers {
             name: format!("check:{name}"),
-            jobs,
-            queue,
-            done,
-            idle: Arc::new(AtomicUsize::new(0)),
-            live: Arc::new(AtomicUsize::new(0)),
-            backlog: Arc::new(AtomicUsize::new(0)),
-            owed: 0,
+            shared: Arc::new(Shared {
+                state: Mutex::new(State::default()),
+                doorbell,
+            }),
         }
     }
 
-    /// Runs `job` on an idle worker or a new one. An error means no worker
-    /// could be spawned: the job stays queued for the next free worker and
-    /// [`Workers::retry`] tries again.
-    pub(crate) fn run(&mut self, job: ScheduledMonitor) -> std::io::Result<()> {
-        if self.jobs.send(job).is_err() {
-            return Ok(()); // Cannot happen: we hold the receiver too.
+    /// Queues `job` (due at `due`) for the next free worker and wakes the
+    /// most recently idle one. With no worker alive one is spawned at once;
+    /// with every worker busy the job waits (see [`Workers::grow`]). An
+    /// error means no worker could be spawned: the job stays queued and
+    /// `grow` tries again.
+    pub(crate) fn run(
+        &self,
+        job: ScheduledMonitor,
+        due: Instant,
+        now: Instant,
+    ) -> std::io::Result<()> {
+        let mut state = self.shared.lock();
+        state.queue.push_back(Queued {
+            job,
+            due,
+            queued: now,
+        });
+        if state.wake_one() || !state.slots.is_empty() {
+            Ok(())
+        } else {
+            self.spawn(&mut state, now)
         }
-        if !take_one(&self.idle) {
-            if self.live() + self.owed < MAX_WORKERS {
-                self.owed += 1;
-            } else {
-                self.backlog.fetch_add(1, Ordering::AcqRel);
-            }
-        }
-        self.retry()
     }
 
-    /// Spawns the workers owed to queued jobs.
-    pub(crate) fn retry(&mut self) -> std::io::Result<()> {
-        while self.owed > 0 {
-            self.spawn()?;
-            self.owed -= 1;
+    /// Spawns a worker when checks wait and the pool is stuck: the oldest
+    /// queued check has waited [`GROWTH_GRACE`] and no worker has taken or
+    /// finished a check for as long (they are blocked on hung or slow
+    /// servers). Workers that are merely slow to get the CPU still make
+    /// progress, so a saturated machine gets no more threads than it has.
+    /// One per call, at most [`MAX_WORKERS`]. Returns when to call again
+    /// (`None`: nothing waits), and whether a spawn failed.
+    pub(crate) fn grow(&self, now: Instant) -> (Option<Instant>, std::io::Result<()>) {
+        let mut state = self.shared.lock();
+        let Some(oldest) = state.queue.front().map(|q| q.queued) else {
+            return (None, Ok(()));
+        };
+        if state.any_idle() {
+            // Woken for the queue: it takes the oldest check.
+            return (Some(now + GROWTH_GRACE), Ok(()));
         }
-        Ok(())
+        let stuck_since = state.progress.map_or(oldest, |p| p.max(oldest));
+        let overdue = stuck_since + GROWTH_GRACE;
+        if now < overdue {
+            return (Some(overdue), Ok(()));
+        }
+        if state.slots.len() >= BUSY_MACHINE_WORKERS && machine_busy() {
+            // Slow for want of CPU: another thread would only queue for it.
+            return (Some(now + GROWTH_GRACE), Ok(()));
+        }
+        if state.slots.len() >= MAX_WORKERS {
+            return (None, Ok(()));
+        }
+        let spawned = self.spawn(&mut state, now);
+        (Some(now + GROWTH_GRACE), spawned)
+    }
+
+    /// The finished checks filed since the last call.
+    pub(crate) fn take_finished(&self) -> Vec<Finished> {
+        std::mem::take(&mut self.shared.lock().finished)
+    }
+
+    /// The service thread is about to sleep until `wakes` at the latest.
+    /// Returns the finished checks filed meanwhile instead, if any (then it
+    /// must not sleep yet); otherwise workers ring the doorbell for a check
+    /// due before `wakes`.
+    pub(crate) fn park(&self, wakes: Instant) -> Vec<Finished> {
+        let mut state = self.shared.lock();
+        if state.finished.is_empty() {
+            state.service_wakes = Some(wakes);
+        }
+        std::mem::take(&mut state.finished)
+    }
+
+    /// The service thread woke up: results are taken as they come until it
+    /// parks again.
+    pub(crate) fn unpark(&self) {
+        self.shared.lock().service_wakes = None;
     }
 
     /// Workers alive now.
     pub(crate) fn live(&self) -> usize {
-        self.live.load(Ordering::Acquire)
+        self.shared.lock().slots.len()
     }
 
-    fn spawn(&self) -> std::io::Result<()> {
-        let worker = Worker {
-            queue: self.queue.clone(),
-            done: self.done.clone(),
-            idle: Arc::clone(&self.idle),
-            live: Arc::clone(&self.live),
-            backlog: Arc::clone(&self.backlog),
-        };
-        self.live.fetch_add(1, Ordering::AcqRel);
+    /// Drops every queued check (their servers were stopped).
+    pub(crate) fn clear_queue(&self) {
+        self.shared.lock().queue.clear();
+    }
+
+    fn spawn(&self, state: &mut State, now: Instant) -> std::io::Result<()> {
+        crate::daemon::limits::room_for_a_thread()?;
+        let shared = Arc::clone(&self.shared);
+        let id = state.next_id;
         let spawned = thread::Builder::new()
             .name(self.name.clone())
             .stack_size(WORKER_STACK_SIZE)
-            .spawn(move || worker.run());
-        if spawned.is_err() {
-            self.live.fetch_sub(1, Ordering::AcqRel);
-        }
-        spawned.map(drop)
+            .spawn(move || work(&shared, id))?;
+        state.next_id += 1;
+        state.slots.push(Slot {
+            id,
+            thread: spawned.thread().clone(),
+            doing: Doing::Busy,
+        });
+        state.progress = Some(now);
+        Ok(())
     }
 }
 
-struct Worker {
-    queue: Receiver<ScheduledMonitor>,
-    done: Sender<Finished>,
-    idle: Arc<AtomicUsize>,
-    live: Arc<AtomicUsize>,
-    backlog: Arc<AtomicUsize>,
+impl Drop for Workers {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        state.closed = true;
+        state.queue.clear();
+        for slot in &state.slots {
+            slot.thread.unpark();
+        }
+    }
 }
 
-impl Worker {
-    fn run(self) {
-        // A new worker was spawned for a job that is already queued.
+/// A worker: takes queued checks in order until the pool closes or it has
+/// been idle for [`IDLE_EXIT`].
+fn work(shared: &Shared, id: u64) {
+    let mut state = shared.lock();
+    while !state.closed {
+        if let Some(Queued { mut job, due, .. }) = state.queue.pop_front() {
+            state.progress = Some(Instant::now());
+            if let Some(slot) = state.slot(id) {
+                slot.doing = Doing::Busy;
+            }
+            drop(state);
+            if job.ctx.stopped() {
+                // Its server was removed: nothing to report.
+                state = shared.lock();
+                continue;
+            }
+            let result = job.check.check(&job.ctx);
+            let class = result.as_ref().map(ResultClass::of);
+            let changed = class.is_some() && class != job.last;
+            job.last = class.or(job.last);
+            let again = due + job.interval;
+            state = shared.lock();
+            state.progress = Some(Instant::now());
+            let late = state.service_wakes.is_some_and(|wakes| again < wakes);
+            state.finished.push(Finished { job, result, due });
+            if changed || late {
+                let _ = shared.doorbell.try_send(());
+            }
+            continue;
+        }
+        let since = Instant::now();
+        let Some(slot) = state.slot(id) else { break };
+        slot.doing = Doing::Idle {
+            since,
+            woken: false,
+        };
+        // Parked until a job is meant for this worker, the pool closes or
+        // the idle time is up (unpark before park is not lost).
         loop {
-            match self.queue.recv_timeout(IDLE_EXIT) {
-                Ok(mut job) => {
-                    if !job.ctx.stopped() {
-                        let started = Instant::now();
-                        let result = job.check.check(&job.ctx);
-                        let finished = Finished {
-                            job,
-                            result,
-                            started,
-                        };
-                        if self.done.send(finished).is_err() {
-                            break; // The service is gone.
-                        }
-                    }
-                    // A job queued at the cap is this worker's next one.
-                    if !take_one(&self.backlog) {
-                        self.idle.fetch_add(1, Ordering::AcqRel);
-                    }
-                }
-                // Idle too long: end, unless a job claimed this worker's slot
-                // meanwhile (then that job is queued or about to be).
-                Err(RecvTimeoutError::Timeout) => {
-                    if take_one(&self.idle) {
-                        break;
-                    }
-                }
-                Err(RecvTimeoutError::Disconnected) => break,
+            drop(state);
+            thread::park_timeout((since + IDLE_EXIT).saturating_duration_since(Instant::now()));
+            state = shared.lock();
+            let woken = matches!(
+                state.slot(id).map(|s| s.doing),
+                Some(Doing::Idle { woken: true, .. })
+            );
+            if woken || state.closed || !state.queue.is_empty() {
+                break;
+            }
+            if since.elapsed() >= IDLE_EXIT {
+                state.slots.retain(|s| s.id != id);
+                return;
             }
         }
-        self.live.fetch_sub(1, Ordering::AcqRel);
     }
+    state.slots.retain(|s| s.id != id);
+}
+
+/// Whether more tasks are runnable on the machine than it has CPUs
+/// (`/proc/loadavg`'s running count, this thread included): checks are
+/// then slow because the CPU is, not because servers are.
+fn machine_busy() -> bool {
+    static CPUS: std::sync::LazyLock<usize> = std::sync::LazyLock::new(|| {
+        thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| runnable_tasks(&l))
+        .is_some_and(|running| running > *CPUS)
+}
+
+/// The count of runnable tasks in a `/proc/loadavg` line
+/// (`0.52 0.58 0.59 3/467 12345`: 3).
+fn runnable_tasks(loadavg: &str) -> Option<usize> {
+    let field = loadavg.split_whitespace().nth(3)?;
+    field.split_once('/')?.0.parse().ok()
 }
 
 static WORKERS: std::sync::LazyLock<prometheus::GaugeVec> = std::sync::LazyLock::new(|| {

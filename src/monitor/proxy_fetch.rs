@@ -11,17 +11,20 @@
 //!
 //! Each check is one call of [`Check::check`], run by the service's check
 //! scheduler on its worker pool, so a server that accepts and never answers
-//! holds one worker and delays only its own next check. Each server's
-//! monitor keeps one `ureq::Agent` (no idle connections: every check opens a
-//! fresh one, as a client would) and its gauges' handles.
+//! holds one worker and delays only its own next check. Every check opens a
+//! fresh connection, as a client would. `http://` URLs are fetched by
+//! [`http_get`] (the request built once per monitor, a blocking connect,
+//! one write, reads until the response head); `https://` URLs by one
+//! `ureq::Agent` per server's monitor. The monitor keeps its gauges'
+//! handles.
 //!
 //! Every fetch sets `pybal_monitor_proxyfetch_request_duration_seconds`
 //! {service, host, monitor, result, url}, a gauge of the last fetch's
 //! duration as PyBal has it (`result` is `successful` or `failed`).
 
 use super::{
-    Body, Check, CheckError, CheckOutcome, Checked, Monitor, MonitorContext, MonitorTarget, Step,
-    Waker,
+    http_get, Body, Check, CheckError, CheckOutcome, Checked, Monitor, MonitorContext,
+    MonitorTarget, Step, Waker,
 };
 use crate::config::ProxyFetchOptions;
 use prometheus::{Gauge, GaugeVec};
@@ -63,7 +66,12 @@ impl Resolver for FixedResolver {
 
 pub(crate) struct ProxyFetch {
     opts: ProxyFetchOptions,
-    agent: Agent,
+    /// The server's address and the service port, where every request goes.
+    addr: SocketAddr,
+    /// Each URL's plain-HTTP request (`None`: not `http://`, ureq fetches it).
+    plain: Vec<Option<http_get::Request>>,
+    /// For the other URLs (`https://`); `None` when every URL is plain.
+    agent: Option<Agent>,
     /// The duration gauge of each (URL, result): looked up once (inside
     /// [`MonitorContext::observe`]), then set directly.
     gauges: Vec<[Option<Gauge>; 2]>,
@@ -80,36 +88,21 @@ impl Monitor for ProxyFetch {
     type Options = ProxyFetchOptions;
 
     fn new(opts: &ProxyFetchOptions, target: &MonitorTarget) -> (Self, Option<Waker>) {
-        let config = Agent::config_builder()
-            .timeout_global(Some(opts.timeout))
-            .max_redirects(0)
-            .http_status_as_error(false)
-            // Every check opens a fresh connection, as a client would.
-            .max_idle_connections(0)
-            .max_idle_connections_per_host(0)
-            // ureq's default buffers are 128 KiB each, allocated (mmap'd by
-            // glibc at that size) and zeroed for every connection: most of a
-            // check's cost. A health check's request and response head fit
-            // in far less.
-            .input_buffer_size(CHECK_BUFFER)
-            .output_buffer_size(CHECK_BUFFER / 4)
-            .max_response_header_size(CHECK_BUFFER)
-            .tls_config(if opts.verify_tls {
-                crate::net::tls::tls_config()
-            } else {
-                crate::net::tls::unverified_tls_config()
-            })
-            .user_agent(concat!("rsbal/", env!("CARGO_PKG_VERSION"), " ProxyFetch"))
-            .build();
-        let agent = Agent::with_parts(
-            config,
-            DefaultConnector::new(),
-            FixedResolver(target.addr()),
-        );
+        let plain: Vec<_> = opts
+            .urls
+            .iter()
+            .map(|url| http_get::Request::new(url, USER_AGENT))
+            .collect();
+        let agent = plain
+            .iter()
+            .any(Option::is_none)
+            .then(|| agent(opts, target));
         let opts = opts.clone();
         let gauges = vec![[None, None]; opts.urls.len()];
         let monitor = ProxyFetch {
             opts,
+            addr: target.addr(),
+            plain,
             agent,
             gauges,
         };
@@ -123,6 +116,39 @@ impl Monitor for ProxyFetch {
             check: Box::new(self),
         }
     }
+}
+
+/// What ProxyFetch says it is.
+const USER_AGENT: &str = concat!("rsbal/", env!("CARGO_PKG_VERSION"), " ProxyFetch");
+
+/// The ureq agent of a server's non-plain (`https://`) URLs.
+fn agent(opts: &ProxyFetchOptions, target: &MonitorTarget) -> Agent {
+    let config = Agent::config_builder()
+        .timeout_global(Some(opts.timeout))
+        .max_redirects(0)
+        .http_status_as_error(false)
+        // Every check opens a fresh connection, as a client would.
+        .max_idle_connections(0)
+        .max_idle_connections_per_host(0)
+        // ureq's default buffers are 128 KiB each, allocated (mmap'd by
+        // glibc at that size) and zeroed for every connection: most of a
+        // check's cost. A health check's request and response head fit
+        // in far less.
+        .input_buffer_size(CHECK_BUFFER)
+        .output_buffer_size(CHECK_BUFFER / 4)
+        .max_response_header_size(CHECK_BUFFER)
+        .tls_config(if opts.verify_tls {
+            crate::net::tls::tls_config()
+        } else {
+            crate::net::tls::unverified_tls_config()
+        })
+        .user_agent(USER_AGENT)
+        .build();
+    Agent::with_parts(
+        config,
+        DefaultConnector::new(),
+        FixedResolver(target.addr()),
+    )
 }
 
 impl Check for ProxyFetch {
@@ -164,7 +190,7 @@ impl ProxyFetch {
     /// Fetches URL number `index` and sets its duration gauge.
     fn timed_fetch(&mut self, ctx: &MonitorContext, index: usize) -> Fetch {
         let started = Instant::now();
-        let fetch = self.fetch(&self.opts.urls[index]);
+        let fetch = self.fetch(index);
         let took = started.elapsed().as_secs_f64();
         let result = usize::from(fetch.is_err());
         match &self.gauges[index][result] {
@@ -189,19 +215,29 @@ impl ProxyFetch {
         fetch
     }
 
-    fn fetch(&self, url: &str) -> Fetch {
-        match self.agent.get(url).call() {
-            Ok(response) => {
-                let status = response.status().as_u16();
-                if status == self.opts.http_status {
-                    Ok(format!("{url}: HTTP {status}"))
-                } else {
-                    Err(CheckError::Remote(format!(
-                        "{url}: HTTP status {status} (expected {})",
-                        self.opts.http_status
-                    )))
-                }
-            }
+    fn fetch(&self, index: usize) -> Fetch {
+        let url = &self.opts.urls[index];
+        let status = match (&self.plain[index], &self.agent) {
+            (Some(request), _) => request
+                .get(self.addr, self.opts.timeout)
+                .map_err(|e| e.into_check_error(url, self.opts.timeout))?,
+            (None, Some(agent)) => self.fetch_with(agent, url)?,
+            (None, None) => return Err(CheckError::Remote(format!("{url}: no client"))),
+        };
+        if status == self.opts.http_status {
+            Ok(format!("{url}: HTTP {status}"))
+        } else {
+            Err(CheckError::Remote(format!(
+                "{url}: HTTP status {status} (expected {})",
+                self.opts.http_status
+            )))
+        }
+    }
+
+    /// The status of `url` fetched with ureq.
+    fn fetch_with(&self, agent: &Agent, url: &str) -> Result<u16, CheckError> {
+        match agent.get(url).call() {
+            Ok(response) => Ok(response.status().as_u16()),
             Err(ureq::Error::Timeout(_)) => Err(CheckError::Remote(format!(
                 "{url}: timeout after {}",
                 fmt_secs(self.opts.timeout)

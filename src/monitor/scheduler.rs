@@ -5,7 +5,7 @@
 //! A check is in one of two states: *waiting* for its due time (in the heap)
 //! or *running* (handed to a worker, not in the heap), so the same check can
 //! never run twice at once. When it finishes it is due again `interval`
-//! after it started, or at once if it overran (fixed rate, as PyBal's
+//! after it was due, or at once if it overran (fixed rate, as PyBal's
 //! `LoopingCall`). Removing a check cancels its future runs and makes the
 //! result of a run in flight unwanted ([`Schedule::finished`] says so).
 //! Removed and rescheduled entries leave stale heap items behind, skipped
@@ -51,10 +51,10 @@ impl<K: Copy + Ord + Hash> Default for Schedule<K> {
     }
 }
 
-/// When a check that started at `started` and ended at `now` is due next:
-/// `interval` after its start, or at once if it took longer.
-pub(crate) fn next_due(started: Instant, interval: Duration, now: Instant) -> Instant {
-    (started + interval).max(now)
+/// When a check that was due at `due` and ended at `now` is due next:
+/// `interval` after `due`, or at once if it is already past that.
+pub(crate) fn next_due(due: Instant, interval: Duration, now: Instant) -> Instant {
+    (due + interval).max(now)
 }
 
 impl<K: Copy + Ord + Hash> Schedule<K> {
@@ -118,32 +118,34 @@ impl<K: Copy + Ord + Hash> Schedule<K> {
         self.heap.peek().map(|Reverse((due, _, _))| *due)
     }
 
-    /// The next check due at `now` or earlier, now marked running; `None`
-    /// when none is due.
-    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<K> {
+    /// The next check due at `until` or earlier, now marked running, with
+    /// the instant it was due; `None` when none is due.
+    pub(crate) fn pop_due(&mut self, until: Instant) -> Option<(K, Instant)> {
         self.skip_stale();
         let Reverse((due, _, key)) = *self.heap.peek()?;
-        if due > now {
+        if due > until {
             return None;
         }
         self.heap.pop();
         if let Some(entry) = self.entries.get_mut(&key) {
             entry.state = State::Running;
         }
-        Some(key)
+        Some((key, due))
     }
 
-    /// A run of `key` that started at `started` ended at `now`: true when
-    /// its result is wanted (the check is still scheduled and was running),
-    /// and then it is due again at [`next_due`]. False for a check removed
-    /// (or replaced) meanwhile: drop its result.
-    pub(crate) fn finished(&mut self, key: K, started: Instant, now: Instant) -> bool {
+    /// A run of `key` that was due at `due` ended at `now`: true when its
+    /// result is wanted (the check is still scheduled and was running), and
+    /// then it is due again at [`next_due`] (an `interval` after `due`, so a
+    /// run handed out a little early or started a little late keeps the
+    /// rate). False for a check removed (or replaced) meanwhile: drop its
+    /// result.
+    pub(crate) fn finished(&mut self, key: K, due: Instant, now: Instant) -> bool {
         match self.entries.get(&key) {
             Some(Entry {
                 interval,
                 state: State::Running,
             }) => {
-                let due = next_due(started, *interval, now);
+                let due = next_due(due, *interval, now);
                 let interval = *interval;
                 self.push(key, interval, due);
                 true
@@ -159,6 +161,11 @@ mod tests {
 
     const S: Duration = Duration::from_secs(1);
 
+    /// The key of the next check due at `until`.
+    fn key<K: Copy + Ord + Hash>(s: &mut Schedule<K>, until: Instant) -> Option<K> {
+        s.pop_due(until).map(|(k, _)| k)
+    }
+
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
     }
@@ -171,10 +178,10 @@ mod tests {
         s.add('a', S, t0 + ms(10));
         s.add('c', S, t0 + ms(30));
         assert_eq!(s.next_deadline(), Some(t0 + ms(10)));
-        assert_eq!(s.pop_due(t0), None);
-        assert_eq!(s.pop_due(t0 + ms(25)), Some('a'));
-        assert_eq!(s.pop_due(t0 + ms(25)), Some('b'));
-        assert_eq!(s.pop_due(t0 + ms(25)), None);
+        assert_eq!(key(&mut s, t0), None);
+        assert_eq!(key(&mut s, t0 + ms(25)), Some('a'));
+        assert_eq!(key(&mut s, t0 + ms(25)), Some('b'));
+        assert_eq!(key(&mut s, t0 + ms(25)), None);
         assert_eq!(s.next_deadline(), Some(t0 + ms(30)));
     }
 
@@ -183,24 +190,25 @@ mod tests {
         let t0 = Instant::now();
         let mut s = Schedule::default();
         s.add(1, S, t0);
-        assert_eq!(s.pop_due(t0), Some(1));
+        assert_eq!(key(&mut s, t0), Some(1));
         // Hung: long past its next due time, still not handed out twice.
-        assert_eq!(s.pop_due(t0 + 10 * S), None);
+        assert_eq!(key(&mut s, t0 + 10 * S), None);
         assert_eq!(s.next_deadline(), None);
         assert!(s.finished(1, t0, t0 + 10 * S));
         // Overran: due at once.
         assert_eq!(s.next_deadline(), Some(t0 + 10 * S));
-        assert_eq!(s.pop_due(t0 + 10 * S), Some(1));
+        assert_eq!(key(&mut s, t0 + 10 * S), Some(1));
     }
 
     #[test]
-    fn fixed_rate_counts_from_the_start_of_the_previous_run() {
+    fn fixed_rate_counts_from_when_the_previous_run_was_due() {
         let t0 = Instant::now();
         let mut s = Schedule::default();
-        s.add(7, S, t0);
-        assert_eq!(s.pop_due(t0), Some(7));
-        assert!(s.finished(7, t0, t0 + ms(300)));
-        assert_eq!(s.next_deadline(), Some(t0 + S));
+        s.add(7, S, t0 + ms(40));
+        // Handed out 40 ms early (a batch), still due at t0 + 40 ms.
+        assert_eq!(s.pop_due(t0 + ms(50)), Some((7, t0 + ms(40))));
+        assert!(s.finished(7, t0 + ms(40), t0 + ms(300)));
+        assert_eq!(s.next_deadline(), Some(t0 + ms(1040)));
         assert_eq!(next_due(t0, S, t0 + ms(1500)), t0 + ms(1500));
     }
 
@@ -215,7 +223,7 @@ mod tests {
         // Every second all due checks run; check 13 never finishes.
         for second in 0..5u32 {
             let now = t0 + S * second;
-            while let Some(k) = s.pop_due(now) {
+            while let Some((k, _)) = s.pop_due(now) {
                 runs[k] += 1;
                 if k != 13 {
                     assert!(s.finished(k, now, now + ms(2)));
@@ -234,16 +242,16 @@ mod tests {
         s.add('r', S, t0);
         s.add('k', S, t0 + ms(5));
         // Due at the same time: in the order they were scheduled.
-        assert_eq!(s.pop_due(t0), Some('w'));
-        assert_eq!(s.pop_due(t0), Some('r'));
+        assert_eq!(key(&mut s, t0), Some('w'));
+        assert_eq!(key(&mut s, t0), Some('r'));
         assert!(s.finished('w', t0, t0 + ms(1)));
         // 'w' waits, 'r' runs: both removed.
         s.remove(&'w');
         s.remove(&'r');
         assert!(!s.finished('r', t0, t0 + ms(2)));
         assert_eq!(s.len(), 1);
-        assert_eq!(s.pop_due(t0 + 3 * S), Some('k'));
-        assert_eq!(s.pop_due(t0 + 3 * S), None);
+        assert_eq!(key(&mut s, t0 + 3 * S), Some('k'));
+        assert_eq!(key(&mut s, t0 + 3 * S), None);
         // Finishing something never scheduled is unwanted too.
         assert!(!s.finished('x', t0, t0));
     }
@@ -253,7 +261,7 @@ mod tests {
         let t0 = Instant::now();
         let mut s = Schedule::default();
         s.add(1, S, t0);
-        assert_eq!(s.pop_due(t0), Some(1));
+        assert_eq!(key(&mut s, t0), Some(1));
         s.add(1, 2 * S, t0 + ms(10));
         // The old run's end is unwanted; the new entry keeps its own time.
         assert!(!s.finished(1, t0, t0 + ms(5)));

@@ -59,6 +59,14 @@ const SNAPSHOT_INTERVAL: Duration = Duration::from_secs(1);
 /// would make the worker pool grow to its size).
 const FIRST_CHECK_SPREAD: Duration = Duration::from_secs(1);
 
+/// Due checks are handed to the workers this much before they are due, so
+/// that checks due close together go in one batch: one wake-up of this
+/// thread and of a worker for several checks instead of two per check (a
+/// wake-up costs about as much CPU as a loopback check on a VM). The rate
+/// stays the configured one: a check is due again an interval after it was
+/// due, not after it ran.
+const DISPATCH_AHEAD: Duration = Duration::from_millis(50);
+
 /// A message from the daemon to a service thread.
 #[derive(Debug)]
 pub(crate) enum ServiceControl {
@@ -103,7 +111,7 @@ pub(crate) fn spawn(
     let (control_tx, control_rx) = crossbeam_channel::unbounded();
     let (report_tx, report_rx) = crossbeam_channel::unbounded();
     let (list_tx, list_rx) = crossbeam_channel::unbounded();
-    let (done_tx, done_rx) = crossbeam_channel::unbounded();
+    let (doorbell_tx, doorbell_rx) = crossbeam_channel::bounded(1);
     let source = source::spawn(
         &config.name,
         &config.source,
@@ -114,7 +122,7 @@ pub(crate) fn spawn(
     )?;
     let mut coordinator = Coordinator::new(config.depool_threshold, config.monitors.len());
     coordinator.set_monitor_names(monitor_names(&config));
-    let workers = Workers::new(&config.name, done_tx);
+    let workers = Workers::new(&config.name, doorbell_tx);
     let runner = ServiceRunner {
         schedule: Schedule::default(),
         waiting: HashMap::new(),
@@ -135,7 +143,7 @@ pub(crate) fn spawn(
     };
     let thread = thread::Builder::new()
         .name(format!("service:{name}"))
-        .spawn(move || runner.run(control_rx, list_rx, report_rx, done_rx))?;
+        .spawn(move || runner.run(control_rx, list_rx, report_rx, doorbell_rx))?;
     Ok(ServiceHandle {
         control: control_tx,
         thread: Some(thread),
@@ -196,19 +204,31 @@ impl ServiceRunner {
         control: Receiver<ServiceControl>,
         mut lists: Receiver<ServerList>,
         reports: Receiver<MonitorReport>,
-        done: Receiver<Finished>,
+        doorbell: Receiver<()>,
     ) {
         log::info!(target: &self.config.name, "starting: {} {}:{} ({}), servers from {}",
             self.config.protocol, self.config.ip, self.config.port, self.config.scheduler, self.config.source);
         self.publish();
         let ticker = crossbeam_channel::tick(SNAPSHOT_INTERVAL);
         loop {
-            let timeout = self
-                .schedule
-                .next_deadline()
-                .map_or(SNAPSHOT_INTERVAL, |due| {
-                    due.saturating_duration_since(Instant::now())
-                });
+            let now = Instant::now();
+            let (grow_at, grown) = self.workers.grow(now);
+            self.workers_spawned(grown);
+            let wakes = [self.schedule.next_deadline(), grow_at]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(now + SNAPSHOT_INTERVAL)
+                .min(now + SNAPSHOT_INTERVAL);
+            // Checks that finished since the last look come first: they may
+            // be due again before `wakes`.
+            let finished = self.workers.park(wakes);
+            if !finished.is_empty() {
+                self.on_finished(finished);
+                self.run_due_checks();
+                continue;
+            }
+            let timeout = wakes.saturating_duration_since(now);
             select! {
                 recv(ticker) -> _ => {
                     if self.missing_monitors {
@@ -218,8 +238,6 @@ impl ServiceRunner {
                     if self.dirty {
                         self.publish();
                     }
-                    let retried = self.workers.retry();
-                    self.workers_spawned(retried);
                     monitor::pool::set_metric(&self.config.name, self.workers.live());
                 },
                 recv(control) -> msg => match msg {
@@ -255,24 +273,24 @@ impl ServiceRunner {
                         self.on_report(report);
                     }
                 },
-                recv(done) -> finished => {
-                    if let Ok(finished) = finished {
-                        self.on_finished(finished);
-                    }
-                },
+                // A finished check that cannot wait: taken below.
+                recv(doorbell) -> _ => {},
                 default(timeout) => {},
             }
+            self.workers.unpark();
+            self.on_finished(self.workers.take_finished());
             self.run_due_checks();
         }
     }
 
-    /// Hands every check due now to the worker pool.
+    /// Hands every check due now, or within [`DISPATCH_AHEAD`], to the
+    /// worker pool.
     fn run_due_checks(&mut self) {
         let now = Instant::now();
-        while let Some(key) = self.schedule.pop_due(now) {
+        while let Some((key, due)) = self.schedule.pop_due(now + DISPATCH_AHEAD) {
             match self.waiting.remove(&key) {
                 Some(job) => {
-                    let ran = self.workers.run(job);
+                    let ran = self.workers.run(job, due, now);
                     self.workers_spawned(ran);
                 }
                 None => self.schedule.remove(&key),
@@ -296,23 +314,21 @@ impl ServiceRunner {
         }
     }
 
-    /// A worker finished a check: its result counts, and it is due again,
-    /// unless its server was removed or restarted meanwhile (then both are
-    /// dropped).
-    fn on_finished(&mut self, finished: Finished) {
-        let Finished {
-            job,
-            result,
-            started,
-        } = finished;
-        let key = job.key();
-        if !self.schedule.finished(key, started, Instant::now()) {
-            return;
-        }
-        let report = result.map(|checked| job.report(checked));
-        self.waiting.insert(key, job);
-        if let Some(report) = report {
-            self.on_report(report);
+    /// Workers finished these checks: each result counts, and each check is
+    /// due again, unless its server was removed or restarted meanwhile (then
+    /// both are dropped).
+    fn on_finished(&mut self, finished: Vec<Finished>) {
+        let now = Instant::now();
+        for Finished { job, result, due } in finished {
+            let key = job.key();
+            if !self.schedule.finished(key, due, now) {
+                continue;
+            }
+            let report = result.map(|checked| job.report(checked));
+            self.waiting.insert(key, job);
+            if let Some(report) = report {
+                self.on_report(report);
+            }
         }
     }
 
@@ -405,6 +421,7 @@ impl ServiceRunner {
         self.servers.clear();
         self.schedule.clear();
         self.waiting.clear();
+        self.workers.clear_queue();
     }
 
     fn start_monitors(&mut self, host: &str) {
