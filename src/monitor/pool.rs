@@ -45,10 +45,15 @@ use std::time::{Duration, Instant};
 /// How long an idle worker waits for a job before it ends.
 pub(crate) const IDLE_EXIT: Duration = Duration::from_secs(10);
 
-/// How long a due check waits for a busy worker before a new one is spawned
-/// for it. Far below any check interval, far above what a healthy check
-/// takes (a loopback ProxyFetch is ~0.1 ms).
+/// How long due checks wait while no worker takes or finishes one before a
+/// new worker is spawned for them. Far below any check interval, far above
+/// what a healthy check takes (a loopback ProxyFetch is ~0.1 ms).
 pub(crate) const GROWTH_GRACE: Duration = Duration::from_millis(20);
+
+/// How long a due check waits for a worker, however busy the workers are
+/// with other checks, before a new one is spawned: the pool keeps up with
+/// slow (not hung) servers too.
+pub(crate) const LAG_LIMIT: Duration = Duration::from_millis(100);
 
 /// Stack of a worker thread: an HTTP(S) request (TLS handshake included), a
 /// DNS exchange or a spawn and wait. `tests/scheduler.rs`
@@ -236,6 +241,7 @@ impl Workers {
         if state.wake_one() || !state.slots.is_empty() {
             Ok(())
         } else {
+            crate::daemon::limits::room_for_a_thread()?;
             self.spawn(&mut state, now)
         }
     }
@@ -248,7 +254,7 @@ impl Workers {
     /// One per call, at most [`MAX_WORKERS`]. Returns when to call again
     /// (`None`: nothing waits), and whether a spawn failed.
     pub(crate) fn grow(&self, now: Instant) -> (Option<Instant>, std::io::Result<()>) {
-        let mut state = self.shared.lock();
+        let state = self.shared.lock();
         let Some(oldest) = state.queue.front().map(|q| q.queued) else {
             return (None, Ok(()));
         };
@@ -256,16 +262,28 @@ impl Workers {
             // Woken for the queue: it takes the oldest check.
             return (Some(now + GROWTH_GRACE), Ok(()));
         }
+        // Stuck (nothing taken or finished for the grace), or lagging (the
+        // workers progress but slower than checks come due).
         let stuck_since = state.progress.map_or(oldest, |p| p.max(oldest));
-        let overdue = stuck_since + GROWTH_GRACE;
+        let overdue = (stuck_since + GROWTH_GRACE).min(oldest + LAG_LIMIT);
         if now < overdue {
             return (Some(overdue), Ok(()));
         }
-        if state.slots.len() >= BUSY_MACHINE_WORKERS && machine_busy() {
-            // Slow for want of CPU: another thread would only queue for it.
-            return (Some(now + GROWTH_GRACE), Ok(()));
-        }
         if state.slots.len() >= MAX_WORKERS {
+            return (Some(now + LAG_LIMIT), Ok(()));
+        }
+        // The checks below read /proc: not while the workers wait for the lock.
+        let workers = state.slots.len();
+        drop(state);
+        if workers >= BUSY_MACHINE_WORKERS && machine_busy(now) {
+            // Slow for want of CPU: another thread would only queue for it.
+            return (Some(now + LAG_LIMIT), Ok(()));
+        }
+        if let Err(e) = crate::daemon::limits::room_for_a_thread() {
+            return (Some(now + LAG_LIMIT), Err(e));
+        }
+        let mut state = self.shared.lock();
+        if state.queue.is_empty() || state.slots.len() >= MAX_WORKERS {
             return (None, Ok(()));
         }
         let spawned = self.spawn(&mut state, now);
@@ -305,8 +323,8 @@ impl Workers {
         self.shared.lock().queue.clear();
     }
 
+    /// Spawns a worker (the caller checked there is room for a thread).
     fn spawn(&self, state: &mut State, now: Instant) -> std::io::Result<()> {
-        crate::daemon::limits::room_for_a_thread()?;
         let shared = Arc::clone(&self.shared);
         let id = state.next_id;
         let spawned = thread::Builder::new()
@@ -393,17 +411,50 @@ fn work(shared: &Shared, id: u64) {
     state.slots.retain(|s| s.id != id);
 }
 
-/// Whether more tasks are runnable on the machine than it has CPUs
-/// (`/proc/loadavg`'s running count, this thread included): checks are
-/// then slow because the CPU is, not because servers are.
-fn machine_busy() -> bool {
+/// Whether checks are slow because the CPU is, not because servers are:
+/// more tasks runnable on the machine than it has CPUs now
+/// (`/proc/loadavg`'s running count, this thread included), or tasks kept
+/// waiting for a CPU [`BUSY_CPU_PRESSURE`] % of the last 10 s
+/// (`/proc/pressure/cpu`, where the kernel has it).
+/// Read at most every [`BUSY_REFRESH`] for the whole process.
+fn machine_busy(now: Instant) -> bool {
+    static LAST: Mutex<Option<(Instant, bool)>> = Mutex::new(None);
+    let mut last = LAST.lock().unwrap_or_else(PoisonError::into_inner);
+    match *last {
+        Some((at, busy)) if now.saturating_duration_since(at) < BUSY_REFRESH => busy,
+        _ => {
+            let busy = read_machine_busy();
+            *last = Some((now, busy));
+            busy
+        }
+    }
+}
+
+/// How long a reading of [`machine_busy`] serves.
+const BUSY_REFRESH: Duration = Duration::from_millis(100);
+
+fn read_machine_busy() -> bool {
     static CPUS: std::sync::LazyLock<usize> = std::sync::LazyLock::new(|| {
         thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
     });
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
+    let read = |path| std::fs::read_to_string(path).ok();
+    read("/proc/loadavg")
         .and_then(|l| runnable_tasks(&l))
         .is_some_and(|running| running > *CPUS)
+        || read("/proc/pressure/cpu")
+            .and_then(|p| cpu_pressure(&p))
+            .is_some_and(|some| some >= BUSY_CPU_PRESSURE)
+}
+
+/// Share of time (%) over which the machine counts as busy when some task
+/// waited for a CPU.
+const BUSY_CPU_PRESSURE: f64 = 20.0;
+
+/// The `some avg10` figure of `/proc/pressure/cpu`.
+fn cpu_pressure(psi: &str) -> Option<f64> {
+    let some = psi.lines().find(|l| l.starts_with("some "))?;
+    let avg10 = some.split_whitespace().find_map(|f| f.strip_prefix("avg10="))?;
+    avg10.parse().ok()
 }
 
 /// The count of runnable tasks in a `/proc/loadavg` line
@@ -411,6 +462,21 @@ fn machine_busy() -> bool {
 fn runnable_tasks(loadavg: &str) -> Option<usize> {
     let field = loadavg.split_whitespace().nth(3)?;
     field.split_once('/')?.0.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn machine_load_figures() {
+        assert_eq!(runnable_tasks("0.52 0.58 0.59 3/467 12345\n"), Some(3));
+        assert_eq!(runnable_tasks("garbage"), None);
+        let psi = "some avg10=30.45 avg60=32.58 avg300=18.68 total=5091838358\n\
+                   full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
+        assert_eq!(cpu_pressure(psi), Some(30.45));
+        assert_eq!(cpu_pressure("full avg10=1.00"), None);
+    }
 }
 
 static WORKERS: std::sync::LazyLock<prometheus::GaugeVec> = std::sync::LazyLock::new(|| {
