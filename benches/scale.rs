@@ -20,7 +20,8 @@
 //!
 //! For each run: writes the config (file:// server lists, `ipvs-backend =
 //! ipvsadm` with a stand-in that stamps every `-R` batch line with bash's
-//! `$EPOCHREALTIME`, reconciliation off), starts the release rsbal with its
+//! `$EPOCHREALTIME` taken as its first command, before it reads the batch,
+//! so that the stand-in's own `cat` is not timed; reconciliation off), starts the release rsbal with its
 //! soft `RLIMIT_NOFILE` raised to the hard limit (what systemd's
 //! `LimitNOFILE=` would give it), waits until every server is pooled, lets it
 //! settle, samples `/proc/PID` every second for `seconds` (threads, fds,
@@ -655,7 +656,7 @@ fn write_ipvsadm(dir: &Path) -> (PathBuf, PathBuf) {
         dir,
         "ipvsadm",
         &format!(
-            "#!/bin/bash\n[ \"$1\" = \"-R\" ] || exit 0\nbatch=$(cat)\nnow=$EPOCHREALTIME\n\
+            "#!/bin/bash\nnow=$EPOCHREALTIME\n[ \"$1\" = \"-R\" ] || exit 0\nbatch=$(cat)\n\
              printf '%s\\n' \"$batch\" | sed \"s/^/$now /\" >> '{}'\n",
             log.display()
         ),
