@@ -473,21 +473,6 @@ fn runnable_tasks(loadavg: &str) -> Option<usize> {
     field.split_once('/')?.0.parse().ok()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn machine_load_figures() {
-        assert_eq!(runnable_tasks("0.52 0.58 0.59 3/467 12345\n"), Some(3));
-        assert_eq!(runnable_tasks("garbage"), None);
-        let psi = "some avg10=30.45 avg60=32.58 avg300=18.68 total=5091838358\n\
-                   full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
-        assert_eq!(cpu_pressure(psi), Some(30.45));
-        assert_eq!(cpu_pressure("full avg10=1.00"), None);
-    }
-}
-
 static WORKERS: std::sync::LazyLock<prometheus::GaugeVec> = std::sync::LazyLock::new(|| {
     crate::status::metrics::gauge_vec(
         "rsbal_check_workers",
@@ -499,4 +484,157 @@ static WORKERS: std::sync::LazyLock<prometheus::GaugeVec> = std::sync::LazyLock:
 /// Sets `rsbal_check_workers{service}` (the service thread, once a second).
 pub(crate) fn set_metric(service: &str, live: usize) {
     WORKERS.with_label_values(&[service]).set(live as f64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use crate::monitor::{Check, CheckOutcome, MonitorContext, MonitorTarget};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// A check that counts its runs; the hung one blocks until released.
+    struct Fake {
+        ran: Arc<AtomicUsize>,
+        hang: Option<crossbeam_channel::Receiver<()>>,
+    }
+
+    impl Check for Fake {
+        fn check(&mut self, _ctx: &MonitorContext) -> Option<Checked> {
+            if let Some(release) = &self.hang {
+                let _ = release.recv_timeout(Duration::from_secs(10));
+            }
+            self.ran.fetch_add(1, Ordering::SeqCst);
+            Some(Checked {
+                outcome: CheckOutcome::Up("ok".into()),
+                duration: None,
+            })
+        }
+    }
+
+    /// A scheduled monitor of server `id` and the sender whose drop stops it.
+    fn job(id: u64, check: Fake) -> (ScheduledMonitor, crossbeam_channel::Sender<()>) {
+        let (stop_tx, stop) = crossbeam_channel::bounded(0);
+        let (reports, _) = crossbeam_channel::unbounded();
+        let ctx = MonitorContext {
+            name: "Fake",
+            target: MonitorTarget {
+                service: "svc".into(),
+                host: format!("h{id}"),
+                ip: [127, 0, 0, 1].into(),
+                port: 80,
+                weight: 1,
+            },
+            server_id: id,
+            monitor: 0,
+            reports,
+            stop,
+        };
+        let job = ScheduledMonitor {
+            ctx,
+            interval: Duration::from_secs(1),
+            check: Box::new(check),
+            last: None,
+        };
+        (job, stop_tx)
+    }
+
+    fn wait_for(what: impl Fn() -> bool, workers: &Workers) {
+        let until = Instant::now() + Duration::from_secs(5);
+        while !what() {
+            assert!(Instant::now() < until, "timed out");
+            let _ = workers.grow(Instant::now());
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    #[test]
+    fn a_hung_check_holds_one_worker_and_the_others_still_run() {
+        let (doorbell, rung) = crossbeam_channel::bounded(1);
+        let workers = Workers::new("t", doorbell);
+        let ran = Arc::new(AtomicUsize::new(0));
+        let (release, hang) = crossbeam_channel::bounded(0);
+        let now = Instant::now();
+        let mut stops = Vec::new();
+        let (hung, stop) = job(
+            0,
+            Fake {
+                ran: Arc::clone(&ran),
+                hang: Some(hang),
+            },
+        );
+        stops.push(stop);
+        workers.run(hung, now, now).unwrap();
+        assert_eq!(workers.live(), 1);
+        thread::sleep(Duration::from_millis(10));
+        for id in 1..=5 {
+            let (quick, stop) = job(
+                id,
+                Fake {
+                    ran: Arc::clone(&ran),
+                    hang: None,
+                },
+            );
+            stops.push(stop);
+            workers.run(quick, now, Instant::now()).unwrap();
+        }
+        // The busy worker takes nothing; after the grace a second one runs
+        // all five while the first is still hung.
+        wait_for(|| ran.load(Ordering::SeqCst) == 5, &workers);
+        assert_eq!(workers.live(), 2);
+        // First results ring the doorbell; all six come back once released.
+        assert!(rung.try_recv().is_ok());
+        drop(release);
+        let finished = std::cell::RefCell::new(Vec::new());
+        wait_for(
+            || {
+                finished.borrow_mut().extend(workers.take_finished());
+                finished.borrow().len() == 6
+            },
+            &workers,
+        );
+        assert!(finished.borrow().iter().all(|f| f.result.is_some()));
+    }
+
+    #[test]
+    fn a_check_whose_monitor_stopped_is_not_run() {
+        let (doorbell, _rung) = crossbeam_channel::bounded(1);
+        let workers = Workers::new("t", doorbell);
+        let ran = Arc::new(AtomicUsize::new(0));
+        let (release, hang) = crossbeam_channel::bounded(0);
+        let now = Instant::now();
+        let (hung, _keep) = job(
+            0,
+            Fake {
+                ran: Arc::clone(&ran),
+                hang: Some(hang),
+            },
+        );
+        workers.run(hung, now, now).unwrap();
+        thread::sleep(Duration::from_millis(10));
+        let (stopped, stop) = job(
+            1,
+            Fake {
+                ran: Arc::clone(&ran),
+                hang: None,
+            },
+        );
+        workers.run(stopped, now, now).unwrap();
+        drop(stop);
+        drop(release);
+        wait_for(|| ran.load(Ordering::SeqCst) == 1, &workers);
+        thread::sleep(Duration::from_millis(50));
+        assert_eq!(ran.load(Ordering::SeqCst), 1);
+        assert_eq!(workers.take_finished().len(), 1);
+    }
+
+    #[test]
+    fn machine_load_figures() {
+        assert_eq!(runnable_tasks("0.52 0.58 0.59 3/467 12345\n"), Some(3));
+        assert_eq!(runnable_tasks("garbage"), None);
+        let psi = "some avg10=30.45 avg60=32.58 avg300=18.68 total=5091838358\n\
+                   full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
+        assert_eq!(cpu_pressure(psi), Some(30.45));
+        assert_eq!(cpu_pressure("full avg10=1.00"), None);
+    }
 }
