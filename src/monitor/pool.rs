@@ -513,7 +513,7 @@ mod tests {
     }
 
     /// A scheduled monitor of server `id` and the sender whose drop stops it.
-    fn job(id: u64, check: Fake) -> (ScheduledMonitor, crossbeam_channel::Sender<()>) {
+    fn job(id: u64, check: Fake) -> (ScheduledMonitor, Sender<()>) {
         let (stop_tx, stop) = crossbeam_channel::bounded(0);
         let (reports, _) = crossbeam_channel::unbounded();
         let ctx = MonitorContext {
