@@ -31,7 +31,10 @@
 //!
 //! ```text
 //! cargo bench --bench scale -- [RUN...] [KEY=VALUE...]
-//!   RUN: 1000, 5000, 10000 ...  N servers, 100 per service,
+//!   RUN: floor                  first the floor of one check: a minimal
+//!                               client's CPU per loopback GET against the
+//!                               same nginx, flat out and paced
+//!        1000, 5000, 10000 ...  N servers, 100 per service,
 //!                               IdleConnection + ProxyFetch
 //!        prod[:N]               116 services, N servers in all (default 11000),
 //!                               IdleConnection on most, ProxyFetch on some,
@@ -75,6 +78,8 @@ const PROXYFETCH_URL: &str = "http://rsbal.example.org/pools";
 // ---------------------------------------------------------------- options
 
 struct Opts {
+    /// Measure the floor of one check first (see [`floor`]).
+    floor: bool,
     intervals: Vec<f64>,
     seconds: u64,
     settle: u64,
@@ -101,6 +106,7 @@ fn parse_args() -> (Vec<Shape>, Opts) {
         resets: 50,
         port: 28080,
         timeout: 1.0,
+        floor: false,
     };
     let mut shapes = Vec::new();
     for arg in std::env::args().skip(1) {
@@ -119,6 +125,8 @@ fn parse_args() -> (Vec<Shape>, Opts) {
                 "timeout" => opts.timeout = v.parse().expect("timeout=SECONDS"),
                 _ => panic!("unknown option {k}"),
             }
+        } else if arg == "floor" {
+            opts.floor = true;
         } else if let Some(rest) = arg.strip_prefix("prod") {
             let n = rest
                 .strip_prefix(':')
@@ -133,7 +141,7 @@ fn parse_args() -> (Vec<Shape>, Opts) {
             shapes.push(Shape::Uniform(arg.parse().expect("a server count")));
         }
     }
-    if shapes.is_empty() {
+    if shapes.is_empty() && !opts.floor {
         shapes.push(Shape::Uniform(1000));
     }
     (shapes, opts)
@@ -1031,8 +1039,63 @@ fn range(lo: f64, hi: f64, unit: &str) -> String {
     }
 }
 
+/// The floor of a ProxyFetch check on this machine: the CPU a minimal
+/// blocking client spends on one loopback connect + GET + response head +
+/// close against the same nginx, with nothing else (no scheduling, no
+/// threads, no metrics), flat out and paced (a sleep between requests, as
+/// checks spread over an interval are: each then costs a wake-up too).
+fn floor(opts: &Opts) {
+    const REQUESTS: usize = 20_000;
+    let hosts: Vec<String> = (0..1000).map(nginx_host).collect();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let nginx = Nginx::start(dir.path(), opts.port, &hosts);
+    let addrs: Vec<SocketAddr> = hosts
+        .iter()
+        .map(|h| format!("{h}:{}", opts.port).parse().expect("addr"))
+        .collect();
+    let request = format!(
+        "GET /pools HTTP/1.1\r\nHost: rsbal.example.org\r\nUser-Agent: floor\r\n\
+         Accept: */*\r\nConnection: close\r\n\r\n"
+    );
+    let me = std::process::id();
+    let mut line = String::from("floor (one loopback connect + GET + head + close, one thread):");
+    for (what, pause) in [("flat out", None), ("paced 200 µs", Some(Duration::from_micros(200)))] {
+        let n = if pause.is_some() { REQUESTS / 4 } else { REQUESTS };
+        let (cpu0, ngx0, t0) = (support::cpu_seconds(me), tree_cpu_seconds(nginx.child.id()), Instant::now());
+        let mut buf = [0u8; 4096];
+        for i in 0..n {
+            let mut s = TcpStream::connect(addrs[i % addrs.len()]).expect("connect");
+            s.write_all(request.as_bytes()).expect("write");
+            let mut len = 0;
+            while !buf[..len].windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf[len..]) {
+                    Ok(0) | Err(_) => break,
+                    Ok(k) => len += k,
+                }
+            }
+            drop(s);
+            if let Some(p) = pause {
+                thread::sleep(p);
+            }
+        }
+        let cpu = support::cpu_seconds(me) - cpu0;
+        let ngx = tree_cpu_seconds(nginx.child.id()) - ngx0;
+        let _ = write!(
+            line,
+            " {what}: {:.0} µs CPU per request (nginx {:.0} µs), {:.0} µs wall;",
+            cpu / n as f64 * 1e6,
+            ngx / n as f64 * 1e6,
+            t0.elapsed().as_secs_f64() / n as f64 * 1e6
+        );
+    }
+    println!("{}", line.trim_end_matches(';'));
+}
+
 fn main() {
     let (shapes, opts) = parse_args();
+    if opts.floor {
+        floor(&opts);
+    }
     let mut rows = Vec::new();
     for shape in &shapes {
         for &interval in &opts.intervals {
