@@ -1053,15 +1053,24 @@ fn floor(opts: &Opts) {
         .iter()
         .map(|h| format!("{h}:{}", opts.port).parse().expect("addr"))
         .collect();
-    let request = format!(
-        "GET /pools HTTP/1.1\r\nHost: rsbal.example.org\r\nUser-Agent: floor\r\n\
-         Accept: */*\r\nConnection: close\r\n\r\n"
-    );
+    let request = "GET /pools HTTP/1.1\r\nHost: rsbal.example.org\r\nUser-Agent: floor\r\n\
+                   Accept: */*\r\nConnection: close\r\n\r\n";
     let me = std::process::id();
     let mut line = String::from("floor (one loopback connect + GET + head + close, one thread):");
-    for (what, pause) in [("flat out", None), ("paced 200 µs", Some(Duration::from_micros(200)))] {
-        let n = if pause.is_some() { REQUESTS / 4 } else { REQUESTS };
-        let (cpu0, ngx0, t0) = (support::cpu_seconds(me), tree_cpu_seconds(nginx.child.id()), Instant::now());
+    for (what, pause) in [
+        ("flat out", None),
+        ("paced 200 µs", Some(Duration::from_micros(200))),
+    ] {
+        let n = if pause.is_some() {
+            REQUESTS / 4
+        } else {
+            REQUESTS
+        };
+        let (cpu0, ngx0, t0) = (
+            support::cpu_seconds(me),
+            tree_cpu_seconds(nginx.child.id()),
+            Instant::now(),
+        );
         let mut buf = [0u8; 4096];
         for i in 0..n {
             let mut s = TcpStream::connect(addrs[i % addrs.len()]).expect("connect");

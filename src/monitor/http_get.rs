@@ -25,6 +25,9 @@ pub(crate) const MAX_HEAD: usize = 32 * 1024;
 /// Response heads up to this size are read on the stack.
 const STACK_BUFFER: usize = 4096;
 
+/// How long the one read after the deadline waits.
+const LAST_LOOK: Duration = Duration::from_millis(1);
+
 /// Most header lines accepted in a response head.
 const MAX_HEADERS: usize = 100;
 
@@ -108,7 +111,7 @@ fn is_timeout(e: &io::Error) -> bool {
     )
 }
 
-/// A failed write or read: a timeout once the deadline is near, else I/O.
+/// A failed write or read: a timeout once the deadline passed, else I/O.
 fn use_error(e: io::Error, deadline: Instant) -> GetError {
     if is_timeout(&e) || Instant::now() >= deadline {
         GetError::Timeout
@@ -122,13 +125,19 @@ fn read_status(stream: &mut TcpStream, deadline: Instant) -> Result<u16, GetErro
     let mut stack = [0u8; STACK_BUFFER];
     let mut heap: Vec<u8> = Vec::new();
     let mut len = 0;
+    let mut last_look = false;
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
-            return Err(GetError::Timeout);
+            // The deadline passed while this thread waited for the CPU (or
+            // the bytes came in pieces): what has arrived by now counts.
+            if last_look {
+                return Err(GetError::Timeout);
+            }
+            last_look = true;
         }
         stream
-            .set_read_timeout(Some(remaining))
+            .set_read_timeout(Some(remaining.max(LAST_LOOK)))
             .map_err(|e| GetError::Io(Step::Use, e))?;
         let buf: &mut [u8] = if heap.is_empty() {
             &mut stack

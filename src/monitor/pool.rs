@@ -63,9 +63,6 @@ pub(crate) const LAG_LIMIT: Duration = Duration::from_millis(100);
 /// this costs little; only touched pages count in RSS.
 pub(crate) const WORKER_STACK_SIZE: usize = 512 * 1024;
 
-/// The nice value a worker adds to its own priority.
-const WORKER_NICE: i32 = 5;
-
 /// Most workers a pool grows to while the machine is busy (more runnable
 /// tasks than CPUs): enough that a few hung servers hold up no other
 /// check, few enough that an overloaded machine does not add thousands of
@@ -359,10 +356,6 @@ impl Drop for Workers {
 /// A worker: takes queued checks in order until the pool closes or it has
 /// been idle for [`IDLE_EXIT`].
 fn work(shared: &Shared, id: u64) {
-    // Below the threads that act on results (a lost idle connection, the
-    // service, the IPVS writer): on a busy machine a reset server is
-    // depooled first and checked after. Linux applies it to this thread.
-    let _ = rustix::process::nice(WORKER_NICE);
     let mut state = shared.lock();
     while !state.closed {
         if let Some(Queued { mut job, due, .. }) = state.queue.pop_front() {
