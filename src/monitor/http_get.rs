@@ -13,7 +13,7 @@
 //! timeout. The body is not read (as before with ureq, which returned after
 //! the head). `https://` checks keep ureq and rustls.
 
-use super::{CheckError, Step};
+use super::Step;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -43,7 +43,7 @@ pub(crate) enum GetError {
     /// No complete response head within the check's timeout.
     Timeout,
     /// A socket call failed (`step` says whether it was acquiring the
-    /// socket or using it, for [`CheckError::io`]).
+    /// socket or using it, for `CheckError::io`).
     Io(Step, io::Error),
     /// The server's bytes are not an HTTP/1.x response head.
     BadResponse(String),
@@ -178,19 +178,6 @@ fn read_status(stream: &mut TcpStream, deadline: Instant) -> Result<u16, GetErro
                 heap = stack.to_vec();
             }
             heap.resize((len * 2).min(MAX_HEAD), 0);
-        }
-    }
-}
-
-impl GetError {
-    /// The check's error for fetching `url` with this `timeout`.
-    pub(crate) fn into_check_error(self, url: &str, timeout: Duration) -> CheckError {
-        match self {
-            GetError::Timeout => {
-                CheckError::Remote(format!("{url}: timeout after {}s", timeout.as_secs_f64()))
-            }
-            GetError::Io(step, e) => CheckError::io(step, &e, format!("{url}: {e}")),
-            GetError::BadResponse(why) => CheckError::Remote(format!("{url}: {why}")),
         }
     }
 }

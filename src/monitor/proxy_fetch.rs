@@ -23,14 +23,15 @@
 //! duration as PyBal has it (`result` is `successful` or `failed`).
 
 use super::{
-    http_get, Body, Check, CheckError, CheckOutcome, Checked, Monitor, MonitorContext,
-    MonitorTarget, Step, Waker,
+    http_get::{self, GetError},
+    Body, Check, CheckError, CheckOutcome, Checked, Monitor, MonitorContext, MonitorTarget, Step,
+    Waker,
 };
 use crate::config::ProxyFetchOptions;
 use prometheus::{Gauge, GaugeVec};
 use std::net::SocketAddr;
-use std::sync::LazyLock;
-use std::time::{Duration, Instant};
+use std::sync::{LazyLock, OnceLock};
+use std::time::Instant;
 use ureq::unversioned::resolver::{ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::{DefaultConnector, NextTimeout};
 use ureq::Agent;
@@ -70,8 +71,8 @@ pub(crate) struct ProxyFetch {
     addr: SocketAddr,
     /// Each URL's plain-HTTP request (`None`: not `http://`, ureq fetches it).
     plain: Vec<Option<http_get::Request>>,
-    /// For the other URLs (`https://`); `None` when every URL is plain.
-    agent: Option<Agent>,
+    /// For the other URLs (`https://`), built on first use.
+    agent: OnceLock<Agent>,
     /// The duration gauge of each (URL, result): looked up once (inside
     /// [`MonitorContext::observe`]), then set directly.
     gauges: Vec<[Option<Gauge>; 2]>,
@@ -93,17 +94,13 @@ impl Monitor for ProxyFetch {
             .iter()
             .map(|url| http_get::Request::new(url, USER_AGENT))
             .collect();
-        let agent = plain
-            .iter()
-            .any(Option::is_none)
-            .then(|| agent(opts, target));
         let opts = opts.clone();
         let gauges = vec![[None, None]; opts.urls.len()];
         let monitor = ProxyFetch {
             opts,
             addr: target.addr(),
             plain,
-            agent,
+            agent: OnceLock::new(),
             gauges,
         };
         (monitor, None)
@@ -121,8 +118,9 @@ impl Monitor for ProxyFetch {
 /// What ProxyFetch says it is.
 const USER_AGENT: &str = concat!("rsbal/", env!("CARGO_PKG_VERSION"), " ProxyFetch");
 
-/// The ureq agent of a server's non-plain (`https://`) URLs.
-fn agent(opts: &ProxyFetchOptions, target: &MonitorTarget) -> Agent {
+/// The ureq agent of a server's non-plain (`https://`) URLs, sending every
+/// request to `addr`.
+fn agent(opts: &ProxyFetchOptions, addr: SocketAddr) -> Agent {
     let config = Agent::config_builder()
         .timeout_global(Some(opts.timeout))
         .max_redirects(0)
@@ -144,11 +142,7 @@ fn agent(opts: &ProxyFetchOptions, target: &MonitorTarget) -> Agent {
         })
         .user_agent(USER_AGENT)
         .build();
-    Agent::with_parts(
-        config,
-        DefaultConnector::new(),
-        FixedResolver(target.addr()),
-    )
+    Agent::with_parts(config, DefaultConnector::new(), FixedResolver(addr))
 }
 
 impl Check for ProxyFetch {
@@ -217,12 +211,11 @@ impl ProxyFetch {
 
     fn fetch(&self, index: usize) -> Fetch {
         let url = &self.opts.urls[index];
-        let status = match (&self.plain[index], &self.agent) {
-            (Some(request), _) => request
+        let status = match &self.plain[index] {
+            Some(request) => request
                 .get(self.addr, self.opts.timeout)
-                .map_err(|e| e.into_check_error(url, self.opts.timeout))?,
-            (None, Some(agent)) => self.fetch_with(agent, url)?,
-            (None, None) => return Err(CheckError::Remote(format!("{url}: no client"))),
+                .map_err(|e| self.plain_error(url, e))?,
+            None => self.fetch_with_ureq(url)?,
         };
         if status == self.opts.http_status {
             Ok(format!("{url}: HTTP {status}"))
@@ -234,14 +227,29 @@ impl ProxyFetch {
         }
     }
 
+    /// The check's error for a failed plain-HTTP GET of `url`.
+    fn plain_error(&self, url: &str, error: GetError) -> CheckError {
+        match error {
+            GetError::Timeout => self.timed_out(url),
+            GetError::Io(step, e) => CheckError::io(step, &e, format!("{url}: {e}")),
+            GetError::BadResponse(why) => CheckError::Remote(format!("{url}: {why}")),
+        }
+    }
+
+    /// `url` got no answer within the check's timeout.
+    fn timed_out(&self, url: &str) -> CheckError {
+        CheckError::Remote(format!(
+            "{url}: timeout after {}s",
+            self.opts.timeout.as_secs_f64()
+        ))
+    }
+
     /// The status of `url` fetched with ureq.
-    fn fetch_with(&self, agent: &Agent, url: &str) -> Result<u16, CheckError> {
+    fn fetch_with_ureq(&self, url: &str) -> Result<u16, CheckError> {
+        let agent = self.agent.get_or_init(|| agent(&self.opts, self.addr));
         match agent.get(url).call() {
             Ok(response) => Ok(response.status().as_u16()),
-            Err(ureq::Error::Timeout(_)) => Err(CheckError::Remote(format!(
-                "{url}: timeout after {}",
-                fmt_secs(self.opts.timeout)
-            ))),
+            Err(ureq::Error::Timeout(_)) => Err(self.timed_out(url)),
             // The connection's socket or an exchange on it.
             Err(ureq::Error::Io(e)) => Err(CheckError::io(Step::Use, &e, format!("{url}: {e}"))),
             Err(e) => Err(CheckError::Remote(format!("{url}: {e}"))),
@@ -272,10 +280,6 @@ fn all_urls(results: &[Fetch], max_failures: u32) -> CheckOutcome {
     } else {
         CheckOutcome::down(reason)
     }
-}
-
-fn fmt_secs(d: Duration) -> String {
-    format!("{}s", d.as_secs_f64())
 }
 
 #[cfg(test)]
