@@ -26,9 +26,9 @@
 //!   look before it would anyway: the result differs from that check's
 //!   previous one (a state change, the first result, a local failure), or
 //!   the check is due again before the service thread's next wake-up. The
-//!   service thread takes the filed results every time it wakes
-//!   ([`Workers::park`] hands over any left before it sleeps, so none is
-//!   forgotten).
+//!   service thread takes the filed results in one place: [`Workers::park`],
+//!   before it sleeps, hands over any filed meanwhile (then it does not
+//!   sleep yet), so none is forgotten.
 //!
 //! A worker runs a job only if its monitor was not stopped meanwhile; the
 //! service thread decides whether a result is still wanted. Dropping
@@ -63,8 +63,8 @@ pub(crate) const LAG_LIMIT: Duration = Duration::from_millis(100);
 /// this costs little; only touched pages count in RSS.
 pub(crate) const WORKER_STACK_SIZE: usize = 512 * 1024;
 
-/// Most workers a pool grows to while the machine is busy (more runnable
-/// tasks than CPUs): enough that a few hung servers hold up no other
+/// Most workers a pool grows to while the machine is short of CPU
+/// ([`machine_busy`]): enough that a few hung servers hold up no other
 /// check, few enough that an overloaded machine does not add thousands of
 /// threads, each of which would only wait for the CPU and cost memory.
 pub(crate) const BUSY_MACHINE_WORKERS: usize = 4;
@@ -134,7 +134,8 @@ struct State {
     /// The workers alive.
     slots: Vec<Slot>,
     next_id: u64,
-    /// When the service thread wakes next by itself (`None`: it is awake).
+    /// When the service thread said it would next wake by itself (`None`:
+    /// it never parked yet).
     service_wakes: Option<Instant>,
     /// When a worker last took or finished a check.
     progress: Option<Instant>,
@@ -246,11 +247,12 @@ impl Workers {
         }
     }
 
-    /// Spawns a worker when checks wait and the pool is stuck: the oldest
-    /// queued check has waited [`GROWTH_GRACE`] and no worker has taken or
-    /// finished a check for as long (they are blocked on hung or slow
-    /// servers). Workers that are merely slow to get the CPU still make
-    /// progress, so a saturated machine gets no more threads than it has.
+    /// Spawns a worker when checks wait and the pool is stuck or lagging:
+    /// the oldest queued check has waited [`GROWTH_GRACE`] and no worker has
+    /// taken or finished a check for as long (they are blocked on hung
+    /// servers), or it has waited [`LAG_LIMIT`] (slow servers). While the
+    /// machine is short of CPU ([`machine_busy`]) the pool grows to at most
+    /// [`BUSY_MACHINE_WORKERS`]: more threads would only queue for the CPU.
     /// One per call, at most [`MAX_WORKERS`]. Returns when to call again
     /// (`None`: nothing waits), and whether a spawn failed.
     pub(crate) fn grow(&self, now: Instant) -> (Option<Instant>, std::io::Result<()>) {
@@ -290,11 +292,6 @@ impl Workers {
         (Some(now + GROWTH_GRACE), spawned)
     }
 
-    /// The finished checks filed since the last call.
-    pub(crate) fn take_finished(&self) -> Vec<Finished> {
-        std::mem::take(&mut self.shared.lock().finished)
-    }
-
     /// The service thread is about to sleep until `wakes` at the latest.
     /// Returns the finished checks filed meanwhile instead, if any (then it
     /// must not sleep yet); otherwise workers ring the doorbell for a check
@@ -305,12 +302,6 @@ impl Workers {
             state.service_wakes = Some(wakes);
         }
         std::mem::take(&mut state.finished)
-    }
-
-    /// The service thread woke up: results are taken as they come until it
-    /// parks again.
-    pub(crate) fn unpark(&self) {
-        self.shared.lock().service_wakes = None;
     }
 
     /// Workers alive now.
@@ -357,7 +348,7 @@ impl Drop for Workers {
 /// been idle for [`IDLE_EXIT`].
 fn work(shared: &Shared, id: u64) {
     let mut state = shared.lock();
-    while !state.closed {
+    'work: while !state.closed {
         if let Some(Queued { mut job, due, .. }) = state.queue.pop_front() {
             state.progress = Some(Instant::now());
             if let Some(slot) = state.slot(id) {
@@ -403,8 +394,7 @@ fn work(shared: &Shared, id: u64) {
                 break;
             }
             if since.elapsed() >= IDLE_EXIT {
-                state.slots.retain(|s| s.id != id);
-                return;
+                break 'work;
             }
         }
     }
@@ -532,6 +522,11 @@ mod tests {
         (job, stop_tx)
     }
 
+    /// The checks filed so far, as the service thread takes them.
+    fn filed(workers: &Workers) -> Vec<Finished> {
+        workers.park(Instant::now() + Duration::from_secs(3600))
+    }
+
     fn wait_for(what: impl Fn() -> bool, workers: &Workers) {
         let until = Instant::now() + Duration::from_secs(5);
         while !what() {
@@ -581,7 +576,7 @@ mod tests {
         let finished = std::cell::RefCell::new(Vec::new());
         wait_for(
             || {
-                finished.borrow_mut().extend(workers.take_finished());
+                finished.borrow_mut().extend(filed(&workers));
                 finished.borrow().len() == 6
             },
             &workers,
@@ -618,7 +613,7 @@ mod tests {
         wait_for(|| ran.load(Ordering::SeqCst) == 1, &workers);
         thread::sleep(Duration::from_millis(50));
         assert_eq!(ran.load(Ordering::SeqCst), 1);
-        assert_eq!(workers.take_finished().len(), 1);
+        assert_eq!(filed(&workers).len(), 1);
     }
 
     #[test]

@@ -217,11 +217,9 @@ impl ServiceRunner {
             let wakes = [self.schedule.next_deadline(), grow_at]
                 .into_iter()
                 .flatten()
-                .min()
-                .unwrap_or(now + SNAPSHOT_INTERVAL)
-                .min(now + SNAPSHOT_INTERVAL);
-            // Checks that finished since the last look come first: they may
-            // be due again before `wakes`.
+                .fold(now + SNAPSHOT_INTERVAL, Instant::min);
+            // Checks that finished since the last look come first (the only
+            // place they are taken): they may be due again before `wakes`.
             let finished = self.workers.park(wakes);
             if !finished.is_empty() {
                 self.on_finished(finished);
@@ -273,12 +271,10 @@ impl ServiceRunner {
                         self.on_report(report);
                     }
                 },
-                // A finished check that cannot wait: taken below.
+                // A finished check that cannot wait: taken at the top.
                 recv(doorbell) -> _ => {},
                 default(timeout) => {},
             }
-            self.workers.unpark();
-            self.on_finished(self.workers.take_finished());
             self.run_due_checks();
         }
     }
