@@ -11,8 +11,9 @@
 //! (`NGINX_LISTEN=each` gives nginx one `listen 127.a.b.c:PORT` per server
 //! instead: one more fd per server in each nginx process.)
 //!
-//! Ten more servers of the first service are the benchmark's own
-//! (127.250.0.1..10, SO_REUSEPORT so that they can share the port with
+//! Ten more servers of the first service are the benchmark's own, the test
+//! harness's `common::Backend` (127.250.0.1..10, SO_REUSEPORT so that they
+//! can share the port with
 //! nginx's wildcard; the kernel prefers the exact address). They answer
 //! ProxyFetch and keep idle connections like nginx, and the benchmark resets
 //! their connections (SO_LINGER 0) to time reset → `-d` at `ipvsadm` under
@@ -64,11 +65,9 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -496,92 +495,6 @@ impl Drop for Nginx {
     }
 }
 
-// ---------------------------------------------------------------- the benchmark's own servers
-
-/// A server that answers ProxyFetch, keeps idle connections and can reset
-/// them all (SO_LINGER 0) while its listener stays open.
-struct ResetBackend {
-    conns: Arc<Mutex<Vec<Arc<TcpStream>>>>,
-    requests: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-}
-
-impl ResetBackend {
-    fn start(ip: &str, port: u16) -> ResetBackend {
-        let addr = SocketAddr::new(ip.parse().expect("ip"), port);
-        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-            .expect("socket");
-        socket.set_reuse_address(true).expect("SO_REUSEADDR");
-        socket.set_reuse_port(true).expect("SO_REUSEPORT");
-        socket
-            .bind(&addr.into())
-            .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
-        socket.listen(1024).expect("listen");
-        let listener: TcpListener = socket.into();
-        listener.set_nonblocking(true).expect("nonblocking");
-        let conns: Arc<Mutex<Vec<Arc<TcpStream>>>> = Arc::default();
-        let requests = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (c, r, s) = (conns.clone(), requests.clone(), stop.clone());
-        thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        let _ = stream.set_nonblocking(false);
-                        let stream = Arc::new(stream);
-                        c.lock().unwrap().push(stream.clone());
-                        let (c, r) = (c.clone(), r.clone());
-                        thread::spawn(move || serve(stream, c, r));
-                    }
-                    Err(_) => thread::sleep(Duration::from_millis(1)),
-                }
-            }
-        });
-        ResetBackend {
-            conns,
-            requests,
-            stop,
-        }
-    }
-
-    /// Resets every open connection: SO_LINGER 0, then a read shutdown wakes
-    /// the serving thread, whose drop of the last reference sends the RST.
-    fn reset(&self) {
-        for conn in self.conns.lock().unwrap().drain(..) {
-            let _ = socket2::SockRef::from(&*conn).set_linger(Some(Duration::ZERO));
-            let _ = conn.shutdown(Shutdown::Read);
-        }
-    }
-}
-
-impl Drop for ResetBackend {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        self.reset();
-    }
-}
-
-fn serve(stream: Arc<TcpStream>, conns: Arc<Mutex<Vec<Arc<TcpStream>>>>, requests: Arc<AtomicU64>) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 1024];
-    loop {
-        match (&*stream).read(&mut chunk) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => {
-                buf.extend_from_slice(&chunk[..n]);
-                if buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                    requests.fetch_add(1, Ordering::Relaxed);
-                    let _ = (&*stream).write_all(
-                        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n",
-                    );
-                    break;
-                }
-            }
-        }
-    }
-    conns.lock().unwrap().retain(|c| !Arc::ptr_eq(c, &stream));
-}
-
 // ---------------------------------------------------------------- the ipvsadm journal
 
 /// The stand-in's journal, read incrementally: `EPOCH -a/-d … -r HOST:PORT`.
@@ -841,8 +754,11 @@ fn run(shape: &Shape, interval: f64, opts: &Opts) -> Row {
         .cloned()
         .collect();
     let nginx = Nginx::start(dir.path(), opts.port, &nginx_hosts);
-    let own: Vec<ResetBackend> = (0..TEST_BACKENDS)
-        .map(|k| ResetBackend::start(&test_host(k), opts.port))
+    let own: Vec<common::Backend> = (0..TEST_BACKENDS)
+        .map(|k| {
+            let ip = test_host(k).parse().expect("ip");
+            common::Backend::start_sharing_port(SocketAddr::new(ip, opts.port))
+        })
         .collect();
     let own_hosts: Vec<String> = (0..TEST_BACKENDS).map(test_host).collect();
     let (script, journal_path) = write_ipvsadm(dir.path());
@@ -915,11 +831,7 @@ fn run(shape: &Shape, interval: f64, opts: &Opts) -> Row {
         ));
         let (mut tmin, mut tmax, mut fmin, mut fmax, mut rmin, mut rmax) =
             (u64::MAX, 0, u64::MAX, 0, u64::MAX, 0);
-        let own_requests = || {
-            own.iter()
-                .map(|b| b.requests.load(Ordering::Relaxed))
-                .sum::<u64>()
-        };
+        let own_requests = || own.iter().map(common::Backend::requests).sum::<u64>();
         let (cpu0, req0, own0, t0) = (
             support::cpu_seconds(pid),
             nginx.requests(),
@@ -974,7 +886,7 @@ fn run(shape: &Shape, interval: f64, opts: &Opts) -> Row {
             }
             let removed = Journal::count(&journal.dels, h);
             let t0 = now();
-            own[k].reset();
+            own[k].reset_connections();
             let seen = common::wait_until(Duration::from_secs(10), || {
                 journal.update();
                 Journal::count(&journal.dels, h) > removed

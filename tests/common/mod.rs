@@ -52,6 +52,9 @@ pub enum Mode {
 
 struct BackendShared {
     addr: SocketAddr,
+    /// SO_REUSEPORT: share the port with another listener (a wildcard one;
+    /// the kernel prefers the exact address).
+    reuse_port: bool,
     mode: Mutex<Mode>,
     /// The listening socket while the backend is not Down.
     listener: Mutex<Option<TcpListener>>,
@@ -74,7 +77,12 @@ impl BackendShared {
         )
         .unwrap();
         socket.set_reuse_address(true).unwrap();
-        socket.bind(&self.addr.into()).unwrap();
+        if self.reuse_port {
+            socket.set_reuse_port(true).unwrap();
+        }
+        socket
+            .bind(&self.addr.into())
+            .unwrap_or_else(|e| panic!("bind {}: {e}", self.addr));
         socket.listen(1024).unwrap();
         let l: TcpListener = socket.into();
         l.set_nonblocking(true).unwrap();
@@ -86,6 +94,11 @@ impl BackendShared {
     /// the last reference sends the RST.
     fn reset_all(&self) {
         *self.listener.lock().unwrap() = None;
+        self.reset_connections();
+    }
+
+    /// Resets every open connection; the listener stays.
+    fn reset_connections(&self) {
         for conn in self.conns.lock().unwrap().drain(..) {
             let _ = socket2::SockRef::from(&*conn).set_linger(Some(Duration::ZERO));
             let _ = conn.shutdown(std::net::Shutdown::Read);
@@ -102,8 +115,19 @@ pub struct Backend {
 
 impl Backend {
     pub fn start(addr: SocketAddr) -> Backend {
+        Backend::start_with(addr, false)
+    }
+
+    /// A backend whose listener shares its port (SO_REUSEPORT) with
+    /// another's, e.g. a wildcard listener serving the other addresses.
+    pub fn start_sharing_port(addr: SocketAddr) -> Backend {
+        Backend::start_with(addr, true)
+    }
+
+    fn start_with(addr: SocketAddr, reuse_port: bool) -> Backend {
         let shared = Arc::new(BackendShared {
             addr,
+            reuse_port,
             mode: Mutex::new(Mode::Healthy),
             listener: Mutex::new(None),
             conns: Mutex::new(Vec::new()),
@@ -126,6 +150,12 @@ impl Backend {
             Mode::Down => self.shared.reset_all(),
             _ => self.shared.listen(),
         }
+    }
+
+    /// Resets every open connection (SO_LINGER 0) and keeps listening: each
+    /// client sees its connection reset and can connect again at once.
+    pub fn reset_connections(&self) {
+        self.shared.reset_connections();
     }
 
     /// HTTP requests answered or received so far.
